@@ -1,0 +1,40 @@
+# Everything CI does, runnable by hand. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev test lint typecheck unit bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install the project with its dev tools
+
+dev: $(STAMP)  ## Run API + worker on an embedded Redis (data in .data/), dev model
+	$(BIN)/sessionctl dev
+
+lint: $(STAMP)  ## ruff format --check and ruff check
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)  ## mypy --strict on service/ and workers/
+	$(BIN)/mypy
+
+unit: $(STAMP)  ## pytest only
+	$(BIN)/pytest -q
+
+test: lint typecheck unit  ## Install, then lint, type-check and run the whole test suite (what CI runs)
+
+bench: $(STAMP)  ## Run the benchmarks and rewrite bench/RESULTS.md
+	$(BIN)/python -m bench
+
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

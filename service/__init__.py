@@ -1,0 +1,1 @@
+"""Redis-backed, multi-tenant session service for AI-assistant conversations."""

@@ -1,0 +1,135 @@
+"""Settings: one pydantic-settings class, read once at start-up and passed down.
+
+Every field is documented in the README's configuration table; the environment variable is the field
+name in upper case with the ``SESSIONS_`` prefix (``redis_url`` -> ``SESSIONS_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LogFormat(str, Enum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SESSIONS_", extra="ignore")
+
+    # --- Redis -------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Data Redis URL. Unset: an embedded redis-server is started under data_dir.",
+    )
+    queue_redis_url: str | None = Field(
+        default=None, description="Queue (arq) Redis URL. Unset: same as redis_url."
+    )
+    redis_cluster: bool = Field(default=False, description="Treat the data Redis as a Cluster.")
+    redis_cluster_nodes: str = Field(
+        default="",
+        description="Comma-separated host:port startup nodes for cluster mode "
+        "(redis_url's host is used when empty).",
+    )
+    key_prefix: str = Field(default="sess", description="Global prefix of every data key.")
+    index_shards: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Shards of each tenant's session index (raise on Redis Cluster).",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"), description="Folder of the embedded Redis (dev mode only)."
+    )
+
+    # --- Sessions ----------------------------------------------------------------------------
+    default_ttl_seconds: int = Field(
+        default=7 * 24 * 3600, ge=1, description="Sliding TTL of a non-infinite session."
+    )
+    max_message_bytes: int = Field(
+        default=256 * 1024, ge=1, description="Largest event payload accepted, in bytes."
+    )
+    max_sessions_per_tenant: int = Field(
+        default=100_000, ge=1, description="Default cap of live sessions per tenant."
+    )
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0, description="Default requests per second per tenant (0 = off)."
+    )
+
+    # --- Security ----------------------------------------------------------------------------
+    admin_key: SecretStr | None = Field(
+        default=None, description="Key for the tenant administration endpoints."
+    )
+
+    # --- Model provider ----------------------------------------------------------------------
+    provider: str = Field(default="dev", description="Model provider: dev or openai.")
+    default_model: str = Field(default="dev-echo", description="Model used when none is given.")
+    model_context_tokens: int = Field(
+        default=8192, ge=256, description="Context window assumed for the model."
+    )
+    compaction_threshold: float = Field(
+        default=0.8, gt=0, le=1, description="Share of the window that triggers compaction."
+    )
+    dev_stream_delay_ms: int = Field(
+        default=0, ge=0, description="Delay between streamed words of the dev model."
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", description="OpenAI-compatible endpoint."
+    )
+    openai_api_key: SecretStr | None = Field(default=None, description="Provider API key.")
+    provider_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Timeout of one provider call."
+    )
+    provider_max_retries: int = Field(default=2, ge=0, description="Retries on provider 429/5xx.")
+
+    # --- Workers -----------------------------------------------------------------------------
+    worker_concurrency: int = Field(default=50, ge=1, description="Jobs one worker runs at once.")
+    worker_poll_delay_seconds: float = Field(
+        default=0.005, gt=0, description="arq queue poll delay."
+    )
+    job_timeout_seconds: float = Field(default=300, gt=0, description="Timeout of one turn job.")
+    sweep_interval_seconds: int = Field(
+        default=60, ge=1, description="Period of the expiry sweep cron."
+    )
+
+    # --- Logging -----------------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Log level.")
+    log_format: LogFormat = Field(
+        default=LogFormat.JSON, description="json (production) or console (development)."
+    )
+    log_content: bool = Field(
+        default=False, description="Include message content in logs (debug only)."
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_is_safe(cls, value: str) -> str:
+        if not value or any(c in value for c in "{}*?[]: \t\r\n"):
+            raise ValueError("key_prefix must be non-empty without braces, globs, colons or spaces")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_is_known(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def effective_queue_url(self) -> str | None:
+        return self.queue_redis_url or self.redis_url
+
+    def cluster_startup_nodes(self) -> list[tuple[str, int]]:
+        nodes: list[tuple[str, int]] = []
+        for item in self.redis_cluster_nodes.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            host, _, port = item.rpartition(":")
+            nodes.append((host or "127.0.0.1", int(port)))
+        return nodes

@@ -1,0 +1,79 @@
+"""Every Redis key the service uses, as pure functions. Nothing else builds a key.
+
+Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both validated in ``ids``):
+
+    P:t:{t/s}:meta        hash    session metadata                         session TTL
+    P:t:{t/s}:events      stream  the session's events, append-only        session TTL
+    P:t:{t/s}:bookmarks   hash    bookmark name -> JSON                    session TTL
+    P:t:{t/s}:idem        hash    idempotency key -> event id              session TTL
+    P:t:{t/s}:turns       list    pending turn message ids (oldest first)  session TTL
+    P:t:{t/iN}:idx        zset    session id by modified ms (index shard N)     none
+    P:t:{t/iN}:exp        zset    session id by expiry ms, finite sessions only none
+    P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
+    P:t:{t}:quota         string  request-rate window counter                   short
+    P:_tenants:{admin}:*          tenant registry (see ``service.tenants``)
+
+Every key of one tenant starts with ``P:t:``, so a Redis ACL pattern ``~P:t:*`` grants exactly one
+tenant. All keys of one session share the hash tag ``{t/s}``: one Cluster slot, so every change to a
+session is one Lua script. ``/`` cannot occur in either id, so the tag is unambiguous.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from service.ids import validate_session_id, validate_tenant_id
+
+SESSION_KEY_KINDS = ("meta", "events", "bookmarks", "idem", "turns")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    meta: str
+    events: str
+    bookmarks: str
+    idem: str
+    turns: str
+
+    def all(self) -> list[str]:
+        return [self.meta, self.events, self.bookmarks, self.idem, self.turns]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexKeys:
+    idx: str
+    exp: str
+
+
+def tenant_prefix(prefix: str, tenant: str) -> str:
+    """The prefix every key of ``tenant`` starts with (for SCAN, ACLs and stats)."""
+    return f"{prefix}:{validate_tenant_id(tenant)}:"
+
+
+def session_keys(prefix: str, tenant: str, session_id: str) -> SessionKeys:
+    base = f"{tenant_prefix(prefix, tenant)}{{{tenant}/{validate_session_id(session_id)}}}"
+    return SessionKeys(*(f"{base}:{kind}" for kind in SESSION_KEY_KINDS))
+
+
+def index_shard(session_id: str, shards: int) -> int:
+    """The index shard of a session: stable across processes (CRC32, not ``hash()``)."""
+    return zlib.crc32(session_id.encode()) % shards if shards > 1 else 0
+
+
+def index_keys(prefix: str, tenant: str, shard: int) -> IndexKeys:
+    base = f"{tenant_prefix(prefix, tenant)}{{{tenant}/i{shard}}}"
+    return IndexKeys(idx=f"{base}:idx", exp=f"{base}:exp")
+
+
+def lifecycle_key(prefix: str, tenant: str) -> str:
+    return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:lifecycle"
+
+
+def quota_key(prefix: str, tenant: str) -> str:
+    return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:quota"
+
+
+def tenants_key(prefix: str, kind: str) -> str:
+    """Tenant registry keys: ``tenants`` (hash id -> JSON), ``keys`` (hash key digest -> id)."""
+    return f"{prefix}:_tenants:{{admin}}:{kind}"

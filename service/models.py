@@ -1,0 +1,139 @@
+"""Domain models shared by the store, the API, the workers and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, Field
+
+
+class EventType(str, Enum):
+    SESSION_START = "session.start"
+    USER_MESSAGE = "user.message"
+    ASSISTANT_TURN_START = "assistant.turn_start"
+    ASSISTANT_MESSAGE_DELTA = "assistant.message_delta"
+    ASSISTANT_MESSAGE = "assistant.message"
+    ASSISTANT_TURN_END = "assistant.turn_end"
+    ASSISTANT_USAGE = "assistant.usage"
+    SESSION_IDLE = "session.idle"
+    SESSION_ERROR = "session.error"
+    SESSION_TITLE_CHANGED = "session.title_changed"
+    SESSION_COMPACTION_START = "session.compaction_start"
+    SESSION_COMPACTION_COMPLETE = "session.compaction_complete"
+    ABORT = "abort"
+
+
+MESSAGE_ROLES = {
+    EventType.USER_MESSAGE.value: "user",
+    EventType.ASSISTANT_MESSAGE.value: "assistant",
+}
+
+
+class Event(TypedDict):
+    """The assistant-SDK event envelope, as stored and served."""
+
+    id: str
+    timestamp: str
+    type: str
+    data: dict[str, Any]
+
+
+class NewEvent(BaseModel):
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    role: str
+    content: str
+    id: str
+    timestamp: str
+
+
+def messages_from_events(events: list[Event]) -> list[Message]:
+    """The conversation (user and assistant messages, in order) within a list of events."""
+    out: list[Message] = []
+    for ev in events:
+        role = MESSAGE_ROLES.get(ev["type"])
+        if role is not None:
+            content = ev["data"].get("content", "")
+            out.append(
+                Message(role=role, content=str(content), id=ev["id"], timestamp=ev["timestamp"])
+            )
+    return out
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    model: str
+    system_message: str = ""
+    streaming: bool = False
+    summary: str = ""
+    name: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    infinite: bool = False
+    ttl_seconds: int
+    created_at: datetime
+    modified_at: datetime
+    expires_at: datetime | None
+    event_count: int
+    message_count: int
+    last_event_id: str
+    status: str = "idle"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    compacted_through: str = ""
+
+
+class SessionPage(BaseModel):
+    data: list[SessionInfo]
+    next_cursor: str | None
+
+
+class Bookmark(BaseModel):
+    name: str
+    description: str = ""
+    event_id: str
+    message_count: int
+    created_at: datetime
+
+
+class AppendResult(BaseModel):
+    event_ids: list[str]
+    duplicate: bool = False
+
+
+def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
+    """Build the public view of a session from its metadata hash."""
+    created = int(raw.get("created", 0))
+    modified = int(raw.get("modified", created))
+    ttl = int(raw.get("ttl", 0))
+    infinite = raw.get("infinite") == "1"
+    return SessionInfo(
+        session_id=raw["id"],
+        model=raw.get("model", ""),
+        system_message=raw.get("system_message", ""),
+        streaming=raw.get("streaming") == "1",
+        summary=raw.get("summary", ""),
+        name=raw.get("name", ""),
+        labels=json.loads(raw.get("labels") or "{}"),
+        infinite=infinite,
+        ttl_seconds=ttl,
+        created_at=ms_to_datetime(created),
+        modified_at=ms_to_datetime(modified),
+        expires_at=None if infinite else ms_to_datetime(modified + ttl * 1000),
+        event_count=int(raw.get("events", 0)),
+        message_count=int(raw.get("messages", 0)),
+        last_event_id=raw.get("last_event_id", ""),
+        status=raw.get("status", "idle"),
+        prompt_tokens=int(raw.get("prompt_tokens", 0)),
+        completion_tokens=int(raw.get("completion_tokens", 0)),
+        compacted_through=raw.get("compacted_through", ""),
+    )

@@ -1,0 +1,291 @@
+"""The store's Lua scripts: every change to a session is exactly one of these, atomic on one slot.
+
+Session scripts share one KEYS layout (built by ``SessionStore._keys``):
+
+    KEYS[1..5]  meta, events, bookmarks, idem, turns     (one session, one hash tag)
+    KEYS[6..8]  idx shard, exp shard, lifecycle stream   (optional: present on a single Redis,
+                                                          where the index is updated in the same
+                                                          script; on a Cluster they live in other
+                                                          slots and ``TOUCH_INDEX`` updates them)
+
+Times come from the server (``TIME``), so replicas of the API with skewed clocks agree. Domain
+outcomes are returned as tables whose first element is a status word (``ok``, ``missing``,
+``conflict``, ``limit``, ``dup``); Lua errors are reserved for bugs and Redis failures.
+
+Events are stored as one stream field ``e`` holding ``{"type":...,"data":...}``; readers splice the
+stream id in (``"id":"<ms>-<seq>"``) and derive the timestamp from it, so nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Shared helpers, prepended to every session script.
+_PRELUDE = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Apply the session's TTL (or none, when infinite) to every key that exists, and keep the inline
+-- index exact. Returns the expiry deadline in ms, or -1 for an infinite session.
+local function refresh(sid, now)
+  local meta = redis.call('HMGET', KEYS[1], 'ttl', 'infinite')
+  local ttl_ms = tonumber(meta[1] or '0') * 1000
+  local infinite = meta[2] == '1'
+  for i = 1, 5 do
+    if infinite then redis.call('PERSIST', KEYS[i])
+    else redis.call('PEXPIRE', KEYS[i], ttl_ms) end
+  end
+  local deadline = -1
+  if not infinite then deadline = now + ttl_ms end
+  if #KEYS >= 7 then
+    redis.call('ZADD', KEYS[6], now, sid)
+    if infinite then redis.call('ZREM', KEYS[7], sid)
+    else redis.call('ZADD', KEYS[7], deadline, sid) end
+  end
+  return deadline
+end
+
+local function lifecycle(kind, sid, now)
+  if #KEYS >= 8 then
+    redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[1], '*',
+      'type', kind, 'session_id', sid, 'at', tostring(now))
+  end
+end
+"""
+
+CREATE_SESSION = r"""
+-- ARGV: lifecycle_maxlen, sid, ttl_s, infinite(0|1), max_sessions(0=unchecked), start_event_json,
+--       then field/value pairs of further metadata.
+-- Returns {'ok', now, event_id, deadline} | {'conflict'} | {'limit', live}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'conflict'} end
+local now = now_ms()
+local max = tonumber(ARGV[5])
+if max > 0 and #KEYS >= 7 then
+  local live = redis.call('ZCARD', KEYS[6]) - redis.call('ZCOUNT', KEYS[7], '-inf', now)
+  if live >= max then return {'limit', live} end
+end
+redis.call('HSET', KEYS[1], 'id', sid, 'created', now, 'modified', now, 'ttl', ARGV[3],
+  'infinite', ARGV[4], 'events', 1, 'messages', 0)
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[6])
+redis.call('HSET', KEYS[1], 'last_event_id', id)
+local deadline = refresh(sid, now)
+lifecycle('session.created', sid, now)
+return {'ok', now, id, deadline}
+"""
+
+APPEND_EVENTS = r"""
+-- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), enqueue_turn(0|1), message_count,
+--       then one JSON per event.
+-- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local idem = ARGV[3]
+if idem ~= '' then
+  local prev = redis.call('HGET', KEYS[4], idem)
+  if prev then return {'dup', prev} end
+end
+local now = now_ms()
+local out = {'ok', now, 0}
+local last
+for i = 6, #ARGV do
+  last = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
+  out[#out + 1] = last
+end
+redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', last)
+redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 5)
+if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], 'messages', ARGV[5]) end
+if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
+if ARGV[4] == '1' then redis.call('RPUSH', KEYS[5], out[4]) end
+out[3] = refresh(sid, now)
+return out
+"""
+
+UPDATE_SESSION = r"""
+-- ARGV: lifecycle_maxlen, sid, ttl_s('' = keep), infinite(''|0|1), then field/value pairs.
+-- Returns {'ok', now, deadline} | {'missing'}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local now = now_ms()
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'infinite', ARGV[4]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'modified', now)
+local deadline = refresh(sid, now)
+lifecycle('session.updated', sid, now)
+return {'ok', now, deadline}
+"""
+
+DELETE_SESSION = r"""
+-- ARGV: lifecycle_maxlen, sid, event kind ('session.deleted' or 'session.expired').
+-- Returns 1 when the session existed, else 0. Always removes index entries and leftovers.
+local sid = ARGV[2]
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+if #KEYS >= 7 then
+  redis.call('ZREM', KEYS[6], sid)
+  redis.call('ZREM', KEYS[7], sid)
+end
+if existed == 1 or ARGV[3] == 'session.expired' then lifecycle(ARGV[3], sid, now_ms()) end
+return existed
+"""
+
+SET_BOOKMARK = r"""
+-- ARGV: lifecycle_maxlen, sid, name, partial_json ('{"name":..,"description":..,...}').
+-- The bookmark points at the session's last event and records how many messages preceded it.
+-- Returns {'ok', stored_json} | {'missing'}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local now = now_ms()
+local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'messages')
+local json = '{"event_id":"' .. (meta[1] or '0-0') .. '","message_count":' .. (meta[2] or '0')
+  .. ',"created":' .. now .. ',' .. string.sub(ARGV[4], 2)
+redis.call('HSET', KEYS[3], ARGV[3], json)
+redis.call('HSET', KEYS[1], 'modified', now)
+refresh(sid, now)
+return {'ok', json}
+"""
+
+DELETE_BOOKMARK = r"""
+-- ARGV: lifecycle_maxlen, sid, name.  Returns {'ok', removed(0|1)} | {'missing'}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local now = now_ms()
+local removed = redis.call('HDEL', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[1], 'modified', now)
+refresh(sid, now)
+return {'ok', removed}
+"""
+
+READ_EVENTS = r"""
+-- KEYS: meta, events.  ARGV: start, end, count, reverse(0|1).
+-- Returns the page as ONE JSON array string (the id spliced into each stored object), so a client
+-- parses a 1,000-event history with one json.loads instead of building 1,000 reply tuples.
+-- Returns false when the session does not exist.
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+-- ISO-8601 UTC from epoch ms (days-to-civil, H. Hinnant); the stream id carries the ms.
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local sod = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(sod / 3600),
+    math.floor(sod % 3600 / 60), sod % 60, ms - s * 1000)
+end
+local last_ms, last_iso = nil, nil
+local rows
+if ARGV[4] == '1' then
+  rows = redis.call('XREVRANGE', KEYS[2], ARGV[2], ARGV[1], 'COUNT', ARGV[3])
+else
+  rows = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+end
+local parts = {}
+for i, row in ipairs(rows) do
+  local f = row[2]
+  local body = f[2]
+  for j = 1, #f, 2 do if f[j] == 'e' then body = f[j + 1] end end
+  local ms = tonumber(string.match(row[1], '^(%d+)'))
+  if ms ~= last_ms then last_ms, last_iso = ms, iso(ms) end
+  parts[i] = '{"id":"' .. row[1] .. '","timestamp":"' .. last_iso .. '",' .. string.sub(body, 2)
+end
+return '[' .. table.concat(parts, ',') .. ']'
+"""
+
+LIST_PAGE = r"""
+-- KEYS: idx shard, exp shard.  ARGV: now_ms('' = server time), max_score('+inf' or number),
+--       after_member('' = none), count, scan_budget.
+-- Walks the index newest first from the cursor (score, member), skipping entries whose expiry
+-- deadline has passed. Returns {live_flat, suspect_flat, exhausted(0|1), last_member, last_score}:
+-- *_flat = member, score, ...; last_* = the last entry examined (the shard's frontier).
+-- "Suspect" entries look expired by the index; the caller confirms them (cluster mode) or
+-- drops them.
+local now = tonumber(ARGV[1])
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local max = ARGV[2]
+local after = ARGV[3]
+local count = tonumber(ARGV[4])
+local budget = tonumber(ARGV[5])
+local live, suspect = {}, {}
+local offset, found, scanned = 0, 0, 0
+local last_m, last_s = after, max
+local batch = count + 16
+while found < count and scanned < budget do
+  local rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES',
+    'LIMIT', offset, batch)
+  if #rows == 0 then return {live, suspect, 1, last_m, last_s} end
+  for i = 1, #rows, 2 do
+    local m, s = rows[i], rows[i + 1]
+    scanned = scanned + 1
+    if not (after ~= '' and s == max and m >= after) then
+      last_m, last_s = m, s
+      local dl = redis.call('ZSCORE', KEYS[2], m)
+      if dl and tonumber(dl) <= now then
+        suspect[#suspect + 1] = m; suspect[#suspect + 1] = s
+      else
+        live[#live + 1] = m; live[#live + 1] = s
+        found = found + 1
+        if found >= count then return {live, suspect, 0, last_m, last_s} end
+      end
+    end
+  end
+  offset = offset + #rows / 2
+  if #rows / 2 < batch then return {live, suspect, 1, last_m, last_s} end
+end
+return {live, suspect, 0, last_m, last_s}
+"""
+
+TOUCH_INDEX = r"""
+-- Cluster mode only (the index lives in another slot). KEYS: idx shard, exp shard.
+-- ARGV: sid, modified_ms, deadline_ms (-1 = infinite), op ('touch' | 'remove').
+-- Never moves modified back in time (ZADD GT), so out-of-order calls cannot regress the order.
+if ARGV[4] == 'remove' then
+  redis.call('ZREM', KEYS[1], ARGV[1]); redis.call('ZREM', KEYS[2], ARGV[1]); return 1
+end
+-- The expiry is written as given: a stale, earlier deadline only makes a live session look
+-- expired, which readers confirm with EXISTS; a later one could hide an expiry, so none is kept.
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+if ARGV[3] == '-1' then redis.call('ZREM', KEYS[2], ARGV[1])
+else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSource:
+    name: str
+    body: str
+    session: bool  # uses the session KEYS layout and the shared prelude
+
+    @property
+    def text(self) -> str:
+        return (_PRELUDE + self.body) if self.session else self.body
+
+
+ALL = (
+    ScriptSource("create_session", CREATE_SESSION, session=True),
+    ScriptSource("append_events", APPEND_EVENTS, session=True),
+    ScriptSource("update_session", UPDATE_SESSION, session=True),
+    ScriptSource("delete_session", DELETE_SESSION, session=True),
+    ScriptSource("set_bookmark", SET_BOOKMARK, session=True),
+    ScriptSource("delete_bookmark", DELETE_BOOKMARK, session=True),
+    ScriptSource("read_events", READ_EVENTS, session=False),
+    ScriptSource("list_page", LIST_PAGE, session=False),
+    ScriptSource("touch_index", TOUCH_INDEX, session=False),
+)

@@ -1,0 +1,496 @@
+"""The Redis session store: the only code that runs the Lua scripts and knows the key layout.
+
+``Store`` holds the connection and the registered scripts, once per process. ``store.tenant(t)``
+returns a ``TenantStore`` bound to one tenant: it can reach no key outside ``P:t:``, whatever ids
+it is given, because every key comes from ``service.keys`` after the id is validated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+from redis.asyncio.cluster import RedisCluster
+
+from service import keys as K
+from service import scripts
+from service.connections import RedisClient, store_errors
+from service.errors import (
+    BookmarkNotFound,
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    PayloadTooLarge,
+    SessionNotFound,
+)
+from service.ids import new_session_id, validate_bookmark_name, validate_labels
+from service.models import (
+    MESSAGE_ROLES,
+    AppendResult,
+    Bookmark,
+    Event,
+    EventType,
+    NewEvent,
+    SessionInfo,
+    SessionPage,
+    ms_to_datetime,
+    session_info_from_hash,
+)
+from service.paging import ShardPage, decode_cursor, merge_shards
+
+LIFECYCLE_MAXLEN = 10_000
+LIST_SCAN_BUDGET = 1_000
+EXPORT_PAGE = 500
+MAX_PAGE = 1_000
+
+
+def encode_event(event: NewEvent, max_bytes: int) -> str:
+    """The stored form of an event; refuses one larger than ``max_bytes``."""
+    body = json.dumps(
+        {"type": event.type, "data": event.data}, separators=(",", ":"), ensure_ascii=False
+    )
+    size = len(body.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"event of {size} bytes is over the limit of {max_bytes} bytes", limit=max_bytes
+        )
+    return body
+
+
+class Store:
+    """Connection, scripts and settings shared by every tenant in this process."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str = "sess",
+        index_shards: int = 1,
+        default_ttl: int = 7 * 24 * 3600,
+        max_event_bytes: int = 256 * 1024,
+        max_sessions: int = 100_000,
+    ) -> None:
+        # redis-py types every async reply as ``Awaitable[T] | T``, which strict mypy cannot
+        # await; the client is typed loosely here and every reply is parsed where it is read.
+        self.redis: Any = cast(Any, redis)
+        self.prefix = prefix
+        self.cluster = isinstance(redis, RedisCluster)
+        self.index_shards = index_shards
+        self.default_ttl = default_ttl
+        self.max_event_bytes = max_event_bytes
+        self.max_sessions = max_sessions
+        self.scripts = {s.name: self.redis.register_script(s.text) for s in scripts.ALL}
+
+    def tenant(self, tenant_id: str) -> TenantStore:
+        return TenantStore(self, tenant_id)
+
+    async def ping(self) -> None:
+        with store_errors("answer a ping"):
+            await self.redis.ping()
+
+
+class TenantStore:
+    """Session operations for one tenant."""
+
+    def __init__(self, store: Store, tenant_id: str) -> None:
+        self._s = store
+        self.tenant_id = tenant_id
+        self.prefix = K.tenant_prefix(store.prefix, tenant_id)
+
+    # --- keys ----------------------------------------------------------------------------------
+    def _session_keys(self, session_id: str) -> K.SessionKeys:
+        return K.session_keys(self._s.prefix, self.tenant_id, session_id)
+
+    def _index_keys(self, session_id: str) -> K.IndexKeys:
+        shard = K.index_shard(session_id, self._s.index_shards)
+        return K.index_keys(self._s.prefix, self.tenant_id, shard)
+
+    def _script_keys(self, session_id: str) -> list[str]:
+        """KEYS for a session script: the index and lifecycle keys join on a single Redis only."""
+        keys = self._session_keys(session_id).all()
+        if not self._s.cluster:
+            idx = self._index_keys(session_id)
+            keys += [idx.idx, idx.exp, K.lifecycle_key(self._s.prefix, self.tenant_id)]
+        return keys
+
+    async def _run(self, name: str, session_id: str, args: Sequence[str | int], action: str) -> Any:
+        with store_errors(action):
+            return await self._s.scripts[name](
+                keys=self._script_keys(session_id), args=[LIFECYCLE_MAXLEN, session_id, *args]
+            )
+
+    async def _after_write(
+        self,
+        session_id: str,
+        now: int,
+        deadline: int,
+        *,
+        remove: bool = False,
+        lifecycle: str | None = None,
+    ) -> None:
+        """Cluster mode: bring the index (other slots) up to date after a session script."""
+        if not self._s.cluster:
+            return
+        idx = self._index_keys(session_id)
+        op = "remove" if remove else "touch"
+        with store_errors("update the session index"):
+            calls = [
+                self._s.scripts["touch_index"](
+                    keys=[idx.idx, idx.exp], args=[session_id, now, deadline, op]
+                )
+            ]
+            if lifecycle is not None:
+                calls.append(self._lifecycle(lifecycle, session_id, now))
+            await asyncio.gather(*calls)
+
+    async def _lifecycle(self, kind: str, session_id: str, now: int) -> None:
+        await self._s.redis.xadd(
+            K.lifecycle_key(self._s.prefix, self.tenant_id),
+            {"type": kind, "session_id": session_id, "at": str(now)},
+            maxlen=LIFECYCLE_MAXLEN,
+            approximate=True,
+        )
+
+    # --- sessions ------------------------------------------------------------------------------
+    async def create(
+        self,
+        session_id: str | None = None,
+        *,
+        model: str,
+        system_message: str = "",
+        streaming: bool = False,
+        infinite: bool = False,
+        ttl_seconds: int | None = None,
+        labels: dict[str, str] | None = None,
+        name: str = "",
+        max_sessions: int | None = None,
+    ) -> SessionInfo:
+        sid = session_id if session_id is not None else new_session_id()
+        self._session_keys(sid)  # validates the id before anything else
+        ttl = self._ttl(ttl_seconds)
+        limit = self._s.max_sessions if max_sessions is None else max_sessions
+        if self._s.cluster and limit > 0:
+            live = await self.count_live()
+            if live >= limit:
+                raise LimitExceeded(f"tenant already holds {live} sessions (limit {limit})")
+        start = encode_event(
+            NewEvent(type=EventType.SESSION_START, data={"sessionId": sid, "model": model}),
+            self._s.max_event_bytes,
+        )
+        fields: list[str | int] = [
+            "model", model, "system_message", system_message,
+            "streaming", int(streaming), "name", name, "summary", "",
+            "labels", json.dumps(validate_labels(labels or {}), separators=(",", ":")),
+        ]  # fmt: skip
+        if len(system_message.encode()) > self._s.max_event_bytes:
+            raise PayloadTooLarge(
+                f"system message is over the limit of {self._s.max_event_bytes} bytes"
+            )
+        res = await self._run(
+            "create_session",
+            sid,
+            [ttl, int(infinite), 0 if self._s.cluster else limit, start, *fields],
+            "create a session",
+        )
+        if res[0] == "conflict":
+            raise Conflict(f"session {sid!r} already exists", session_id=sid)
+        if res[0] == "limit":
+            raise LimitExceeded(f"tenant already holds {res[1]} sessions (limit {limit})")
+        await self._after_write(sid, int(res[1]), int(res[3]), lifecycle="session.created")
+        return await self.get(sid)
+
+    def _ttl(self, ttl_seconds: int | None) -> int:
+        ttl = self._s.default_ttl if ttl_seconds is None else ttl_seconds
+        if not isinstance(ttl, int) or ttl < 1 or ttl > 10 * 365 * 24 * 3600:
+            raise InvalidInput(f"ttl_seconds must be an integer from 1 to 315360000 (got {ttl!r})")
+        return ttl
+
+    async def get(self, session_id: str) -> SessionInfo:
+        keys = self._session_keys(session_id)
+        with store_errors("read a session"):
+            raw = await self._s.redis.hgetall(keys.meta)
+        if not raw:
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        return session_info_from_hash(raw)
+
+    async def exists(self, session_id: str) -> bool:
+        with store_errors("read a session"):
+            return bool(await self._s.redis.exists(self._session_keys(session_id).meta))
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        name: str | None = None,
+        summary: str | None = None,
+        labels: dict[str, str] | None = None,
+        ttl_seconds: int | None = None,
+        infinite: bool | None = None,
+        extra: dict[str, str | int] | None = None,
+    ) -> SessionInfo:
+        fields: list[str | int] = []
+        if name is not None:
+            fields += ["name", name]
+        if summary is not None:
+            fields += ["summary", summary]
+        if labels is not None:
+            fields += ["labels", json.dumps(validate_labels(labels), separators=(",", ":"))]
+        for key, value in (extra or {}).items():
+            fields += [key, value]
+        ttl = "" if ttl_seconds is None else self._ttl(ttl_seconds)
+        inf = "" if infinite is None else int(infinite)
+        res = await self._run("update_session", session_id, [ttl, inf, *fields], "update a session")
+        if res[0] == "missing":
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        await self._after_write(session_id, int(res[1]), int(res[2]), lifecycle="session.updated")
+        return await self.get(session_id)
+
+    async def delete(self, session_id: str) -> None:
+        """Remove every key and index entry of the session; ``SessionNotFound`` when absent."""
+        existed = await self._run(
+            "delete_session", session_id, ["session.deleted"], "delete a session"
+        )
+        await self._after_write(
+            session_id, 0, -1, remove=True, lifecycle="session.deleted" if existed else None
+        )
+        if not existed:
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+
+    async def remove_expired(self, session_id: str) -> bool:
+        """Sweeper: drop leftovers and index entries of a session whose keys expired.
+
+        Returns False (and changes nothing) when the session is in fact alive."""
+        if await self.exists(session_id):
+            return False
+        await self._run("delete_session", session_id, ["session.expired"], "sweep a session")
+        await self._after_write(session_id, 0, -1, remove=True, lifecycle="session.expired")
+        return True
+
+    # --- events --------------------------------------------------------------------------------
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        enqueue_turn: bool = False,
+    ) -> AppendResult:
+        """Append events atomically, in one round trip; the first may start a pending turn."""
+        if not events:
+            raise InvalidInput("append needs at least one event")
+        bodies = [encode_event(e, self._s.max_event_bytes) for e in events]
+        messages = sum(1 for e in events if e.type in MESSAGE_ROLES)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise InvalidInput("Idempotency-Key must be 1-200 characters")
+        res = await self._run(
+            "append_events",
+            session_id,
+            [idempotency_key or "", int(enqueue_turn), messages, *bodies],
+            "append events",
+        )
+        if res[0] == "missing":
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        if res[0] == "dup":
+            return AppendResult(event_ids=[res[1]], duplicate=True)
+        await self._after_write(session_id, int(res[1]), int(res[2]))
+        return AppendResult(event_ids=list(res[3:]))
+
+    async def read_events_json(
+        self,
+        session_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = MAX_PAGE,
+        reverse: bool = False,
+    ) -> str:
+        """A page of events as one JSON array string (ready to serve), oldest first unless
+        ``reverse``. ``after``/``before`` are exclusive event ids."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be from 1 to {MAX_PAGE} (got {limit})")
+        start = "-" if after is None else "(" + _event_id(after)
+        end = "+" if before is None else "(" + _event_id(before)
+        keys = self._session_keys(session_id)
+        with store_errors("read events"):
+            raw = await self._s.scripts["read_events"](
+                keys=[keys.meta, keys.events], args=[start, end, limit, int(reverse)]
+            )
+        if raw is None:
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        return str(raw)
+
+    async def read_events(
+        self,
+        session_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = MAX_PAGE,
+        reverse: bool = False,
+    ) -> list[Event]:
+        raw = await self.read_events_json(
+            session_id, after=after, before=before, limit=limit, reverse=reverse
+        )
+        events: list[Event] = json.loads(raw)
+        return events
+
+    async def last_events(self, session_id: str, n: int) -> list[Event]:
+        events = await self.read_events(session_id, limit=n, reverse=True)
+        events.reverse()
+        return events
+
+    async def iter_events(
+        self, session_id: str, *, after: str | None = None, page: int = EXPORT_PAGE
+    ) -> AsyncIterator[Event]:
+        """Every event from the start (or after ``after``), page by page: the export stream."""
+        cursor = after
+        while True:
+            batch = await self.read_events(session_id, after=cursor, limit=page)
+            for ev in batch:
+                yield ev
+            if len(batch) < page:
+                return
+            cursor = batch[-1]["id"]
+
+    # --- bookmarks -----------------------------------------------------------------------------
+    async def set_bookmark(self, session_id: str, name: str, description: str = "") -> Bookmark:
+        validate_bookmark_name(name)
+        if len(description) > 1000:
+            raise InvalidInput("bookmark description must be at most 1000 characters")
+        partial = json.dumps({"name": name, "description": description}, ensure_ascii=False)
+        res = await self._run("set_bookmark", session_id, [name, partial], "set a bookmark")
+        if res[0] == "missing":
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        return _bookmark(res[1])
+
+    async def list_bookmarks(self, session_id: str) -> list[Bookmark]:
+        keys = self._session_keys(session_id)
+        with store_errors("read bookmarks"):
+            exists, raw = await asyncio.gather(
+                self._s.redis.exists(keys.meta), self._s.redis.hgetall(keys.bookmarks)
+            )
+        if not exists:
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        return sorted((_bookmark(v) for v in raw.values()), key=lambda b: b.event_id)
+
+    async def get_bookmark(self, session_id: str, name: str) -> Bookmark:
+        validate_bookmark_name(name)
+        for bm in await self.list_bookmarks(session_id):
+            if bm.name == name:
+                return bm
+        raise BookmarkNotFound(f"bookmark {name!r} does not exist in session {session_id!r}")
+
+    async def delete_bookmark(self, session_id: str, name: str) -> None:
+        validate_bookmark_name(name)
+        res = await self._run("delete_bookmark", session_id, [name], "delete a bookmark")
+        if res[0] == "missing":
+            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        if int(res[1]) == 0:
+            raise BookmarkNotFound(f"bookmark {name!r} does not exist in session {session_id!r}")
+
+    async def events_since_bookmark(
+        self, session_id: str, name: str, *, limit: int = MAX_PAGE
+    ) -> list[Event]:
+        bm = await self.get_bookmark(session_id, name)
+        return await self.read_events(session_id, after=bm.event_id, limit=limit)
+
+    # --- listing -------------------------------------------------------------------------------
+    async def list_sessions(
+        self, *, limit: int = 50, cursor: str | None = None, labels: dict[str, str] | None = None
+    ) -> SessionPage:
+        """Sessions newest-modified first. Cost per page is independent of the tenant's size; a
+        label filter reads at most a few index pages per call and may return a short page with
+        a cursor to continue."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be from 1 to {MAX_PAGE} (got {limit})")
+        want = validate_labels(labels) if labels else {}
+        out: list[SessionInfo] = []
+        next_cursor = cursor
+        for _ in range(5 if want else 1):
+            ids, next_cursor = await self._index_page(limit - len(out), next_cursor)
+            for info in await self._infos(ids):
+                if all(info.labels.get(k) == v for k, v in want.items()):
+                    out.append(info)
+            if next_cursor is None or len(out) >= limit:
+                break
+        return SessionPage(data=out, next_cursor=next_cursor)
+
+    async def _index_page(self, count: int, cursor: str | None) -> tuple[list[str], str | None]:
+        score, member = decode_cursor(cursor)
+        calls = []
+        for shard in range(self._s.index_shards):
+            idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
+            calls.append(
+                self._s.scripts["list_page"](
+                    keys=[idx.idx, idx.exp], args=["", score, member, count, LIST_SCAN_BUDGET]
+                )
+            )
+        with store_errors("list sessions"):
+            results = await asyncio.gather(*calls)
+        pages: list[ShardPage] = []
+        for live, suspect, exhausted, last_m, last_s in results:
+            entries = list(zip(live[1::2], live[0::2], strict=True))
+            if self._s.cluster and suspect:
+                entries += await self._confirm_alive(suspect)
+            pages.append(ShardPage(entries, bool(exhausted), (str(last_s), str(last_m))))
+        taken, next_cursor = merge_shards(pages, count)
+        return [m for _, m in taken], next_cursor
+
+    async def _confirm_alive(self, flat: list[str]) -> list[tuple[str, str]]:
+        """Cluster mode: entries the index believes expired may have been refreshed by a write
+        whose index update has not landed; the session's own keys are the truth."""
+        pairs = list(zip(flat[1::2], flat[0::2], strict=True))
+        with store_errors("list sessions"):
+            alive = await asyncio.gather(*(self.exists(m) for _, m in pairs))
+        return [p for p, ok in zip(pairs, alive, strict=True) if ok]
+
+    async def _infos(self, ids: list[str]) -> list[SessionInfo]:
+        if not ids:
+            return []
+        with store_errors("read sessions"):
+            raws = await asyncio.gather(
+                *(self._s.redis.hgetall(self._session_keys(i).meta) for i in ids)
+            )
+        return [session_info_from_hash(r) for r in raws if r]
+
+    async def count_live(self) -> int:
+        """Live sessions of the tenant: index size minus entries past their deadline."""
+        total = 0
+        with store_errors("count sessions"):
+            for shard in range(self._s.index_shards):
+                idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
+                card, expired = await asyncio.gather(
+                    self._s.redis.zcard(idx.idx),
+                    self._s.redis.zcount(idx.exp, "-inf", _now_ms()),
+                )
+                total += int(card) - int(expired)
+        return total
+
+    async def expired_ids(self, now_ms: int, batch: int) -> list[str]:
+        """Index entries whose deadline has passed, oldest first, at most ``batch`` per shard."""
+        out: list[str] = []
+        with store_errors("find expired sessions"):
+            for shard in range(self._s.index_shards):
+                idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
+                out += await self._s.redis.zrangebyscore(idx.exp, "-inf", now_ms, 0, batch)
+        return out
+
+
+def _event_id(value: str) -> str:
+    head, _, tail = value.partition("-")
+    if not (head.isdigit() and (tail == "" or tail.isdigit())) or len(value) > 41:
+        raise InvalidInput(f"{value[:50]!r} is not an event id")
+    return value
+
+
+def _bookmark(raw: str) -> Bookmark:
+    data = json.loads(raw)
+    data["created_at"] = ms_to_datetime(int(data.pop("created")))
+    return Bookmark.model_validate(data)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

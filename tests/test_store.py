@@ -1,0 +1,370 @@
+"""The session store against a real Redis and fakeredis (``any_redis`` is parametrized)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from service import keys as K
+from service.errors import (
+    BookmarkNotFound,
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    PayloadTooLarge,
+    SessionNotFound,
+)
+from service.models import NewEvent, messages_from_events
+from service.store import Store, TenantStore
+
+
+def user(text: str) -> NewEvent:
+    return NewEvent(type="user.message", data={"content": text})
+
+
+def assistant(text: str) -> NewEvent:
+    return NewEvent(type="assistant.message", data={"content": text})
+
+
+async def tenant_keys(redis: Redis, prefix: str) -> list[str]:
+    return sorted([k async for k in redis.scan_iter(match=prefix + "*")])
+
+
+async def snapshot(redis: Redis) -> dict[str, object]:
+    """Every key with its type and content, to prove a failed call changed nothing."""
+    out: dict[str, object] = {}
+    for key in sorted([k async for k in redis.scan_iter()]):
+        kind = await redis.type(key)
+        if kind == "hash":
+            out[key] = await redis.hgetall(key)
+        elif kind == "stream":
+            out[key] = await redis.xrange(key)
+        elif kind == "zset":
+            out[key] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            out[key] = await redis.lrange(key, 0, -1)
+        else:
+            out[key] = kind
+    return out
+
+
+async def test_create_with_custom_and_generated_id(acme: TenantStore) -> None:
+    info = await acme.create("user-42-main", model="gpt-4o", labels={"team": "a"})
+    assert info.session_id == "user-42-main"
+    assert info.model == "gpt-4o"
+    assert info.labels == {"team": "a"}
+    assert info.event_count == 1  # session.start
+    generated = await acme.create(model="m")
+    assert len(generated.session_id) == 36
+    assert (await acme.get(generated.session_id)).session_id == generated.session_id
+
+
+async def test_duplicate_create_is_conflict_and_changes_nothing(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    await acme.create("dup", model="m", labels={"a": "1"})
+    await acme.append("dup", [user("hello")])
+    before = await snapshot(any_redis)
+    with pytest.raises(Conflict):
+        await acme.create("dup", model="other", labels={"b": "2"})
+    assert await snapshot(any_redis) == before
+
+
+async def test_append_and_read_history(acme: TenantStore) -> None:
+    await acme.create("s1", model="m")
+    res = await acme.append("s1", [user("hi"), assistant("hello")])
+    assert len(res.event_ids) == 2
+    events = await acme.read_events("s1")
+    assert [e["type"] for e in events] == ["session.start", "user.message", "assistant.message"]
+    assert events[1]["id"] == res.event_ids[0]
+    assert events[1]["timestamp"].endswith("Z") and "T" in events[1]["timestamp"]
+    msgs = messages_from_events(events)
+    assert [(m.role, m.content) for m in msgs] == [("user", "hi"), ("assistant", "hello")]
+    info = await acme.get("s1")
+    assert info.event_count == 3
+    assert info.message_count == 2
+    assert info.last_event_id == res.event_ids[-1]
+
+
+async def test_event_timestamp_matches_stream_id(acme: TenantStore) -> None:
+    from datetime import datetime
+
+    await acme.create("ts", model="m")
+    await acme.append("ts", [user("x")])
+    for ev in await acme.read_events("ts"):
+        ms = int(ev["id"].split("-")[0])
+        parsed = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00"))
+        assert int(parsed.timestamp() * 1000) == ms
+
+
+async def test_read_after_before_last_and_paged(acme: TenantStore) -> None:
+    await acme.create("p", model="m")
+    ids = (await acme.append("p", [user(str(i)) for i in range(10)])).event_ids
+    after = await acme.read_events("p", after=ids[4])
+    assert [e["data"]["content"] for e in after] == [str(i) for i in range(5, 10)]
+    before = await acme.read_events("p", after=ids[0], before=ids[3])
+    assert [e["data"]["content"] for e in before] == ["1", "2"]
+    last = await acme.last_events("p", 3)
+    assert [e["data"]["content"] for e in last] == ["7", "8", "9"]
+    page = await acme.read_events("p", limit=4)
+    assert len(page) == 4
+    exported = [e async for e in acme.iter_events("p", page=3)]
+    assert len(exported) == 11
+    assert [e["id"] for e in exported][1:] == ids
+
+
+async def test_unicode_and_json_special_content_roundtrip(acme: TenantStore) -> None:
+    text = 'quote " backslash \\ newline \n emoji 🚀 zero\u0000 rtl \u202e end'
+    await acme.create("u", model="m")
+    await acme.append("u", [NewEvent(type="user.message", data={"content": text, "n": [1, None]})])
+    ev = (await acme.read_events("u"))[-1]
+    assert ev["data"] == {"content": text, "n": [1, None]}
+
+
+async def test_idempotent_append(acme: TenantStore) -> None:
+    await acme.create("i", model="m")
+    first = await acme.append("i", [user("once")], idempotency_key="k1", enqueue_turn=True)
+    again = await acme.append("i", [user("once")], idempotency_key="k1", enqueue_turn=True)
+    assert again.duplicate and again.event_ids == first.event_ids[:1]
+    assert len(await acme.read_events("i")) == 2
+
+
+async def test_unknown_session_errors(acme: TenantStore, any_redis: Redis) -> None:
+    before = await snapshot(any_redis)
+    with pytest.raises(SessionNotFound):
+        await acme.get("nope")
+    with pytest.raises(SessionNotFound):
+        await acme.append("nope", [user("x")])
+    with pytest.raises(SessionNotFound):
+        await acme.read_events("nope")
+    with pytest.raises(SessionNotFound):
+        await acme.delete("nope")
+    with pytest.raises(SessionNotFound):
+        await acme.update("nope", name="x")
+    with pytest.raises(SessionNotFound):
+        await acme.set_bookmark("nope", "b")
+    assert await snapshot(any_redis) == before
+
+
+async def test_oversized_event_rejected_and_nothing_lost(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    await acme.create("big", model="m")
+    await acme.append("big", [user("keep me")])
+    before = await snapshot(any_redis)
+    with pytest.raises(PayloadTooLarge):
+        await acme.append("big", [user("ok"), user("x" * 5000)])
+    assert await snapshot(any_redis) == before
+
+
+async def test_bad_ids_rejected_before_any_key(acme: TenantStore, any_redis: Redis) -> None:
+    for bad in ["", "a" * 129, "{x}", "a*", "a:b", "a b", "../etc", "a/b", "\x00", "-lead"]:
+        with pytest.raises(InvalidInput):
+            await acme.create(bad, model="m")
+        with pytest.raises(InvalidInput):
+            await acme.get(bad)
+    assert await any_redis.dbsize() == 0
+
+
+async def test_concurrent_appends_lose_nothing(acme: TenantStore) -> None:
+    await acme.create("busy", model="m")
+
+    async def writer(task: int) -> None:
+        for i in range(20):
+            await acme.append("busy", [NewEvent(type="user.message", data={"t": task, "i": i})])
+
+    await asyncio.gather(*(writer(t) for t in range(50)))
+    events = [e async for e in acme.iter_events("busy") if e["type"] == "user.message"]
+    assert len(events) == 1000
+    seen = {(e["data"]["t"], e["data"]["i"]) for e in events}
+    assert len(seen) == 1000
+    for t in range(50):
+        assert [e["data"]["i"] for e in events if e["data"]["t"] == t] == list(range(20))
+    assert (await acme.get("busy")).event_count == 1001
+
+
+async def test_every_key_shares_ttl_refreshed_by_append(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    await acme.create("t", model="m", ttl_seconds=100)
+    await acme.append("t", [user("x")], idempotency_key="k", enqueue_turn=True)
+    await acme.set_bookmark("t", "b1")
+    keys = await tenant_keys(any_redis, acme.prefix)
+    session = [k for k in keys if "{acme/t}" in k]
+    assert len(session) == 5
+    await acme.update("t", ttl_seconds=500)
+    ttls = {await any_redis.ttl(k) for k in session}
+    assert all(490 <= t <= 500 for t in ttls), ttls
+    await acme.update("t", ttl_seconds=50)
+    await acme.append("t", [user("y")])
+    ttls = {await any_redis.ttl(k) for k in session}
+    assert all(45 <= t <= 50 for t in ttls), ttls
+
+
+async def test_infinite_session_has_no_ttl_ever(acme: TenantStore, any_redis: Redis) -> None:
+    await acme.create("forever", model="m", infinite=True)
+    await acme.append("forever", [user("x")], idempotency_key="k", enqueue_turn=True)
+    await acme.set_bookmark("forever", "b")
+    await acme.update("forever", name="renamed", labels={"x": "y"})
+    await acme.append("forever", [user("z")])
+    keys = [k for k in await tenant_keys(any_redis, acme.prefix) if "{acme/forever}" in k]
+    assert len(keys) == 5
+    assert {await any_redis.ttl(k) for k in keys} == {-1}
+    # and switching a finite session to infinite removes its TTLs
+    await acme.create("later", model="m", ttl_seconds=100)
+    await acme.set_bookmark("later", "b")
+    await acme.update("later", infinite=True)
+    keys = [k for k in await tenant_keys(any_redis, acme.prefix) if "{acme/later}" in k]
+    assert {await any_redis.ttl(k) for k in keys} == {-1}
+    info = await acme.get("later")
+    assert info.infinite and info.expires_at is None
+
+
+async def test_list_newest_first_with_cursor(store: Store, index_shards: int) -> None:
+    store.index_shards = index_shards
+    acme = store.tenant("acme")
+    for i in range(23):
+        await acme.create(f"s{i:02d}", model="m")
+    await asyncio.sleep(0.005)  # strictly newer than every create
+    await acme.append("s05", [user("bump")])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await acme.list_sessions(limit=5, cursor=cursor)
+        seen += [s.session_id for s in page.data]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == 23 and len(set(seen)) == 23
+    assert seen[0] == "s05"
+    mods = [(await acme.get(s)).modified_at for s in seen]
+    assert mods == sorted(mods, reverse=True)
+
+
+async def test_list_label_filter(acme: TenantStore) -> None:
+    for i in range(6):
+        await acme.create(f"l{i}", model="m", labels={"team": "red" if i % 2 else "blue"})
+    page = await acme.list_sessions(limit=10, labels={"team": "red"})
+    assert sorted(s.session_id for s in page.data) == ["l1", "l3", "l5"]
+
+
+async def test_list_hides_expired_and_deleted_before_any_sweep(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    await acme.create("short", model="m", ttl_seconds=1)
+    await acme.create("gone", model="m")
+    await acme.create("stays", model="m", infinite=True)
+    await acme.delete("gone")
+    await asyncio.sleep(1.3)
+    listed = [s.session_id for s in (await acme.list_sessions()).data]
+    assert listed == ["stays"]
+    assert await acme.count_live() == 1
+    with pytest.raises(SessionNotFound):
+        await acme.get("short")
+    # the expired entry is still in the index until the sweep removes it
+    assert "short" in await acme.expired_ids(now_ms=2**50, batch=100)
+    assert await acme.remove_expired("short")
+    assert await acme.expired_ids(now_ms=2**50, batch=100) == []
+    assert not await acme.remove_expired("stays")
+
+
+async def test_delete_removes_every_key_and_index_entry(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    await acme.create("d", model="m")
+    await acme.append("d", [user("x")], idempotency_key="k", enqueue_turn=True)
+    await acme.set_bookmark("d", "b")
+    await acme.delete("d")
+    left = [k for k in await tenant_keys(any_redis, acme.prefix) if "{acme/d}" in k]
+    assert left == []
+    for key in await tenant_keys(any_redis, acme.prefix):
+        if await any_redis.type(key) == "zset":
+            assert await any_redis.zscore(key, "d") is None
+    lifecycle = await any_redis.xrange(K.lifecycle_key("test", "acme"))
+    assert [f["type"] for _, f in lifecycle] == ["session.created", "session.deleted"]
+
+
+async def test_bookmarks(acme: TenantStore) -> None:
+    await acme.create("b", model="m")
+    await acme.append("b", [user("start design"), assistant("ok")])
+    bm = await acme.set_bookmark("b", "design_start", "Beginning of design")
+    assert bm.message_count == 2
+    await acme.append("b", [user("implementation"), assistant("sure")])
+    since = await acme.events_since_bookmark("b", "design_start")
+    assert [e["data"]["content"] for e in since] == ["implementation", "sure"]
+    assert [b.name for b in await acme.list_bookmarks("b")] == ["design_start"]
+    await acme.delete_bookmark("b", "design_start")
+    with pytest.raises(BookmarkNotFound):
+        await acme.get_bookmark("b", "design_start")
+    with pytest.raises(BookmarkNotFound):
+        await acme.delete_bookmark("b", "design_start")
+    with pytest.raises(InvalidInput):
+        await acme.set_bookmark("b", "bad name")
+
+
+async def test_rename_and_labels(acme: TenantStore) -> None:
+    await acme.create("r", model="m")
+    info = await acme.update("r", name="Planning", labels={"k": "v"}, summary="A title")
+    assert (info.name, info.labels, info.summary) == ("Planning", {"k": "v"}, "A title")
+    with pytest.raises(InvalidInput):
+        await acme.update("r", labels={"bad key!": "v"})
+    assert (await acme.get("r")).labels == {"k": "v"}
+
+
+async def test_session_limit(store: Store) -> None:
+    t = store.tenant("small")
+    await t.create("a", model="m", max_sessions=2)
+    await t.create("b", model="m", max_sessions=2)
+    with pytest.raises(LimitExceeded):
+        await t.create("c", model="m", max_sessions=2)
+    await t.delete("a")
+    await t.create("c", model="m", max_sessions=2)
+
+
+async def test_tenant_isolation(acme: TenantStore, globex: TenantStore, any_redis: Redis) -> None:
+    await acme.create("secret", model="m")
+    await acme.append("secret", [user("acme only")])
+    await acme.set_bookmark("secret", "bm")
+    before = await snapshot(any_redis)
+    for sid in ["secret", "acme/secret", "{acme/secret}", "*", "acme:secret"]:
+        with pytest.raises((SessionNotFound, InvalidInput)):
+            await globex.get(sid)
+        with pytest.raises((SessionNotFound, InvalidInput)):
+            await globex.read_events(sid)
+        with pytest.raises((SessionNotFound, InvalidInput)):
+            await globex.append(sid, [user("x")])
+        with pytest.raises((SessionNotFound, InvalidInput)):
+            await globex.delete(sid)
+        with pytest.raises((SessionNotFound, InvalidInput)):
+            await globex.update(sid, name="x")
+        with pytest.raises((SessionNotFound, InvalidInput)):
+            await globex.list_bookmarks(sid)
+    assert (await globex.list_sessions()).data == []
+    assert await snapshot(any_redis) == before
+
+
+async def test_bad_cursor_and_limits(acme: TenantStore) -> None:
+    with pytest.raises(InvalidInput):
+        await acme.list_sessions(cursor="not-a-cursor!")
+    with pytest.raises(InvalidInput):
+        await acme.list_sessions(limit=0)
+    await acme.create("x", model="m")
+    with pytest.raises(InvalidInput):
+        await acme.read_events("x", after="abc")
+    with pytest.raises(InvalidInput):
+        await acme.create("y", model="m", ttl_seconds=0)
+
+
+async def test_stored_event_is_compact(acme: TenantStore, any_redis: Redis) -> None:
+    await acme.create("c", model="m")
+    await acme.append("c", [user("hello")])
+    key = K.session_keys("test", "acme", "c").events
+    _, fields = (await any_redis.xrange(key))[-1]
+    assert fields == {
+        "e": json.dumps(
+            {"type": "user.message", "data": {"content": "hello"}}, separators=(",", ":")
+        )
+    }
