@@ -78,9 +78,12 @@ return {'ok', now, id, deadline}
 """
 
 APPEND_EVENTS = r"""
--- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), enqueue_turn(0|1), message_count,
+-- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), turn_op, turn_id, message_count,
 --       then one JSON per event.
--- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id}
+-- turn_op: 'none'; 'enqueue' (the first event starts a pending turn); 'complete' (append only
+-- if turn_id is still the oldest pending turn, then pop it: a retried or aborted turn cannot
+-- reply twice); 'abort' (append only if turns are pending, then drop them all).
+-- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local idem = ARGV[3]
@@ -88,18 +91,23 @@ if idem ~= '' then
   local prev = redis.call('HGET', KEYS[4], idem)
   if prev then return {'dup', prev} end
 end
+local op = ARGV[4]
+if op == 'complete' and redis.call('LINDEX', KEYS[5], 0) ~= ARGV[5] then return {'stale'} end
+if op == 'abort' and redis.call('LLEN', KEYS[5]) == 0 then return {'stale'} end
 local now = now_ms()
 local out = {'ok', now, 0}
 local last
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   last = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
   out[#out + 1] = last
 end
 redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', last)
-redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 5)
-if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], 'messages', ARGV[5]) end
+redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 6)
+if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[1], 'messages', ARGV[6]) end
 if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
-if ARGV[4] == '1' then redis.call('RPUSH', KEYS[5], out[4]) end
+if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4])
+elseif op == 'complete' then redis.call('LPOP', KEYS[5])
+elseif op == 'abort' then redis.call('DEL', KEYS[5]) end
 out[3] = refresh(sid, now)
 return out
 """

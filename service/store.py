@@ -278,7 +278,42 @@ class TenantStore:
         idempotency_key: str | None = None,
         enqueue_turn: bool = False,
     ) -> AppendResult:
-        """Append events atomically, in one round trip; the first may start a pending turn."""
+        """Append events atomically, in one round trip; with ``enqueue_turn`` the first event
+        (a user message) becomes the newest pending turn."""
+        res = await self._append(
+            session_id, events, idempotency_key, "enqueue" if enqueue_turn else "none", ""
+        )
+        if res is None:  # pragma: no cover - only 'complete' and 'abort' can be stale
+            raise InvalidInput("append was refused")
+        return res
+
+    async def complete_turn(
+        self, session_id: str, turn_id: str, events: Sequence[NewEvent]
+    ) -> AppendResult | None:
+        """Append a turn's final events and pop it, only while ``turn_id`` is the oldest pending
+        turn. None when it is not (already completed by an earlier try, or aborted)."""
+        return await self._append(session_id, events, None, "complete", turn_id)
+
+    async def abort_turns(self, session_id: str, events: Sequence[NewEvent]) -> AppendResult | None:
+        """Drop every pending turn and append ``events``; None when no turn was pending."""
+        return await self._append(session_id, events, None, "abort", "")
+
+    async def pending_turns(self, session_id: str) -> list[str]:
+        """Message ids of pending turns, oldest first."""
+        with store_errors("read pending turns"):
+            turns: list[str] = await self._s.redis.lrange(
+                self._session_keys(session_id).turns, 0, -1
+            )
+        return turns
+
+    async def _append(
+        self,
+        session_id: str,
+        events: Sequence[NewEvent],
+        idempotency_key: str | None,
+        turn_op: str,
+        turn_id: str,
+    ) -> AppendResult | None:
         if not events:
             raise InvalidInput("append needs at least one event")
         bodies = [encode_event(e, self._s.max_event_bytes) for e in events]
@@ -288,15 +323,32 @@ class TenantStore:
         res = await self._run(
             "append_events",
             session_id,
-            [idempotency_key or "", int(enqueue_turn), messages, *bodies],
+            [idempotency_key or "", turn_op, turn_id, messages, *bodies],
             "append events",
         )
         if res[0] == "missing":
             raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
         if res[0] == "dup":
             return AppendResult(event_ids=[res[1]], duplicate=True)
+        if res[0] == "stale":
+            return None
         await self._after_write(session_id, int(res[1]), int(res[2]))
         return AppendResult(event_ids=list(res[3:]))
+
+    async def wait_events(
+        self, session_id: str, after: str, *, timeout_ms: int, limit: int = 500
+    ) -> list[Event]:
+        """Events after ``after`` ("0-0" = from the start), waiting up to ``timeout_ms`` for the
+        first one to arrive (XREAD BLOCK). [] on timeout. For live follow (SSE)."""
+        key = self._session_keys(session_id).events
+        with store_errors("follow events"):
+            reply = await self._s.redis.xread(
+                {key: _event_id(after)}, count=limit, block=max(timeout_ms, 1)
+            )
+        if not reply:
+            return []
+        rows = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [_event_from_entry(eid, fields) for eid, fields in rows]
 
     async def read_events_json(
         self,
@@ -484,6 +536,13 @@ def _event_id(value: str) -> str:
     if not (head.isdigit() and (tail == "" or tail.isdigit())) or len(value) > 41:
         raise InvalidInput(f"{value[:50]!r} is not an event id")
     return value
+
+
+def _event_from_entry(event_id: str, fields: dict[str, str]) -> Event:
+    body = json.loads(fields["e"])
+    ms = int(event_id.partition("-")[0])
+    stamp = ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return Event(id=event_id, timestamp=stamp, type=body["type"], data=body.get("data", {}))
 
 
 def _bookmark(raw: str) -> Bookmark:

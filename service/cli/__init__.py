@@ -1,0 +1,1 @@
+"""``sessionctl``: the operators' and developers' command line."""

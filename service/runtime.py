@@ -1,0 +1,35 @@
+"""Builds the long-lived objects of one process from settings: the data Redis client, the session
+store and the tenant registry. API, workers and CLI all start here, so they agree on everything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.config import Settings
+from service.connections import RedisClient, create_data_redis
+from service.store import Store
+from service.tenants import TenantRegistry
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: RedisClient
+    store: Store
+    tenants: TenantRegistry
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def build_runtime(settings: Settings, redis: RedisClient | None = None) -> Runtime:
+    client = redis if redis is not None else create_data_redis(settings)
+    store = Store(
+        client,
+        prefix=settings.key_prefix,
+        index_shards=settings.index_shards,
+        default_ttl=settings.default_ttl_seconds,
+        max_event_bytes=settings.max_message_bytes,
+        max_sessions=settings.max_sessions_per_tenant,
+    )
+    return Runtime(settings, client, store, TenantRegistry(client, settings.key_prefix))

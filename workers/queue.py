@@ -1,0 +1,67 @@
+"""The only module that knows arq: job names, deterministic job ids, the queue connection.
+
+A turn's job id is ``turn:<tenant>:<session>:<message id>``: a retried request, or a second
+enqueue of the same message, is refused by arq instead of running twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+from service.config import Settings
+from service.connections import store_errors
+
+QUEUE_NAME = "sessions:queue"
+RUN_TURN = "run_turn"
+SET_TITLE = "set_title"
+COMPACT = "compact_session"
+
+
+def queue_redis_settings(settings: Settings) -> RedisSettings:
+    url = settings.effective_queue_url
+    if url is None:
+        raise ValueError("no queue Redis URL: set SESSIONS_QUEUE_REDIS_URL or SESSIONS_REDIS_URL")
+    rs = RedisSettings.from_dsn(url)
+    rs.conn_timeout = 5
+    rs.conn_retries = 5
+    return rs
+
+
+def turn_job_id(tenant: str, session_id: str, message_id: str) -> str:
+    return f"turn:{tenant}:{session_id}:{message_id}"
+
+
+class TurnQueue:
+    """Enqueues work for the workers."""
+
+    def __init__(self, pool: ArqRedis) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> TurnQueue:
+        with store_errors("connect to the queue"):
+            pool = await create_pool(queue_redis_settings(settings), default_queue_name=QUEUE_NAME)
+        return cls(pool)
+
+    async def _enqueue(self, name: str, job_id: str, *args: Any) -> None:
+        with store_errors("enqueue a job"):
+            await self.pool.enqueue_job(name, *args, _job_id=job_id, _queue_name=QUEUE_NAME)
+
+    async def enqueue_turn(self, tenant: str, session_id: str, message_id: str) -> None:
+        await self._enqueue(
+            RUN_TURN, turn_job_id(tenant, session_id, message_id), tenant, session_id, message_id
+        )
+
+    async def enqueue_title(self, tenant: str, session_id: str) -> None:
+        await self._enqueue(SET_TITLE, f"title:{tenant}:{session_id}", tenant, session_id)
+
+    async def enqueue_compaction(self, tenant: str, session_id: str, through: str) -> None:
+        await self._enqueue(
+            COMPACT, f"compact:{tenant}:{session_id}:{through}", tenant, session_id, through
+        )
+
+    async def close(self) -> None:
+        await self.pool.aclose()
