@@ -1,0 +1,1 @@
+"""Background workers: conversation turns, compaction and titles run through a model provider."""
