@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # --- Workers -----------------------------------------------------------------------------
     worker_concurrency: int = Field(default=50, ge=1, description="Jobs one worker runs at once.")
     worker_poll_delay_seconds: float = Field(
-        default=0.005, gt=0, description="arq queue poll delay."
+        default=0.01, gt=0, description="arq queue poll delay (seconds)."
     )
     job_timeout_seconds: float = Field(default=300, gt=0, description="Timeout of one turn job.")
     sweep_interval_seconds: int = Field(

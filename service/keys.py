@@ -7,11 +7,13 @@ Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both valid
     P:t:{t/s}:bookmarks   hash    bookmark name -> JSON                    session TTL
     P:t:{t/s}:idem        hash    idempotency key -> event id              session TTL
     P:t:{t/s}:turns       list    pending turn message ids (oldest first)  session TTL
+    P:t:{t/s}:lock        string  lease of the worker running its turns    lease (seconds)
     P:t:{t/iN}:idx        zset    session id by modified ms (index shard N)     none
     P:t:{t/iN}:exp        zset    session id by expiry ms, finite sessions only none
     P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
     P:t:{t}:quota         string  request-rate window counter                   short
     P:_tenants:{admin}:*          tenant registry (see ``service.tenants``)
+    P:_workers:{health}:<host>    string  a worker's health record (JSON)          60 s
 
 Every key of one tenant starts with ``P:t:``, so a Redis ACL pattern ``~P:t:*`` grants exactly one
 tenant. All keys of one session share the hash tag ``{t/s}``: one Cluster slot, so every change to a
@@ -56,6 +58,12 @@ def session_keys(prefix: str, tenant: str, session_id: str) -> SessionKeys:
     return SessionKeys(*(f"{base}:{kind}" for kind in SESSION_KEY_KINDS))
 
 
+def turn_lock_key(prefix: str, tenant: str, session_id: str) -> str:
+    """The lease a worker holds while it runs a session's turns (same slot as the session; its
+    own short TTL, so a crashed holder frees it)."""
+    return f"{tenant_prefix(prefix, tenant)}{{{tenant}/{validate_session_id(session_id)}}}:lock"
+
+
 def index_shard(session_id: str, shards: int) -> int:
     """The index shard of a session: stable across processes (CRC32, not ``hash()``)."""
     return zlib.crc32(session_id.encode()) % shards if shards > 1 else 0
@@ -77,3 +85,11 @@ def quota_key(prefix: str, tenant: str) -> str:
 def tenants_key(prefix: str, kind: str) -> str:
     """Tenant registry keys: ``tenants`` (hash id -> JSON), ``keys`` (hash key digest -> id)."""
     return f"{prefix}:_tenants:{{admin}}:{kind}"
+
+
+def worker_health_key(prefix: str, worker: str) -> str:
+    """A worker's health record (JSON, short TTL), one per worker host; outside every tenant.
+
+    ``worker`` is a host name; characters outside ``A-Z a-z 0-9 . _ -`` become ``_``."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in worker)
+    return f"{prefix}:_workers:{{health}}:{safe[:128] or '_'}"

@@ -90,6 +90,7 @@ class SessionInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     compacted_through: str = ""
+    modified_ms: int = Field(default=0, exclude=True)
 
 
 class SessionPage(BaseModel):
@@ -136,4 +137,5 @@ def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
         prompt_tokens=int(raw.get("prompt_tokens", 0)),
         completion_tokens=int(raw.get("completion_tokens", 0)),
         compacted_through=raw.get("compacted_through", ""),
+        modified_ms=modified,
     )

@@ -78,11 +78,12 @@ return {'ok', now, id, deadline}
 """
 
 APPEND_EVENTS = r"""
--- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), turn_op, turn_id, message_count,
+-- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), turn_op, turn_id, counters,
 --       then one JSON per event.
--- turn_op: 'none'; 'enqueue' (the first event starts a pending turn); 'complete' (append only
--- if turn_id is still the oldest pending turn, then pop it: a retried or aborted turn cannot
--- reply twice); 'abort' (append only if turns are pending, then drop them all).
+-- turn_op: 'none'; 'enqueue' (the first event starts a pending turn); 'guard' (append only while
+-- turn_id is the oldest pending turn); 'complete' (guard, then pop it: a retried or aborted turn
+-- cannot reply twice); 'abort' (append only if turns are pending, then drop them all).
+-- counters: 'name=n,name=n' increments of metadata counters (messages, tokens).
 -- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -92,7 +93,9 @@ if idem ~= '' then
   if prev then return {'dup', prev} end
 end
 local op = ARGV[4]
-if op == 'complete' and redis.call('LINDEX', KEYS[5], 0) ~= ARGV[5] then return {'stale'} end
+if (op == 'complete' or op == 'guard') and redis.call('LINDEX', KEYS[5], 0) ~= ARGV[5] then
+  return {'stale'}
+end
 if op == 'abort' and redis.call('LLEN', KEYS[5]) == 0 then return {'stale'} end
 local now = now_ms()
 local out = {'ok', now, 0}
@@ -103,7 +106,9 @@ for i = 7, #ARGV do
 end
 redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', last)
 redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 6)
-if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[1], 'messages', ARGV[6]) end
+for name, n in string.gmatch(ARGV[6], '([%w_]+)=(%-?%d+)') do
+  redis.call('HINCRBY', KEYS[1], name, n)
+end
 if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
 if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4])
 elseif op == 'complete' then redis.call('LPOP', KEYS[5])
@@ -128,10 +133,18 @@ return {'ok', now, deadline}
 """
 
 DELETE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, event kind ('session.deleted' or 'session.expired').
+-- ARGV: lifecycle_maxlen, sid, event kind ('session.deleted' or 'session.expired'),
+--       expected_modified ('' = unconditional).
+-- With expected_modified, deletes only if the session was not written since and has no pending
+-- turn (cleanup must not delete a session in use); returns -1 when it refuses.
 -- Returns 1 when the session existed, else 0. Always removes index entries and leftovers.
 local sid = ARGV[2]
 local existed = redis.call('EXISTS', KEYS[1])
+if ARGV[4] and ARGV[4] ~= '' and existed == 1 then
+  if redis.call('HGET', KEYS[1], 'modified') ~= ARGV[4] or redis.call('LLEN', KEYS[5]) > 0 then
+    return -1
+  end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if #KEYS >= 7 then
   redis.call('ZREM', KEYS[6], sid)
@@ -275,6 +288,42 @@ return 1
 """
 
 
+SWEEP_SESSION = r"""
+-- ARGV: lifecycle_maxlen, sid.
+-- The sweeper's step for an index entry past its deadline. A session whose metadata still exists
+-- is alive: nothing changes. Otherwise its leftover keys go; on a single Redis its index entries
+-- go too, and 'session.expired' is emitted only when THIS call removed the expiry entry, so
+-- overlapping sweeps (or a sweep after a delete) never emit a second event.
+-- Returns -1 (alive) | 1 (swept here: entries removed, event emitted) | 0 (leftovers removed; on a
+-- Cluster the caller continues with SWEEP_INDEX, on a single Redis someone else swept it).
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+if #KEYS < 7 then return 0 end
+local removed = redis.call('ZREM', KEYS[7], sid)
+redis.call('ZREM', KEYS[6], sid)
+if removed == 1 then
+  lifecycle('session.expired', sid, now_ms())
+  return 1
+end
+return 0
+"""
+
+SWEEP_INDEX = r"""
+-- Cluster mode only (the index lives in another slot). KEYS: idx shard, exp shard.  ARGV: sid.
+-- Removes the session's index entries if its expiry deadline has passed by the server clock (a
+-- session re-created meanwhile has a future deadline and keeps its entries).
+-- Returns 1 when this call removed the expiry entry (the caller emits 'session.expired'), else 0.
+local dl = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not dl then return 0 end
+local t = redis.call('TIME')
+if tonumber(dl) > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class ScriptSource:
     name: str
@@ -296,4 +345,6 @@ ALL = (
     ScriptSource("read_events", READ_EVENTS, session=False),
     ScriptSource("list_page", LIST_PAGE, session=False),
     ScriptSource("touch_index", TOUCH_INDEX, session=False),
+    ScriptSource("sweep_session", SWEEP_SESSION, session=True),
+    ScriptSource("sweep_index", SWEEP_INDEX, session=False),
 )

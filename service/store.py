@@ -216,6 +216,12 @@ class TenantStore:
             raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
         return session_info_from_hash(raw)
 
+    async def get_meta_field(self, session_id: str, field: str) -> str | None:
+        """One metadata field (for large fields kept out of ``SessionInfo``)."""
+        with store_errors("read a session"):
+            value: str | None = await self._s.redis.hget(self._session_keys(session_id).meta, field)
+        return value
+
     async def exists(self, session_id: str) -> bool:
         with store_errors("read a session"):
             return bool(await self._s.redis.exists(self._session_keys(session_id).meta))
@@ -248,16 +254,23 @@ class TenantStore:
         await self._after_write(session_id, int(res[1]), int(res[2]), lifecycle="session.updated")
         return await self.get(session_id)
 
-    async def delete(self, session_id: str) -> None:
-        """Remove every key and index entry of the session; ``SessionNotFound`` when absent."""
+    async def delete(self, session_id: str, *, if_modified_ms: int | None = None) -> bool:
+        """Remove every key and index entry of the session; ``SessionNotFound`` when absent.
+
+        With ``if_modified_ms`` (cleanup), deletes only if the session's ``modified`` is still that
+        value and no turn is pending; returns False and changes nothing otherwise."""
+        expected = "" if if_modified_ms is None else str(if_modified_ms)
         existed = await self._run(
-            "delete_session", session_id, ["session.deleted"], "delete a session"
+            "delete_session", session_id, ["session.deleted", expected], "delete a session"
         )
+        if existed == -1:
+            return False
         await self._after_write(
             session_id, 0, -1, remove=True, lifecycle="session.deleted" if existed else None
         )
         if not existed:
             raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+        return True
 
     async def remove_expired(self, session_id: str) -> bool:
         """Sweeper: drop leftovers and index entries of a session whose keys expired.
@@ -287,12 +300,23 @@ class TenantStore:
             raise InvalidInput("append was refused")
         return res
 
-    async def complete_turn(
+    async def guarded_append(
         self, session_id: str, turn_id: str, events: Sequence[NewEvent]
+    ) -> AppendResult | None:
+        """Append only while ``turn_id`` is the oldest pending turn (a running turn's progress);
+        None once it is not (aborted, or completed by another try)."""
+        return await self._append(session_id, events, None, "guard", turn_id)
+
+    async def complete_turn(
+        self,
+        session_id: str,
+        turn_id: str,
+        events: Sequence[NewEvent],
+        counters: dict[str, int] | None = None,
     ) -> AppendResult | None:
         """Append a turn's final events and pop it, only while ``turn_id`` is the oldest pending
         turn. None when it is not (already completed by an earlier try, or aborted)."""
-        return await self._append(session_id, events, None, "complete", turn_id)
+        return await self._append(session_id, events, None, "complete", turn_id, counters)
 
     async def abort_turns(self, session_id: str, events: Sequence[NewEvent]) -> AppendResult | None:
         """Drop every pending turn and append ``events``; None when no turn was pending."""
@@ -313,17 +337,25 @@ class TenantStore:
         idempotency_key: str | None,
         turn_op: str,
         turn_id: str,
+        counters: dict[str, int] | None = None,
     ) -> AppendResult | None:
         if not events:
             raise InvalidInput("append needs at least one event")
         bodies = [encode_event(e, self._s.max_event_bytes) for e in events]
-        messages = sum(1 for e in events if e.type in MESSAGE_ROLES)
+        counts = dict(counters or {})
+        counts["messages"] = sum(1 for e in events if e.type in MESSAGE_ROLES)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput("Idempotency-Key must be 1-200 characters")
         res = await self._run(
             "append_events",
             session_id,
-            [idempotency_key or "", turn_op, turn_id, messages, *bodies],
+            [
+                idempotency_key or "",
+                turn_op,
+                turn_id,
+                ",".join(f"{k}={int(v)}" for k, v in counts.items() if v),
+                *bodies,
+            ],
             "append events",
         )
         if res[0] == "missing":

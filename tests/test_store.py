@@ -368,3 +368,50 @@ async def test_stored_event_is_compact(acme: TenantStore, any_redis: Redis) -> N
             {"type": "user.message", "data": {"content": "hello"}}, separators=(",", ":")
         )
     }
+
+
+async def test_conditional_delete_spares_sessions_in_use(acme: TenantStore) -> None:
+    info = await acme.create("c", model="m")
+    await asyncio.sleep(0.005)
+    await acme.append("c", [user("newer")])
+    assert not await acme.delete("c", if_modified_ms=info.modified_ms)
+    fresh = await acme.get("c")
+    await acme.append("c", [user("turn")], enqueue_turn=True)
+    fresh = await acme.get("c")
+    assert not await acme.delete("c", if_modified_ms=fresh.modified_ms)  # a turn is pending
+    await acme.abort_turns("c", [NewEvent(type="abort")])
+    fresh = await acme.get("c")
+    assert await acme.delete("c", if_modified_ms=fresh.modified_ms)
+    assert not await acme.exists("c")
+
+
+async def test_turn_complete_and_abort(acme: TenantStore) -> None:
+    await acme.create("t", model="m")
+    m1 = (await acme.append("t", [user("one")], enqueue_turn=True)).event_ids[0]
+    m2 = (await acme.append("t", [user("two")], enqueue_turn=True)).event_ids[0]
+    assert await acme.pending_turns("t") == [m1, m2]
+    assert await acme.complete_turn("t", m2, [assistant("wrong order")]) is None
+    assert await acme.complete_turn("t", m1, [assistant("reply one")]) is not None
+    assert await acme.complete_turn("t", m1, [assistant("again")]) is None  # retried: refused
+    assert await acme.pending_turns("t") == [m2]
+    assert await acme.abort_turns("t", [NewEvent(type="abort")]) is not None
+    assert await acme.abort_turns("t", [NewEvent(type="abort")]) is None
+    assert await acme.complete_turn("t", m2, [assistant("late")]) is None
+    replies = [e for e in await acme.read_events("t") if e["type"] == "assistant.message"]
+    assert [e["data"]["content"] for e in replies] == ["reply one"]
+
+
+async def test_wait_events_blocks_until_an_event(acme: TenantStore) -> None:
+    await acme.create("w", model="m")
+    start = (await acme.read_events("w"))[-1]["id"]
+    assert await acme.wait_events("w", start, timeout_ms=50) == []
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await acme.append("w", [user("arrived")])
+
+    task = asyncio.create_task(later())
+    got = await acme.wait_events("w", start, timeout_ms=2000)
+    await task
+    assert [e["data"]["content"] for e in got] == ["arrived"]
+    assert got == (await acme.read_events("w", after=start))

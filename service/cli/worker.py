@@ -1,0 +1,47 @@
+"""``sessionctl worker``: run the arq worker (model turns, titles, compaction, cron jobs)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from service.config import Settings
+from service.logging import configure_logging
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "worker",
+        help="run the worker that makes model calls and runs expiry and retention jobs",
+        description="Run the arq worker. Reads SESSIONS_* settings from the environment.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if this host's worker recorded its health recently, else 1 (liveness probe)",
+    )
+    parser.add_argument("--burst", action="store_true", help="run queued jobs, then exit")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.effective_queue_url is None:
+        print(
+            "sessionctl worker: set SESSIONS_REDIS_URL (or SESSIONS_QUEUE_REDIS_URL); "
+            "for a local all-in-one run use `sessionctl dev`",
+            file=sys.stderr,
+        )
+        return 2
+    from workers.settings import build_worker, check_health
+
+    if args.check:
+        healthy = asyncio.run(check_health(settings))
+        print("healthy" if healthy else "unhealthy: no recent health record for this host")
+        return 0 if healthy else 1
+    configure_logging(settings)
+    worker = build_worker(settings, burst=args.burst)
+    worker.run()
+    return 0

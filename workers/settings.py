@@ -1,0 +1,90 @@
+"""The arq worker: functions, start-up and shut-down, built from our ``Settings``.
+
+The queue lives on the queue Redis (``SESSIONS_QUEUE_REDIS_URL``), which must be a standalone or
+Sentinel-fronted server: arq's enqueue touches several keys at once and cannot run on a Cluster.
+Session data may be on a Cluster all the same (``SESSIONS_REDIS_CLUSTER``).
+
+Health: every worker writes arq's health record under a key of its own host name (the pod name
+on Kubernetes) every few seconds; ``sessionctl worker --check`` reads it for a liveness probe.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from arq import func
+from arq.worker import Worker, async_check_health
+
+from service.config import Settings
+from service.logging import get_logger
+from service.runtime import Runtime, build_runtime
+from workers import background, queue, turns
+from workers.providers import build_provider
+
+log = get_logger("workers")
+HEALTH_INTERVAL_S = 5
+
+
+def health_key(host: str | None = None) -> str:
+    return f"{queue.QUEUE_NAME}:health-check:{host or socket.gethostname()}"
+
+
+def functions(settings: Settings) -> list[Any]:
+    timeout = settings.job_timeout_seconds
+    return [
+        func(turns.run_turn, name=queue.RUN_TURN, timeout=timeout, max_tries=5, keep_result=60),
+        func(background.set_title, name=queue.SET_TITLE, timeout=timeout, max_tries=3),
+        func(background.compact_session, name=queue.COMPACT, timeout=timeout, max_tries=3),
+    ]
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    burst: bool = False,
+    **overrides: Any,
+) -> Worker:
+    """A worker for ``settings``; pass ``runtime`` to share connections (tests, ``dev``)."""
+    owned = runtime is None
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["settings"] = settings
+        ctx["runtime"] = runtime if runtime is not None else build_runtime(settings)
+        ctx["provider"] = build_provider(settings)
+        ctx["queue"] = queue.TurnQueue(ctx["redis"])
+        log.info("worker.started", provider=settings.provider, queue=queue.QUEUE_NAME)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "provider" in ctx:
+            await ctx["provider"].aclose()
+        if owned and "runtime" in ctx:
+            await ctx["runtime"].close()
+
+    options: dict[str, Any] = {
+        "functions": functions(settings),
+        "queue_name": queue.QUEUE_NAME,
+        "redis_settings": queue.queue_redis_settings(settings),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.job_timeout_seconds,
+        "poll_delay": settings.worker_poll_delay_seconds,
+        "keep_result": 60,
+        "burst": burst,
+        "handle_signals": not burst,
+        "health_check_interval": HEALTH_INTERVAL_S,
+        "health_check_key": health_key(),
+        "allow_abort_jobs": False,
+    }
+    options.update(overrides)
+    return Worker(**options)
+
+
+async def check_health(settings: Settings, host: str | None = None) -> bool:
+    """True when this host's worker wrote its health record within the last interval."""
+    code = await async_check_health(
+        queue.queue_redis_settings(settings), health_key(host), queue.QUEUE_NAME
+    )
+    return code == 0

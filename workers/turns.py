@@ -1,0 +1,210 @@
+"""The turn job: one user message in, exactly one reply (or error) out, in order per session.
+
+Ordering: a session's pending turns are a list in Redis (appended with the user message, in one
+script). The job for any of them takes the session's lease and answers the oldest pending turn,
+then the next, until none is left; a job that finds the lease taken leaves, because the holder
+will drain the list, and the holder looks again after letting go so nothing is stranded.
+
+Exactly once: the reply is appended by ``complete_turn``, which pops the turn in the same script
+and refuses if the turn is no longer the oldest pending one. A worker killed mid-turn leaves the
+turn pending; arq retries the job, which answers it once. An abort drops the pending turns, so a
+running turn's progress and reply are refused and the turn ends quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from service import keys as K
+from service.config import Settings
+from service.errors import ProviderError, SessionNotFound
+from service.logging import get_logger
+from service.models import Event, EventType, NewEvent, SessionInfo
+from service.runtime import Runtime
+from service.store import TenantStore
+from workers.context import build_context, compaction_split, needs_compaction, next_event_id
+from workers.providers import Provider
+from workers.queue import TurnQueue
+
+log = get_logger("workers.turns")
+CONTEXT_EVENTS = 400  # newest events read for one turn's context
+KEEP_MESSAGES = 6  # messages compaction keeps verbatim
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class Aborted(Exception):
+    """The turn is no longer pending (aborted, or answered by another try)."""
+
+
+class SessionLease:
+    """A per-session lease (SET NX PX) renewed while held; released only by its holder."""
+
+    def __init__(self, runtime: Runtime, tenant: str, session_id: str, lease_s: float) -> None:
+        self._redis: Any = runtime.store.redis
+        self._key = K.turn_lock_key(runtime.settings.key_prefix, tenant, session_id)
+        self._lease_ms = int(lease_s * 1000)
+        self._token = secrets.token_hex(8)
+        self._release = self._redis.register_script(_RELEASE)
+        self._renew = self._redis.register_script(_RENEW)
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[bool]:
+        got = bool(await self._redis.set(self._key, self._token, nx=True, px=self._lease_ms))
+        if not got:
+            yield False
+            return
+        keeper = asyncio.create_task(self._keep())
+        try:
+            yield True
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self._release(keys=[self._key], args=[self._token])
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            await self._renew(keys=[self._key], args=[self._token, self._lease_ms])
+
+
+async def run_turn(ctx: dict[str, Any], tenant: str, session_id: str, message_id: str) -> str:
+    """arq job: answer the session's pending turns, oldest first. ``message_id`` names the turn
+    that enqueued this job (for logs and the job id); it may be answered by another job."""
+    runtime: Runtime = ctx["runtime"]
+    store = runtime.store.tenant(tenant)
+    lease_s = max(5.0, min(30.0, ctx["settings"].job_timeout_seconds))
+    answered = 0
+    try:
+        while True:
+            async with SessionLease(runtime, tenant, session_id, lease_s).hold() as held:
+                if not held:
+                    return f"busy (answered {answered})"
+                while pending := await store.pending_turns(session_id):
+                    await answer(ctx, store, session_id, pending[0])
+                    answered += 1
+            if not await store.pending_turns(session_id):
+                return f"answered {answered}"
+    except SessionNotFound:
+        return f"session gone (answered {answered})"
+
+
+async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_id: str) -> None:
+    """Run one turn: context, provider call (streamed when asked), final events."""
+    provider: Provider = ctx["provider"]
+    settings: Settings = ctx["settings"]
+    started = time.perf_counter()
+    info = await store.get(session_id)
+    events = await store.read_events(
+        session_id,
+        after=info.compacted_through or None,
+        before=next_event_id(turn_id),
+        limit=CONTEXT_EVENTS,
+        reverse=True,
+    )
+    events.reverse()
+    context = build_context(
+        system_message=info.system_message,
+        summary=await store.get_meta_field(session_id, "compaction_summary") or "",
+        events=events,
+        budget_tokens=int(settings.model_context_tokens * settings.compaction_threshold),
+    )
+    model = info.model or settings.default_model
+    bound = log.bind(tenant=store.tenant_id, session=session_id, turn=turn_id)
+
+    async def progress(*new: NewEvent) -> None:
+        if await store.guarded_append(session_id, turn_id, new) is None:
+            raise Aborted
+
+    try:
+        await progress(NewEvent(type=EventType.ASSISTANT_TURN_START, data={"turnId": turn_id}))
+        on_delta = None
+        if info.streaming:
+
+            async def on_delta(chunk: str) -> None:
+                await progress(
+                    NewEvent(
+                        type=EventType.ASSISTANT_MESSAGE_DELTA,
+                        data={"deltaContent": chunk, "reply_to": turn_id},
+                    )
+                )
+
+        completion = await provider.complete(context.messages, model=model, on_delta=on_delta)
+    except Aborted:
+        bound.info("turn.aborted")
+        return
+    except ProviderError as exc:
+        bound.warning("turn.provider_error", kind=exc.kind, detail=exc.detail)
+        await store.complete_turn(
+            session_id,
+            turn_id,
+            [
+                NewEvent(
+                    type=EventType.SESSION_ERROR,
+                    data={"errorType": exc.kind, "message": exc.detail, "reply_to": turn_id},
+                ),
+                NewEvent(type=EventType.ASSISTANT_TURN_END, data={"turnId": turn_id}),
+                NewEvent(type=EventType.SESSION_IDLE),
+            ],
+        )
+        return
+    usage = completion.usage
+    reply: dict[str, Any] = {"content": completion.content, "reply_to": turn_id, "model": model}
+    counters: dict[str, int] = {}
+    if usage is not None:
+        reply["usage"] = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        }
+        counters = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        }
+    done = await store.complete_turn(
+        session_id,
+        turn_id,
+        [
+            NewEvent(type=EventType.ASSISTANT_MESSAGE, data=reply),
+            NewEvent(type=EventType.ASSISTANT_TURN_END, data={"turnId": turn_id}),
+            NewEvent(type=EventType.SESSION_IDLE),
+        ],
+        counters,
+    )
+    if done is None:
+        bound.info("turn.superseded")
+        return
+    bound.info("turn.done", ms=round((time.perf_counter() - started) * 1000, 1))
+    await _follow_ups(ctx, store, info, context.history_tokens, events)
+
+
+async def _follow_ups(
+    ctx: dict[str, Any],
+    store: TenantStore,
+    info: SessionInfo,
+    history_tokens: int,
+    events: list[Event],
+) -> None:
+    """Background work a finished turn may call for: a title, a compaction."""
+    queue: TurnQueue = ctx["queue"]
+    settings: Settings = ctx["settings"]
+    if not info.summary:
+        await queue.enqueue_title(store.tenant_id, info.session_id)
+    if info.infinite and needs_compaction(
+        history_tokens, settings.model_context_tokens, settings.compaction_threshold
+    ):
+        through = compaction_split(events, KEEP_MESSAGES)
+        if through is not None:
+            await queue.enqueue_compaction(store.tenant_id, info.session_id, through)
