@@ -13,7 +13,8 @@ outcomes are returned as tables whose first element is a status word (``ok``, ``
 ``conflict``, ``limit``, ``dup``); Lua errors are reserved for bugs and Redis failures.
 
 Events are stored as one stream field ``e`` holding ``{"type":...,"data":...}``; readers splice the
-stream id in (``"id":"<ms>-<seq>"``) and derive the timestamp from it, so nothing is stored twice.
+stream id in (``"id":"<ms>-<seq>"``) and derive the timestamp from it, so nothing is stored twice
+(see ``service.events``).
 """
 
 from __future__ import annotations
@@ -181,51 +182,6 @@ refresh(sid, now)
 return {'ok', removed}
 """
 
-READ_EVENTS = r"""
--- KEYS: meta, events.  ARGV: start, end, count, reverse(0|1).
--- Returns the page as ONE JSON array string (the id spliced into each stored object), so a client
--- parses a 1,000-event history with one json.loads instead of building 1,000 reply tuples.
--- Returns false when the session does not exist.
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
--- ISO-8601 UTC from epoch ms (days-to-civil, H. Hinnant); the stream id carries the ms.
-local function iso(ms)
-  local s = math.floor(ms / 1000)
-  local days = math.floor(s / 86400)
-  local sod = s - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp + 3
-  if mp >= 10 then m = mp - 9 end
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(sod / 3600),
-    math.floor(sod % 3600 / 60), sod % 60, ms - s * 1000)
-end
-local last_ms, last_iso = nil, nil
-local rows
-if ARGV[4] == '1' then
-  rows = redis.call('XREVRANGE', KEYS[2], ARGV[2], ARGV[1], 'COUNT', ARGV[3])
-else
-  rows = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
-end
-local parts = {}
-for i, row in ipairs(rows) do
-  local f = row[2]
-  local body = f[2]
-  for j = 1, #f, 2 do if f[j] == 'e' then body = f[j + 1] end end
-  local ms = tonumber(string.match(row[1], '^(%d+)'))
-  if ms ~= last_ms then last_ms, last_iso = ms, iso(ms) end
-  parts[i] = '{"id":"' .. row[1] .. '","timestamp":"' .. last_iso .. '",' .. string.sub(body, 2)
-end
-return '[' .. table.concat(parts, ',') .. ']'
-"""
-
 LIST_PAGE = r"""
 -- KEYS: idx shard, exp shard.  ARGV: now_ms('' = server time), max_score('+inf' or number),
 --       after_member('' = none), count, scan_budget.
@@ -342,7 +298,6 @@ ALL = (
     ScriptSource("delete_session", DELETE_SESSION, session=True),
     ScriptSource("set_bookmark", SET_BOOKMARK, session=True),
     ScriptSource("delete_bookmark", DELETE_BOOKMARK, session=True),
-    ScriptSource("read_events", READ_EVENTS, session=False),
     ScriptSource("list_page", LIST_PAGE, session=False),
     ScriptSource("touch_index", TOUCH_INDEX, session=False),
     ScriptSource("sweep_session", SWEEP_SESSION, session=True),

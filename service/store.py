@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service import keys as K
@@ -26,6 +27,7 @@ from service.errors import (
     PayloadTooLarge,
     SessionNotFound,
 )
+from service.events import decode_page, event_from_entry, render_page
 from service.ids import new_session_id, validate_bookmark_name, validate_labels
 from service.models import (
     MESSAGE_ROLES,
@@ -40,6 +42,7 @@ from service.models import (
     session_info_from_hash,
 )
 from service.paging import ShardPage, decode_cursor, merge_shards
+from service.retention import SessionFacts
 
 LIFECYCLE_MAXLEN = 10_000
 LIST_SCAN_BUDGET = 1_000
@@ -83,6 +86,7 @@ class Store:
         self.max_event_bytes = max_event_bytes
         self.max_sessions = max_sessions
         self.scripts = {s.name: self.redis.register_script(s.text) for s in scripts.ALL}
+        self.reader: Any = _raw_stream_reader(redis)
 
     def tenant(self, tenant_id: str) -> TenantStore:
         return TenantStore(self, tenant_id)
@@ -380,7 +384,7 @@ class TenantStore:
         if not reply:
             return []
         rows = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [_event_from_entry(eid, fields) for eid, fields in rows]
+        return [event_from_entry(eid, fields["e"]) for eid, fields in rows]
 
     async def read_events_json(
         self,
@@ -399,12 +403,21 @@ class TenantStore:
         end = "+" if before is None else "(" + _event_id(before)
         keys = self._session_keys(session_id)
         with store_errors("read events"):
-            raw = await self._s.scripts["read_events"](
-                keys=[keys.meta, keys.events], args=[start, end, limit, int(reverse)]
-            )
-        if raw is None:
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
-        return str(raw)
+            if reverse:
+                reply = await self._s.reader.execute_command(
+                    "XREVRANGE", keys.events, end, start, "COUNT", limit
+                )
+            else:
+                reply = await self._s.reader.execute_command(
+                    "XRANGE", keys.events, start, end, "COUNT", limit
+                )
+            # A live session always has its session.start event, so an empty page is the only
+            # case that needs a second look (an empty range, or no such session).
+            if not reply and not await self._s.redis.exists(keys.meta):
+                raise SessionNotFound(
+                    f"session {session_id!r} does not exist", session_id=session_id
+                )
+        return render_page(_rows(reply))
 
     async def read_events(
         self,
@@ -415,11 +428,11 @@ class TenantStore:
         limit: int = MAX_PAGE,
         reverse: bool = False,
     ) -> list[Event]:
-        raw = await self.read_events_json(
-            session_id, after=after, before=before, limit=limit, reverse=reverse
+        return decode_page(
+            await self.read_events_json(
+                session_id, after=after, before=before, limit=limit, reverse=reverse
+            )
         )
-        events: list[Event] = json.loads(raw)
-        return events
 
     async def last_events(self, session_id: str, n: int) -> list[Event]:
         events = await self.read_events(session_id, limit=n, reverse=True)
@@ -562,6 +575,159 @@ class TenantStore:
                 out += await self._s.redis.zrangebyscore(idx.exp, "-inf", now_ms, 0, batch)
         return out
 
+    # --- cleanup, sweep, stats -----------------------------------------------------------------
+    async def index_oldest(
+        self,
+        count: int,
+        *,
+        after: tuple[int, str] | None = None,
+        max_modified_ms: int | None = None,
+    ) -> list[tuple[str, int]]:
+        """Index entries least recently modified first, as ``(session_id, modified_ms)``: at most
+        ``count``, strictly after the cursor ``after`` = ``(modified_ms, session_id)``, modified
+        at or before ``max_modified_ms``. Each shard reads O(log N + count) entries, so walking
+        the index costs what it returns, and a session written meanwhile moves past the walk."""
+        return await self._walk("idx", count, after, max_modified_ms)
+
+    async def expired_after(
+        self, now_ms: int, count: int, *, after: tuple[int, str] | None = None
+    ) -> list[tuple[str, int]]:
+        """Expiry-index entries whose deadline is at or before ``now_ms``, earliest first, as
+        ``(session_id, deadline_ms)``, strictly after the cursor ``after`` = ``(deadline_ms,
+        session_id)``. Unlike ``expired_ids``, entries a sweep leaves in place (live sessions)
+        do not hold back the ones behind them."""
+        return await self._walk("exp", count, after, now_ms)
+
+    async def _walk(
+        self, kind: str, count: int, after: tuple[int, str] | None, max_score: int | None
+    ) -> list[tuple[str, int]]:
+        if count < 1:
+            return []
+        low = "-inf" if after is None else after[0]
+        high = "+inf" if max_score is None else max_score
+
+        async def shard_run(shard: int) -> list[tuple[int, str]]:
+            idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
+            key = idx.idx if kind == "idx" else idx.exp
+            out: list[tuple[int, str]] = []
+            offset = 0
+            while len(out) < count:
+                rows = await self._s.redis.zrangebyscore(
+                    key, low, high, offset, count, withscores=True, score_cast_func=int
+                )
+                for member, score in rows:
+                    if after is None or (score, member) > after:
+                        out.append((score, member))
+                if len(rows) < count:
+                    break
+                offset += len(rows)
+            return out[:count]
+
+        with store_errors("walk the session index"):
+            runs = await asyncio.gather(*(shard_run(i) for i in range(self._s.index_shards)))
+        merged = sorted(entry for run in runs for entry in run)[:count]
+        return [(member, score) for score, member in merged]
+
+    async def session_facts(self, ids: Sequence[str]) -> list[SessionFacts]:
+        """What cleanup decides on, for each id that still exists (one pipelined read)."""
+        if not ids:
+            return []
+        fields = ("created", "modified", "infinite", "labels", "events")
+        with store_errors("read sessions"):
+            pipe = self._s.redis.pipeline(transaction=False)
+            for sid in ids:
+                pipe.hmget(self._session_keys(sid).meta, fields)
+            rows = await pipe.execute()
+        out: list[SessionFacts] = []
+        for sid, (created, modified, infinite, labels, events) in zip(ids, rows, strict=True):
+            if created is None:
+                continue  # expired or deleted since it was listed
+            out.append(
+                SessionFacts(
+                    session_id=sid,
+                    created_ms=int(created),
+                    modified_ms=int(modified or created),
+                    infinite=infinite == "1",
+                    labels=json.loads(labels or "{}"),
+                    events=int(events or 0),
+                )
+            )
+        return out
+
+    async def count_finite_live(self, now_ms: int | None = None) -> int:
+        """Live sessions that have a TTL (the expiry index minus entries past their deadline);
+        ``count_live() - count_finite_live()`` is the number of infinite sessions."""
+        now = _now_ms() if now_ms is None else now_ms
+        total = 0
+        with store_errors("count sessions"):
+            for shard in range(self._s.index_shards):
+                exp = K.index_keys(self._s.prefix, self.tenant_id, shard).exp
+                card, expired = await asyncio.gather(
+                    self._s.redis.zcard(exp), self._s.redis.zcount(exp, "-inf", now)
+                )
+                total += int(card) - int(expired)
+        return total
+
+    async def sweep_session(self, session_id: str) -> str:
+        """Sweeper step for an index entry past its deadline. Returns ``"swept"`` when this call
+        removed the session's leftovers and index entries and emitted its one ``session.expired``
+        event; ``"alive"`` when the session exists (nothing changed); ``"gone"`` when another
+        sweep or a delete got there first. Safe to run from overlapping sweeps."""
+        res = int(await self._run("sweep_session", session_id, [], "sweep a session"))
+        if res == -1:
+            return "alive"
+        if res == 1:
+            return "swept"
+        if not self._s.cluster:
+            return "gone"
+        idx = self._index_keys(session_id)
+        with store_errors("sweep a session"):
+            removed = await self._s.scripts["sweep_index"](
+                keys=[idx.idx, idx.exp], args=[session_id]
+            )
+            if not int(removed):
+                return "gone"
+            await self._lifecycle("session.expired", session_id, _now_ms())
+        return "swept"
+
+    async def sample_ids(self, n: int) -> list[str]:
+        """Up to ``n`` random indexed session ids (for estimates)."""
+        per_shard = max(1, -(-n // self._s.index_shards))
+        out: list[str] = []
+        with store_errors("sample sessions"):
+            for shard in range(self._s.index_shards):
+                idx = K.index_keys(self._s.prefix, self.tenant_id, shard).idx
+                out += await self._s.redis.zrandmember(idx, per_shard) or []
+        return out[:n]
+
+    async def memory_usage(self, ids: Sequence[str]) -> tuple[int, int]:
+        """``(sessions found, bytes)``: ``MEMORY USAGE`` summed over every key of these sessions
+        (Redis samples large structures, so this is itself an estimate)."""
+        if not ids:
+            return 0, 0
+        with store_errors("measure memory"):
+            pipe = self._s.redis.pipeline(transaction=False)
+            for sid in ids:
+                for key in self._session_keys(sid).all():
+                    pipe.memory_usage(key)
+            sizes = await pipe.execute()
+        kinds = len(K.SESSION_KEY_KINDS)
+        found = sum(1 for i in range(0, len(sizes), kinds) if sizes[i] is not None)
+        return found, sum(int(s or 0) for s in sizes)
+
+    async def shared_memory_usage(self) -> int:
+        """``MEMORY USAGE`` of the tenant's index shards and lifecycle stream."""
+        keys = [K.lifecycle_key(self._s.prefix, self.tenant_id)]
+        for shard in range(self._s.index_shards):
+            idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
+            keys += [idx.idx, idx.exp]
+        with store_errors("measure memory"):
+            pipe = self._s.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.memory_usage(key)
+            sizes = await pipe.execute()
+        return sum(int(s or 0) for s in sizes)
+
 
 def _event_id(value: str) -> str:
     head, _, tail = value.partition("-")
@@ -570,11 +736,16 @@ def _event_id(value: str) -> str:
     return value
 
 
-def _event_from_entry(event_id: str, fields: dict[str, str]) -> Event:
-    body = json.loads(fields["e"])
-    ms = int(event_id.partition("-")[0])
-    stamp = ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return Event(id=event_id, timestamp=stamp, type=body["type"], data=body.get("data", {}))
+def _rows(reply: Any) -> list[tuple[str, str]]:
+    """(id, stored JSON) pairs from a raw XRANGE reply (nested lists) or, on a Cluster client,
+    redis-py's parsed one ((id, {field: value}) tuples)."""
+    out = []
+    for event_id, fields in reply:
+        if isinstance(fields, dict):
+            out.append((event_id, fields["e"]))
+        else:
+            out.append((event_id, fields[fields.index("e") + 1]))
+    return out
 
 
 def _bookmark(raw: str) -> Bookmark:
@@ -585,3 +756,16 @@ def _bookmark(raw: str) -> Bookmark:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _raw_stream_reader(redis: RedisClient) -> Any:
+    """A view of the same connection pool whose XRANGE/XREVRANGE replies skip redis-py's
+    per-entry tuple and dict building (half the cost of reading a stream); ``_rows`` reads
+    the plain nested lists instead. A Cluster client keeps its callbacks (see ``_rows``)."""
+    if isinstance(redis, RedisCluster):
+        return redis
+    reader = Redis(connection_pool=cast(Any, redis.connection_pool))
+    reader.response_callbacks = dict(reader.response_callbacks)
+    for command in ("XRANGE", "XREVRANGE"):
+        reader.response_callbacks.pop(command, None)
+    return reader

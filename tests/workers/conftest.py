@@ -58,9 +58,15 @@ async def start_worker(runtime: Runtime) -> AsyncIterator[WorkerFactory]:
 
     yield start
     for worker, task in running:
-        task.cancel()  # stop polling first, then let close() finish jobs and the pool
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # arq's own burst exit: finish running jobs, start no new one, leave the poll loop.
+        worker.burst = True
+        worker.max_burst_jobs = 0
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=30)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await worker.close()
 
 
