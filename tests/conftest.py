@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from service.embedded import RedisProcess
+from service.embedded import RedisClusterProcesses, RedisProcess
 from service.store import Store, TenantStore
 
 
@@ -32,6 +34,30 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-primary Redis Cluster for the whole run: its startup nodes, ``host:port,...``.
+    ``SESSIONS_TEST_REDIS_CLUSTER_NODES`` points at an existing one instead."""
+    nodes = os.environ.get("SESSIONS_TEST_REDIS_CLUSTER_NODES")
+    if nodes:
+        yield nodes
+        return
+    cluster = RedisClusterProcesses(Path(tmp_path_factory.mktemp("cluster"))).start()
+    try:
+        yield cluster.startup_nodes
+    finally:
+        cluster.stop()
+
+
+async def cluster_client(nodes: str) -> RedisCluster:
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(h, int(p)) for h, p in (n.split(":") for n in nodes.split(","))],
+        decode_responses=True,
+    )
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    return client
+
+
 @pytest.fixture
 async def real_redis(redis_server_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_server_url, decode_responses=True)
@@ -42,12 +68,16 @@ async def real_redis(redis_server_url: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-@pytest.fixture(params=["real", "fake"])
+@pytest.fixture(params=["real", "cluster", "fake"])
 async def any_redis(request: pytest.FixtureRequest, redis_server_url: str) -> AsyncIterator[Redis]:
-    """The store suite runs on both: the real server for truth, fakeredis for speed."""
+    """The store suite runs on all three: a real server and a real 3-node Cluster for truth,
+    fakeredis for speed."""
+    client: Any
     if request.param == "real":
-        client: Redis = Redis.from_url(redis_server_url, decode_responses=True)
+        client = Redis.from_url(redis_server_url, decode_responses=True)
         await client.flushall()
+    elif request.param == "cluster":
+        client = await cluster_client(request.getfixturevalue("redis_cluster_nodes"))
     else:
         client = fakeredis.FakeAsyncRedis(decode_responses=True)
     try:
@@ -63,7 +93,10 @@ def index_shards(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture
 def store(any_redis: Redis) -> Store:
-    return Store(any_redis, prefix="test", default_ttl=3600, max_event_bytes=4096)
+    shards = 4 if isinstance(any_redis, RedisCluster) else 1
+    return Store(
+        any_redis, prefix="test", default_ttl=3600, max_event_bytes=4096, index_shards=shards
+    )
 
 
 @pytest.fixture

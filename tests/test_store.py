@@ -415,3 +415,32 @@ async def test_wait_events_blocks_until_an_event(acme: TenantStore) -> None:
     await task
     assert [e["data"]["content"] for e in got] == ["arrived"]
     assert got == (await acme.read_events("w", after=start))
+
+
+async def test_cluster_slots_session_together_index_spread(redis_cluster_nodes: str) -> None:
+    """All keys of one session share a slot; a tenant's index shards do not."""
+    from redis.asyncio.cluster import RedisCluster
+
+    from tests.conftest import cluster_client
+
+    client: RedisCluster = await cluster_client(redis_cluster_nodes)
+    try:
+        sk = K.session_keys("test", "acme", "user-42-main")
+        slots = {
+            await client.cluster_keyslot(k)
+            for k in [*sk.all(), K.turn_lock_key("test", "acme", "user-42-main")]
+        }
+        assert len(slots) == 1
+        shard_slots = {
+            await client.cluster_keyslot(K.index_keys("test", "acme", n).idx) for n in range(16)
+        }
+        assert len(shard_slots) == 16
+        nodes = {
+            client.get_node_from_key(K.index_keys("test", "acme", n).idx).name for n in range(16)
+        }
+        assert len(nodes) == 3  # a large tenant's index spreads over every primary
+        for n in range(16):
+            ik = K.index_keys("test", "acme", n)
+            assert await client.cluster_keyslot(ik.idx) == await client.cluster_keyslot(ik.exp)
+    finally:
+        await client.aclose()
