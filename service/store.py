@@ -548,9 +548,10 @@ class TenantStore:
         if not ids:
             return []
         with store_errors("read sessions"):
-            raws = await asyncio.gather(
-                *(self._s.redis.hgetall(self._session_keys(i).meta) for i in ids)
-            )
+            pipe = self._s.redis.pipeline(transaction=False)  # one round trip (per node)
+            for i in ids:
+                pipe.hgetall(self._session_keys(i).meta)
+            raws = await pipe.execute()
         return [session_info_from_hash(r) for r in raws if r]
 
     async def count_live(self) -> int:
