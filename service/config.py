@@ -91,7 +91,11 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(
         default=0.01, gt=0, description="arq queue poll delay (seconds)."
     )
-    job_timeout_seconds: float = Field(default=300, gt=0, description="Timeout of one turn job.")
+    job_timeout_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="Timeout of a worker job; a dead worker's turn is retried after it + 10 s.",
+    )
     sweep_interval_seconds: int = Field(
         default=60, ge=1, description="Period of the expiry sweep cron."
     )

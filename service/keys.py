@@ -13,7 +13,6 @@ Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both valid
     P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
     P:t:{t}:quota         string  request-rate window counter                   short
     P:_tenants:{admin}:*          tenant registry (see ``service.tenants``)
-    P:_workers:{health}:<host>    string  a worker's health record (JSON)          60 s
 
 Every key of one tenant starts with ``P:t:``, so a Redis ACL pattern ``~P:t:*`` grants exactly one
 tenant. All keys of one session share the hash tag ``{t/s}``: one Cluster slot, so every change to a
@@ -85,11 +84,3 @@ def quota_key(prefix: str, tenant: str) -> str:
 def tenants_key(prefix: str, kind: str) -> str:
     """Tenant registry keys: ``tenants`` (hash id -> JSON), ``keys`` (hash key digest -> id)."""
     return f"{prefix}:_tenants:{{admin}}:{kind}"
-
-
-def worker_health_key(prefix: str, worker: str) -> str:
-    """A worker's health record (JSON, short TTL), one per worker host; outside every tenant.
-
-    ``worker`` is a host name; characters outside ``A-Z a-z 0-9 . _ -`` become ``_``."""
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in worker)
-    return f"{prefix}:_workers:{{health}}:{safe[:128] or '_'}"

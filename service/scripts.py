@@ -134,15 +134,15 @@ return {'ok', now, deadline}
 """
 
 DELETE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, event kind ('session.deleted' or 'session.expired'),
---       expected_modified ('' = unconditional).
--- With expected_modified, deletes only if the session was not written since and has no pending
--- turn (cleanup must not delete a session in use); returns -1 when it refuses.
--- Returns 1 when the session existed, else 0. Always removes index entries and leftovers.
+-- ARGV: lifecycle_maxlen, sid, expected_modified ('' = unconditional).
+-- Deletes every key and index entry of a live session and emits 'session.deleted'. With
+-- expected_modified, refuses (-1) a session written since or with a pending turn: cleanup never
+-- deletes a session in use. A session already gone (expired) is left to the sweeper, which emits
+-- its one 'session.expired'. Returns 1 (deleted) | 0 (no such session) | -1 (refused).
 local sid = ARGV[2]
-local existed = redis.call('EXISTS', KEYS[1])
-if ARGV[4] and ARGV[4] ~= '' and existed == 1 then
-  if redis.call('HGET', KEYS[1], 'modified') ~= ARGV[4] or redis.call('LLEN', KEYS[5]) > 0 then
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then
+  if redis.call('HGET', KEYS[1], 'modified') ~= ARGV[3] or redis.call('LLEN', KEYS[5]) > 0 then
     return -1
   end
 end
@@ -151,8 +151,8 @@ if #KEYS >= 7 then
   redis.call('ZREM', KEYS[6], sid)
   redis.call('ZREM', KEYS[7], sid)
 end
-if existed == 1 or ARGV[3] == 'session.expired' then lifecycle(ARGV[3], sid, now_ms()) end
-return existed
+lifecycle('session.deleted', sid, now_ms())
+return 1
 """
 
 SET_BOOKMARK = r"""

@@ -264,26 +264,12 @@ class TenantStore:
         With ``if_modified_ms`` (cleanup), deletes only if the session's ``modified`` is still that
         value and no turn is pending; returns False and changes nothing otherwise."""
         expected = "" if if_modified_ms is None else str(if_modified_ms)
-        existed = await self._run(
-            "delete_session", session_id, ["session.deleted", expected], "delete a session"
-        )
-        if existed == -1:
+        outcome = int(await self._run("delete_session", session_id, [expected], "delete a session"))
+        if outcome == -1:
             return False
-        await self._after_write(
-            session_id, 0, -1, remove=True, lifecycle="session.deleted" if existed else None
-        )
-        if not existed:
+        if outcome == 0:
             raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
-        return True
-
-    async def remove_expired(self, session_id: str) -> bool:
-        """Sweeper: drop leftovers and index entries of a session whose keys expired.
-
-        Returns False (and changes nothing) when the session is in fact alive."""
-        if await self.exists(session_id):
-            return False
-        await self._run("delete_session", session_id, ["session.expired"], "sweep a session")
-        await self._after_write(session_id, 0, -1, remove=True, lifecycle="session.expired")
+        await self._after_write(session_id, 0, -1, remove=True, lifecycle="session.deleted")
         return True
 
     # --- events --------------------------------------------------------------------------------
@@ -567,15 +553,6 @@ class TenantStore:
                 total += int(card) - int(expired)
         return total
 
-    async def expired_ids(self, now_ms: int, batch: int) -> list[str]:
-        """Index entries whose deadline has passed, oldest first, at most ``batch`` per shard."""
-        out: list[str] = []
-        with store_errors("find expired sessions"):
-            for shard in range(self._s.index_shards):
-                idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
-                out += await self._s.redis.zrangebyscore(idx.exp, "-inf", now_ms, 0, batch)
-        return out
-
     # --- cleanup, sweep, stats -----------------------------------------------------------------
     async def index_oldest(
         self,
@@ -595,8 +572,8 @@ class TenantStore:
     ) -> list[tuple[str, int]]:
         """Expiry-index entries whose deadline is at or before ``now_ms``, earliest first, as
         ``(session_id, deadline_ms)``, strictly after the cursor ``after`` = ``(deadline_ms,
-        session_id)``. Unlike ``expired_ids``, entries a sweep leaves in place (live sessions)
-        do not hold back the ones behind them."""
+        session_id)``, so entries a sweep leaves in place (live sessions) do not hold back the
+        ones behind them."""
         return await self._walk("exp", count, after, now_ms)
 
     async def _walk(

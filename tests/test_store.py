@@ -265,10 +265,10 @@ async def test_list_hides_expired_and_deleted_before_any_sweep(
     with pytest.raises(SessionNotFound):
         await acme.get("short")
     # the expired entry is still in the index until the sweep removes it
-    assert "short" in await acme.expired_ids(now_ms=2**50, batch=100)
-    assert await acme.remove_expired("short")
-    assert await acme.expired_ids(now_ms=2**50, batch=100) == []
-    assert not await acme.remove_expired("stays")
+    assert [sid for sid, _ in await acme.expired_after(2**50, 100)] == ["short"]
+    assert await acme.sweep_session("short") == "swept"
+    assert await acme.expired_after(2**50, 100) == []
+    assert await acme.sweep_session("stays") == "alive"
 
 
 async def test_delete_removes_every_key_and_index_entry(
@@ -444,3 +444,16 @@ async def test_cluster_slots_session_together_index_spread(redis_cluster_nodes: 
             assert await client.cluster_keyslot(ik.idx) == await client.cluster_keyslot(ik.exp)
     finally:
         await client.aclose()
+
+
+async def test_delete_of_expired_session_leaves_the_expiry_event_to_the_sweep(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    await acme.create("brief", model="m", ttl_seconds=1)
+    await asyncio.sleep(1.2)
+    with pytest.raises(SessionNotFound):
+        await acme.delete("brief")
+    assert await acme.sweep_session("brief") == "swept"
+    assert await acme.sweep_session("brief") == "gone"
+    lifecycle = await any_redis.xrange(K.lifecycle_key("test", "acme"))
+    assert [f["type"] for _, f in lifecycle] == ["session.created", "session.expired"]

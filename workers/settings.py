@@ -13,13 +13,13 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from arq import func
+from arq import cron, func
 from arq.worker import Worker, async_check_health
 
 from service.config import Settings
 from service.logging import get_logger
 from service.runtime import Runtime, build_runtime
-from workers import background, queue, turns
+from workers import background, cron_jobs, queue, turns
 from workers.providers import build_provider
 
 log = get_logger("workers")
@@ -36,6 +36,38 @@ def functions(settings: Settings) -> list[Any]:
         func(turns.run_turn, name=queue.RUN_TURN, timeout=timeout, max_tries=5, keep_result=60),
         func(background.set_title, name=queue.SET_TITLE, timeout=timeout, max_tries=3),
         func(background.compact_session, name=queue.COMPACT, timeout=timeout, max_tries=3),
+    ]
+
+
+def every(seconds: int) -> dict[str, set[int]]:
+    """arq cron fields for "every ``seconds``" (whole minutes above 60, divisors of the hour)."""
+    if seconds < 60:
+        return {"second": set(range(0, 60, max(1, seconds)))}
+    minutes = max(1, seconds // 60)
+    return {"minute": set(range(0, 60, minutes)), "second": {0}}
+
+
+def cron_jobs_for(settings: Settings) -> list[Any]:
+    """The sweep (every ``sweep_interval_seconds``) and retention (every 15 minutes). arq runs
+    each tick once across all workers; both jobs are safe to overlap and to interrupt.
+
+    Their timeouts stay at the turn job's: arq retries a dead worker's jobs after the LARGEST
+    function timeout + 10 s, so a long cron timeout would delay the recovery of every turn."""
+    timeout = settings.job_timeout_seconds
+    return [
+        cron(
+            cron_jobs.sweep_expired_job,
+            name="sweep_expired",
+            timeout=timeout,
+            **every(settings.sweep_interval_seconds),  # type: ignore[arg-type]
+        ),
+        cron(
+            cron_jobs.apply_retention_job,
+            name="apply_retention",
+            minute={0, 15, 30, 45},
+            second={30},
+            timeout=timeout,
+        ),
     ]
 
 
@@ -64,6 +96,7 @@ def build_worker(
 
     options: dict[str, Any] = {
         "functions": functions(settings),
+        "cron_jobs": cron_jobs_for(settings),
         "queue_name": queue.QUEUE_NAME,
         "redis_settings": queue.queue_redis_settings(settings),
         "on_startup": startup,

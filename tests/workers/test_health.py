@@ -1,0 +1,32 @@
+"""The worker's liveness record: one per host, written by arq, read by ``worker --check``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.config import Settings
+from tests.workers.conftest import WorkerFactory
+from workers.settings import check_health
+
+
+async def test_check_health_sees_this_hosts_worker_only(
+    settings: Settings, start_worker: WorkerFactory
+) -> None:
+    assert not await check_health(settings)
+    await start_worker()
+    for _ in range(100):
+        if await check_health(settings):
+            break
+        await asyncio.sleep(0.05)
+    assert await check_health(settings)
+    assert not await check_health(settings, host="another-pod")
+
+
+def test_crash_retry_delay_is_bound_to_the_job_timeout(settings: Settings) -> None:
+    """arq retries a dead worker's job after its largest function timeout + 10 s: the cron jobs
+    must not stretch that beyond the turn job's own timeout."""
+    from workers.settings import build_worker
+
+    worker = build_worker(settings)
+    assert worker.in_progress_timeout_s == settings.job_timeout_seconds + 10
+    assert {c.name for c in worker.cron_jobs} == {"sweep_expired", "apply_retention"}
