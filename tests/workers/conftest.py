@@ -14,17 +14,28 @@ from service.config import Settings
 from service.models import Event, NewEvent
 from service.runtime import Runtime, build_runtime
 from service.store import TenantStore
+from tests.conftest import cluster_client
 from workers.queue import TurnQueue
 from workers.settings import build_worker
 
 
-@pytest.fixture
-def settings(redis_server_url: str) -> Settings:
+@pytest.fixture(params=["single", "cluster"])
+async def settings(request: pytest.FixtureRequest, redis_server_url: str) -> Settings:
+    """Data on a single Redis, or on the 3-node Cluster with the queue on the single one (arq
+    cannot run on a Cluster)."""
+    common = {"key_prefix": "wt", "job_timeout_seconds": 20, "worker_poll_delay_seconds": 0.005}
+    if request.param == "single":
+        return Settings(redis_url=redis_server_url, **common)
+    nodes = request.getfixturevalue("redis_cluster_nodes")
+    client = await cluster_client(nodes)  # flushed
+    await client.aclose()
     return Settings(
-        redis_url=redis_server_url,
-        key_prefix="wt",
-        job_timeout_seconds=20,
-        worker_poll_delay_seconds=0.005,
+        redis_cluster=True,
+        redis_cluster_nodes=nodes,
+        redis_url=f"redis://{nodes.split(',')[0]}/0",
+        queue_redis_url=redis_server_url,
+        index_shards=4,
+        **common,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from service.config import Settings
 from service.runtime import Runtime
 from tests.workers.conftest import send, wait_idle
 from workers.queue import TurnQueue
@@ -58,6 +59,12 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def settings(redis_server_url: str) -> Settings:
+    """Worker processes read their settings from the environment: single Redis here."""
+    return Settings(redis_url=redis_server_url, key_prefix="wt", worker_poll_delay_seconds=0.005)
 
 
 @pytest.fixture
