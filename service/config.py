@@ -35,6 +35,17 @@ class Settings(BaseSettings):
         description="Comma-separated host:port startup nodes for cluster mode "
         "(redis_url's host is used when empty).",
     )
+    redis_sentinels: str = Field(
+        default="",
+        description="Comma-separated host:port of Sentinels: the data Redis (and the queue, "
+        "unless queue_redis_url is set) is then the master they name.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="Name of the master the Sentinels monitor."
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Password of the Redis master found through Sentinel."
+    )
     key_prefix: str = Field(default="sess", description="Global prefix of every data key.")
     index_shards: int = Field(
         default=1,
@@ -128,12 +139,24 @@ class Settings(BaseSettings):
     def effective_queue_url(self) -> str | None:
         return self.queue_redis_url or self.redis_url
 
+    @property
+    def has_data_redis(self) -> bool:
+        """Whether a data Redis is configured (else only ``sessionctl dev`` can run)."""
+        return bool(self.redis_url or self.redis_sentinels or self.redis_cluster_nodes)
+
     def cluster_startup_nodes(self) -> list[tuple[str, int]]:
-        nodes: list[tuple[str, int]] = []
-        for item in self.redis_cluster_nodes.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            host, _, port = item.rpartition(":")
-            nodes.append((host or "127.0.0.1", int(port)))
-        return nodes
+        return _host_ports(self.redis_cluster_nodes)
+
+    def sentinel_nodes(self) -> list[tuple[str, int]]:
+        return _host_ports(self.redis_sentinels)
+
+
+def _host_ports(value: str) -> list[tuple[str, int]]:
+    nodes: list[tuple[str, int]] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        nodes.append((host or "127.0.0.1", int(port)))
+    return nodes

@@ -9,6 +9,7 @@ from typing import Any, cast
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from service.config import Settings
 from service.errors import StoreFull, StoreUnavailable
@@ -17,8 +18,22 @@ RedisClient = Redis | RedisCluster
 
 
 def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient:
-    """The data client: a single Redis (``redis_url``) or a Cluster (``redis_cluster``)."""
+    """The data client: a single Redis (``redis_url``), the master behind Sentinels
+    (``redis_sentinels``, when no URL is given) or a Cluster (``redis_cluster``)."""
     url = url or settings.redis_url
+    if settings.redis_sentinels and url is None:
+        password = settings.redis_password
+        sentinel = Sentinel(settings.sentinel_nodes(), socket_timeout=5.0)  # type: ignore[no-untyped-call]
+        return cast(
+            Redis,
+            sentinel.master_for(
+                settings.redis_sentinel_master,
+                decode_responses=True,
+                socket_timeout=5.0,
+                socket_connect_timeout=5.0,
+                password=password.get_secret_value() if password else None,
+            ),
+        )
     if url is None:
         raise ValueError("no Redis URL: set SESSIONS_REDIS_URL or start the embedded Redis")
     common: dict[str, Any] = {
@@ -33,6 +48,15 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
             return cast(RedisCluster, RedisCluster(startup_nodes=nodes, **common))
         return cast(RedisCluster, RedisCluster.from_url(url, **common))
     return cast(Redis, Redis.from_url(url, retry_on_timeout=True, **common))
+
+
+async def close_redis(client: Any) -> None:
+    """Close a client and, for one found through Sentinel, its connections to the Sentinels
+    (redis-py keeps those apart from the master's pool)."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    await client.aclose()
+    for sentinel in getattr(manager, "sentinels", []):
+        await sentinel.aclose()
 
 
 @contextmanager

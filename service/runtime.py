@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.config import Settings
-from service.connections import RedisClient, create_data_redis
+from service.connections import RedisClient, close_redis, create_data_redis
 from service.store import Store
 from service.tenants import TenantRegistry
 
@@ -19,7 +19,7 @@ class Runtime:
     tenants: TenantRegistry
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await close_redis(self.redis)
 
 
 def build_runtime(settings: Settings, redis: RedisClient | None = None) -> Runtime:

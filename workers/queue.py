@@ -12,7 +12,7 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 
 from service.config import Settings
-from service.connections import store_errors
+from service.connections import close_redis, store_errors
 
 QUEUE_NAME = "sessions:queue"
 RUN_TURN = "run_turn"
@@ -21,7 +21,20 @@ COMPACT = "compact_session"
 
 
 def queue_redis_settings(settings: Settings) -> RedisSettings:
-    url = settings.effective_queue_url
+    """The queue Redis: ``queue_redis_url``; else the master behind ``redis_sentinels``; else the
+    data Redis (which must then not be a Cluster)."""
+    url = settings.queue_redis_url
+    if url is None and settings.redis_sentinels:
+        password = settings.redis_password
+        return RedisSettings(
+            host=settings.sentinel_nodes(),
+            sentinel=True,
+            sentinel_master=settings.redis_sentinel_master,
+            password=password.get_secret_value() if password else None,
+            conn_timeout=5,
+            conn_retries=5,
+        )
+    url = url or settings.redis_url
     if url is None:
         raise ValueError("no queue Redis URL: set SESSIONS_QUEUE_REDIS_URL or SESSIONS_REDIS_URL")
     rs = RedisSettings.from_dsn(url)
@@ -64,4 +77,4 @@ class TurnQueue:
         )
 
     async def close(self) -> None:
-        await self.pool.aclose()
+        await close_redis(self.pool)

@@ -68,8 +68,11 @@ def load_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise UsageError(f"invalid SESSIONS_* settings: {exc}") from exc
-    if settings.redis_url is None:
-        raise UsageError("set SESSIONS_REDIS_URL to the data Redis")
+    if not settings.has_data_redis:
+        raise UsageError(
+            "set SESSIONS_REDIS_URL (or SESSIONS_REDIS_SENTINELS, SESSIONS_REDIS_CLUSTER_NODES) "
+            "to the data Redis"
+        )
     return settings
 
 

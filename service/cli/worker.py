@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings()
-    if settings.effective_queue_url is None:
+    if settings.effective_queue_url is None and not settings.redis_sentinels:
         print(
             "sessionctl worker: set SESSIONS_REDIS_URL (or SESSIONS_QUEUE_REDIS_URL); "
             "for a local all-in-one run use `sessionctl dev`",
