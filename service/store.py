@@ -48,6 +48,7 @@ LIFECYCLE_MAXLEN = 10_000
 LIST_SCAN_BUDGET = 1_000
 EXPORT_PAGE = 500
 MAX_PAGE = 1_000
+MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s
 
 
 def encode_event(event: NewEvent, max_bytes: int) -> str:
@@ -217,7 +218,7 @@ class TenantStore:
         with store_errors("read a session"):
             raw = await self._s.redis.hgetall(keys.meta)
         if not raw:
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         return session_info_from_hash(raw)
 
     async def get_meta_field(self, session_id: str, field: str) -> str | None:
@@ -254,7 +255,7 @@ class TenantStore:
         inf = "" if infinite is None else int(infinite)
         res = await self._run("update_session", session_id, [ttl, inf, *fields], "update a session")
         if res[0] == "missing":
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         await self._after_write(session_id, int(res[1]), int(res[2]), lifecycle="session.updated")
         return await self.get(session_id)
 
@@ -268,7 +269,7 @@ class TenantStore:
         if outcome == -1:
             return False
         if outcome == 0:
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         await self._after_write(session_id, 0, -1, remove=True, lifecycle="session.deleted")
         return True
 
@@ -349,7 +350,7 @@ class TenantStore:
             "append events",
         )
         if res[0] == "missing":
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         if res[0] == "dup":
             return AppendResult(event_ids=[res[1]], duplicate=True)
         if res[0] == "stale":
@@ -361,12 +362,14 @@ class TenantStore:
         self, session_id: str, after: str, *, timeout_ms: int, limit: int = 500
     ) -> list[Event]:
         """Events after ``after`` ("0-0" = from the start), waiting up to ``timeout_ms`` for the
-        first one to arrive (XREAD BLOCK). [] on timeout. For live follow (SSE)."""
+        first one to arrive (XREAD BLOCK). [] on timeout. For live follow (SSE).
+
+        One wait lasts at most ``MAX_BLOCK_MS``, below the client's socket timeout, which would
+        otherwise cut a long blocking read; callers loop."""
         key = self._session_keys(session_id).events
+        block = max(1, min(timeout_ms, MAX_BLOCK_MS))
         with store_errors("follow events"):
-            reply = await self._s.redis.xread(
-                {key: _event_id(after)}, count=limit, block=max(timeout_ms, 1)
-            )
+            reply = await self._s.redis.xread({key: _event_id(after)}, count=limit, block=block)
         if not reply:
             return []
         rows = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
@@ -400,9 +403,7 @@ class TenantStore:
             # A live session always has its session.start event, so an empty page is the only
             # case that needs a second look (an empty range, or no such session).
             if not reply and not await self._s.redis.exists(keys.meta):
-                raise SessionNotFound(
-                    f"session {session_id!r} does not exist", session_id=session_id
-                )
+                raise _missing(session_id)
         return render_page(_rows(reply))
 
     async def read_events(
@@ -446,7 +447,7 @@ class TenantStore:
         partial = json.dumps({"name": name, "description": description}, ensure_ascii=False)
         res = await self._run("set_bookmark", session_id, [name, partial], "set a bookmark")
         if res[0] == "missing":
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         return _bookmark(res[1])
 
     async def list_bookmarks(self, session_id: str) -> list[Bookmark]:
@@ -456,7 +457,7 @@ class TenantStore:
                 self._s.redis.exists(keys.meta), self._s.redis.hgetall(keys.bookmarks)
             )
         if not exists:
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         return sorted((_bookmark(v) for v in raw.values()), key=lambda b: b.event_id)
 
     async def get_bookmark(self, session_id: str, name: str) -> Bookmark:
@@ -470,7 +471,7 @@ class TenantStore:
         validate_bookmark_name(name)
         res = await self._run("delete_bookmark", session_id, [name], "delete a bookmark")
         if res[0] == "missing":
-            raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+            raise _missing(session_id)
         if int(res[1]) == 0:
             raise BookmarkNotFound(f"bookmark {name!r} does not exist in session {session_id!r}")
 
@@ -705,6 +706,10 @@ class TenantStore:
                 pipe.memory_usage(key)
             sizes = await pipe.execute()
         return sum(int(s or 0) for s in sizes)
+
+
+def _missing(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
 
 
 def _event_id(value: str) -> str:

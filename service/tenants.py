@@ -64,7 +64,7 @@ def tenant_of_key(api_key: str) -> str | None:
     """The tenant id a key names, or None for a string that is not shaped like a key."""
     if not api_key.startswith("sk_") or len(api_key) > 200:
         return None
-    tenant, sep, secret = api_key[3:].rpartition("_")
+    tenant, sep, secret = api_key[3:].partition("_")  # tenant ids hold no "_"; secrets may
     if not sep or not secret:
         return None
     try:

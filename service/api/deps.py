@@ -1,0 +1,197 @@
+"""FastAPI dependencies as typed aliases: what a route needs is in its signature.
+
+The app's long-lived objects live in one ``ApiState`` on ``app.state.api`` (set by ``main``);
+nothing here reaches for a global. ``TenantDep`` authenticates the bearer key, applies the key
+failure limit of the client address and the tenant's request rate, and binds the tenant to the
+request's log lines.
+"""
+
+from __future__ import annotations
+
+import email.message
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+
+from service.api.limits import RequestLimits
+from service.config import Settings
+from service.errors import Forbidden, StoreUnavailable, Unauthorized
+from service.lifecycle import LifecycleReader
+from service.logging import bind_request
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.store import TenantStore
+from service.tenants import Tenant
+from workers.queue import TurnQueue
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    metrics: Metrics
+    runtime: Runtime | None = None
+    queue: TurnQueue | None = None
+    limits: RequestLimits | None = None
+
+    def attach(self, runtime: Runtime, queue: TurnQueue) -> None:
+        self.runtime = runtime
+        self.queue = queue
+        self.limits = RequestLimits(runtime.redis, runtime.settings.key_prefix, self.metrics)
+
+
+_bearer = HTTPBearer(auto_error=False, description="A tenant API key, or the admin key.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+StateDep = Annotated[ApiState, Depends(api_state)]
+
+
+def settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def metrics(state: StateDep) -> Metrics:
+    return state.metrics
+
+
+def runtime(state: StateDep) -> Runtime:
+    if state.runtime is None:
+        raise StoreUnavailable("the service is starting")
+    return state.runtime
+
+
+def queue(state: StateDep) -> TurnQueue:
+    if state.queue is None:
+        raise StoreUnavailable("the service is starting")
+    return state.queue
+
+
+def request_limits(state: StateDep) -> RequestLimits:
+    if state.limits is None:
+        raise StoreUnavailable("the service is starting")
+    return state.limits
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+MetricsDep = Annotated[Metrics, Depends(metrics)]
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+QueueDep = Annotated[TurnQueue, Depends(queue)]
+LimitsDep = Annotated[RequestLimits, Depends(request_limits)]
+
+
+def bearer_key(credentials: Credentials) -> str | None:
+    return credentials.credentials if credentials is not None else None
+
+
+KeyDep = Annotated[str | None, Depends(bearer_key)]
+
+
+async def current_tenant(
+    request: Request,
+    key: KeyDep,
+    rt: RuntimeDep,
+    limits: LimitsDep,
+    m: MetricsDep,
+    settings: SettingsDep,
+) -> Tenant:
+    """The tenant of the bearer key (401 without a valid one), within its request rate (429)."""
+    if key is None:
+        m.auth_failures.inc()
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    address = request.client.host if request.client else None
+    try:
+        tenant = await limits.guard_auth(address, rt.tenants.authenticate(key))
+    except Unauthorized:
+        m.auth_failures.inc()
+        await limits.record_auth_failure(address)
+        raise
+    request.state.tenant_id = tenant.id
+    bind_request(tenant=tenant.id)
+    rate = tenant.limits.rate_limit_per_second
+    await limits.hit_tenant(tenant.id, settings.rate_limit_per_second if rate is None else rate)
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(current_tenant)]
+
+
+def tenant_store(tenant: TenantDep, rt: RuntimeDep) -> TenantStore:
+    return rt.store.tenant(tenant.id)
+
+
+StoreDep = Annotated[TenantStore, Depends(tenant_store)]
+
+
+def lifecycle_reader(tenant: TenantDep, rt: RuntimeDep) -> LifecycleReader:
+    return LifecycleReader(rt.redis, rt.settings.key_prefix, tenant.id)
+
+
+LifecycleDep = Annotated[LifecycleReader, Depends(lifecycle_reader)]
+
+
+async def require_admin(
+    request: Request,
+    key: KeyDep,
+    rt: RuntimeDep,
+    limits: LimitsDep,
+    m: MetricsDep,
+    settings: SettingsDep,
+) -> None:
+    """The admin key (401 without any valid key, 403 for a tenant key or when no admin key is
+    configured)."""
+    if key is None:
+        m.auth_failures.inc()
+        raise Unauthorized("missing admin key: send 'Authorization: Bearer <admin key>'")
+    admin = settings.admin_key
+    if admin is None:
+        raise Forbidden("tenant administration is not configured (set SESSIONS_ADMIN_KEY)")
+    address = request.client.host if request.client else None
+
+    async def check() -> bool:
+        if hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
+            return True
+        try:
+            await rt.tenants.authenticate(key)
+        except Unauthorized:
+            return False
+        raise Forbidden("a tenant key cannot manage tenants; use the admin key")
+
+    if not await limits.guard_auth(address, check()):
+        m.auth_failures.inc()
+        await limits.record_auth_failure(address)
+        raise Unauthorized("admin key is not valid")
+    request.state.tenant_id = "_admin"
+    bind_request(tenant="_admin")
+
+
+AdminDep = Depends(require_admin)
+
+
+async def require_json(request: Request) -> None:
+    """415 for a body that is not JSON. An empty body passes: the model says what is missing."""
+    content_type = request.headers.get("content-type")
+    if not await request.body():
+        return
+    if content_type:
+        msg = email.message.Message()
+        msg["content-type"] = content_type
+        subtype = msg.get_content_subtype()
+        if msg.get_content_maintype() == "application" and (
+            subtype == "json" or subtype.endswith("+json")
+        ):
+            return
+    raise HTTPException(
+        415, f"request body must be application/json (got {content_type or 'no content type'})"
+    )
+
+
+JsonBody = Depends(require_json)

@@ -1,0 +1,139 @@
+"""Request limits kept in Redis, so they hold across every API replica.
+
+- Per-tenant request rate: a fixed-window counter (``INCR`` + ``PEXPIRE`` in one script) on the
+  tenant's quota key. A rate of ``r`` requests per second becomes ``limit`` requests per window
+  (``window_for``): one second for ``r >= 1``, longer windows for fractional rates, so 0.2/s allows
+  one request per five seconds. 0 switches the limit off.
+- API key failures per client IP: after ``AUTH_FAILURES_PER_WINDOW`` refused keys within
+  ``AUTH_FAILURE_WINDOW_MS``, every request from that address is refused with 429 until the window
+  ends, whether its key is right or not, so keys cannot be guessed at speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Awaitable
+from typing import Any, TypeVar, cast
+
+from service import keys as K
+from service.connections import RedisClient, store_errors
+from service.errors import LimitExceeded
+from service.metrics import Metrics
+
+T = TypeVar("T")
+
+AUTH_FAILURES_PER_WINDOW = 20
+AUTH_FAILURE_WINDOW_MS = 60_000
+_CLIENT_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{1,45}")
+
+WINDOW_COUNT = """
+-- Count one request in a fixed window.
+-- KEYS[1]: the counter (a string holding an integer; expires when its window ends)
+-- ARGV[1]: window length in ms
+-- Returns {count in this window, ms until the window ends}.
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+"""
+
+WINDOW_READ = """
+-- Read a window counter without counting.
+-- KEYS[1]: the counter
+-- Returns {count in this window (0 when none), ms until the window ends (0 when none)}.
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then ttl = 0 end
+return {n, ttl}
+"""
+
+
+def window_for(rate_per_second: float) -> tuple[int, int]:
+    """``(requests allowed, window ms)`` for a rate; (0, 0) when the rate is off (<= 0)."""
+    if rate_per_second <= 0:
+        return 0, 0
+    if rate_per_second >= 1:
+        return math.floor(rate_per_second), 1000
+    return 1, math.ceil(1000 / rate_per_second)
+
+
+def retry_after_seconds(ms_left: int) -> int:
+    """The ``Retry-After`` value for a window with ``ms_left`` to go: whole seconds, at least 1."""
+    return max(1, math.ceil(ms_left / 1000))
+
+
+def client_address(host: str | None) -> str:
+    """The address a failure counter is kept under: IPv4/IPv6 text, anything else ``unknown``."""
+    if host is None or _CLIENT_ADDRESS.fullmatch(host) is None:
+        return "unknown"
+    return host
+
+
+def auth_failures_key(prefix: str, address: str) -> str:
+    """``P:_auth:failures:<address>``; no tenant id starts with ``_``, so this is no tenant's."""
+    return f"{prefix}:_auth:failures:{client_address(address)}"
+
+
+class RequestLimits:
+    """Both limiters, on the data Redis (their scripts registered once per process)."""
+
+    def __init__(self, redis: RedisClient, prefix: str, metrics: Metrics | None = None) -> None:
+        self._redis: Any = cast(Any, redis)
+        self._prefix = prefix
+        self._metrics = metrics
+        self._count = self._redis.register_script(WINDOW_COUNT)
+        self._read = self._redis.register_script(WINDOW_READ)
+
+    async def hit_tenant(self, tenant_id: str, rate_per_second: float) -> None:
+        """Count a request of ``tenant_id``; ``LimitExceeded`` when it is over its rate."""
+        limit, window_ms = window_for(rate_per_second)
+        if limit == 0:
+            return
+        key = K.quota_key(self._prefix, tenant_id)
+        with store_errors("count a request"):
+            count, ms_left = await self._count(keys=[key], args=[window_ms])
+        if int(count) > limit:
+            self._refused("requests")
+            raise LimitExceeded(
+                f"request rate over the limit of {rate_per_second:g} per second",
+                retry_after=retry_after_seconds(int(ms_left)),
+                limit="requests",
+            )
+
+    async def guard_auth(self, address: str | None, check: Awaitable[T]) -> T:
+        """Run a key check, refusing it with 429 when ``address`` has failed too often; the
+        counter is read alongside the check, so it adds no round trip."""
+        key = auth_failures_key(self._prefix, address or "unknown")
+        counter, result = await asyncio.gather(self._failures(key), check, return_exceptions=True)
+        if isinstance(counter, BaseException):
+            raise counter
+        failures, ms_left = counter
+        if failures >= AUTH_FAILURES_PER_WINDOW:
+            self._refused("auth_failures")
+            raise LimitExceeded(
+                "too many requests with invalid API keys from this address",
+                retry_after=retry_after_seconds(ms_left),
+                limit="auth_failures",
+            )
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _failures(self, key: str) -> tuple[int, int]:
+        with store_errors("read the key failure counter"):
+            count, ms_left = await self._read(keys=[key])
+        return int(count), int(ms_left)
+
+    def _refused(self, limit: str) -> None:
+        if self._metrics is not None:
+            self._metrics.rate_limited.labels(limit).inc()
+
+    async def record_auth_failure(self, address: str | None) -> None:
+        key = auth_failures_key(self._prefix, address or "unknown")
+        with store_errors("count a key failure"):
+            await self._count(keys=[key], args=[AUTH_FAILURE_WINDOW_MS])

@@ -1,0 +1,161 @@
+"""Pure ASGI middleware: request context (id, logs, metrics, unexpected errors) and the body size
+limit. Pure ASGI rather than ``BaseHTTPMiddleware``, so streamed responses pass straight through.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api import problems
+from service.logging import bind_request, clear_request, get_logger
+from service.metrics import UNMATCHED_ROUTE, Metrics
+
+log = get_logger("service.api")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_from(value: str | None) -> str:
+    """The caller's request id when it is a sane token, else a fresh one."""
+    if value is not None and _REQUEST_ID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class RequestContext:
+    """Binds ``request_id`` (from ``X-Request-ID`` or new, echoed back) for every log line of the
+    request, logs one line per request, records metrics, and turns an unexpected exception into a
+    500 problem (logged with its traceback, never sent to the client)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        clear_request()
+        bind_request(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = int(message["status"])
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            state = _state(scope)
+            state["error_type"] = "Unexpected"
+            log.exception("unexpected error", method=scope["method"], route=route_template(scope))
+            if not response_started:
+                await problems.unexpected(request_id)(scope, receive, send_with_id)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+            clear_request()
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = route_template(scope)
+        state = _state(scope)
+        self.metrics.observe_request(scope["method"], route, status, seconds)
+        error = state.get("error_type")
+        if error is not None:
+            self.metrics.errors.labels(str(error)).inc()
+        log.info(
+            "request",
+            method=scope["method"],
+            route=route,
+            status=status,
+            duration_ms=round(seconds * 1000, 2),
+            tenant=state.get("tenant_id"),
+        )
+
+
+class BodyLimit:
+    """413 for a request body over ``max_bytes``, before anything parses it: at once from
+    ``Content-Length``, or after counting the chunks of a body sent without one (such a body is
+    buffered, up to the limit, and replayed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in {"GET", "HEAD", "DELETE", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _state(scope)["error_type"] = "PayloadTooLarge"
+        response = problems.problem(
+            413,
+            f"request body is over the limit of {self.max_bytes} bytes",
+            title="Payload too large",
+            type_="/problems/payload-too-large",
+            extra={"limit": self.max_bytes},
+        )
+        await response(scope, receive, send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state

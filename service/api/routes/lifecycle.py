@@ -1,0 +1,52 @@
+"""The calling tenant's lifecycle stream (sessions created, updated, deleted, expired)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from service.api import sse
+from service.api.deps import KeyDep, LifecycleDep, MetricsDep, RuntimeDep
+from service.api.routes import V1
+from service.api.schemas import LifecycleList
+from service.lifecycle import validate_stream_id
+
+router = APIRouter(prefix=f"{V1}/lifecycle", tags=["lifecycle"])
+
+
+@router.get("", response_model=LifecycleList)
+async def read_lifecycle(
+    lifecycle: LifecycleDep,
+    after: Annotated[str, Query(max_length=41, description="An entry id (exclusive)")] = "0-0",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> LifecycleList:
+    """Entries after ``after``, oldest first (the stream keeps the latest 10,000 or so)."""
+    return LifecycleList(data=await lifecycle.read(after, limit))
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {sse.MEDIA_TYPE: {}}, "description": "The lifecycle stream."}},
+)
+async def stream_lifecycle(
+    request: Request,
+    key: KeyDep,
+    rt: RuntimeDep,
+    lifecycle: LifecycleDep,
+    m: MetricsDep,
+    after: Annotated[str | None, Query(max_length=41)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=41)] = None,
+) -> StreamingResponse:
+    """Entries after ``Last-Event-ID`` (else ``after``; else only entries from now on), live."""
+    resume = last_event_id or after
+    start = validate_stream_id(resume) if resume else await lifecycle.last_id()
+
+    async def authorize() -> None:
+        await rt.tenants.authenticate(key or "")
+
+    follow = sse.Follow(authorize, request.is_disconnected, m)
+    body = sse.lifecycle_events(follow, lifecycle, after=start)
+    return StreamingResponse(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)

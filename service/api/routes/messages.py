@@ -1,0 +1,72 @@
+"""Messages and turns: send a prompt (a turn for the workers), read the conversation, abort."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+
+from service.api.deps import JsonBody, MetricsDep, QueueDep, SettingsDep, StoreDep, TenantDep
+from service.api.routes import V1
+from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMessage
+from service.errors import PayloadTooLarge
+from service.models import EventType, NewEvent, messages_from_events
+
+router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
+
+
+@router.post("/messages", status_code=202, response_model=SendAccepted, dependencies=[JsonBody])
+async def send_message(
+    session_id: str,
+    body: SendMessage,
+    tenant: TenantDep,
+    store: StoreDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    m: MetricsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> SendAccepted:
+    """Append the prompt as a ``user.message`` and queue its turn. A repeated
+    ``Idempotency-Key`` returns the first message id (``duplicate: true``), never a second turn."""
+    limit = tenant.limits.max_message_bytes or settings.max_message_bytes
+    size = len(body.prompt.encode())
+    if size > limit:
+        raise PayloadTooLarge(f"prompt of {size} bytes is over the limit of {limit}", limit=limit)
+    result = await store.append(
+        session_id,
+        [NewEvent(type=EventType.USER_MESSAGE.value, data={"content": body.prompt})],
+        idempotency_key=idempotency_key,
+        enqueue_turn=True,
+    )
+    message_id = result.event_ids[0]
+    # Also for a duplicate: the job id is deterministic, so this never runs a turn twice, and
+    # it heals a crash between the append and the enqueue of the first request.
+    await queue.enqueue_turn(tenant.id, session_id, message_id)
+    m.turns_enqueued.inc()
+    return SendAccepted(message_id=message_id, duplicate=result.duplicate)
+
+
+@router.get("/messages", response_model=MessageList)
+async def get_messages(
+    session_id: str,
+    store: StoreDep,
+    after: Annotated[str | None, Query(max_length=41, description="An event id")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Events to scan")] = 1000,
+) -> MessageList:
+    """The conversation, oldest first: user and assistant messages among the next ``limit``
+    events after ``after``."""
+    events = await store.read_events(session_id, after=after, limit=limit)
+    return MessageList(data=messages_from_events(events))
+
+
+@router.post("/abort", status_code=202, response_model=AbortResult)
+async def abort(session_id: str, store: StoreDep) -> AbortResult:
+    """Drop the pending turns; ``aborted`` is false when none was pending."""
+    result = await store.abort_turns(
+        session_id,
+        [
+            NewEvent(type=EventType.ABORT.value, data={"reason": "requested"}),
+            NewEvent(type=EventType.SESSION_IDLE.value),
+        ],
+    )
+    return AbortResult(aborted=result is not None)

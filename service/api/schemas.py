@@ -1,0 +1,170 @@
+"""Request and response bodies of the HTTP API. Request models refuse unknown fields (422)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.lifecycle import LifecycleEvent
+from service.models import Bookmark, Message, SessionInfo
+from service.tenants import Limits, Retention, Tenant
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- sessions ---------------------------------------------------------------------------------
+class SessionCreate(RequestBody):
+    session_id: str | None = Field(
+        default=None, description="1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit."
+    )
+    model: str | None = Field(default=None, max_length=200, description="Default from settings.")
+    system_message: str = ""
+    streaming: bool = False
+    infinite_sessions: bool = Field(default=False, description="No TTL on any key, ever.")
+    ttl_seconds: int | None = Field(default=None, ge=1, description="Sliding TTL of the session.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    name: str = Field(default="", max_length=200)
+
+
+class SessionUpdate(RequestBody):
+    name: str | None = Field(default=None, max_length=200)
+    summary: str | None = Field(default=None, max_length=10_000)
+    labels: dict[str, str] | None = None
+    ttl_seconds: int | None = Field(default=None, ge=1)
+    infinite: bool | None = None
+
+
+class SessionPublic(BaseModel):
+    session_id: str
+    model: str
+    system_message: str
+    streaming: bool
+    summary: str
+    name: str
+    labels: dict[str, str]
+    infinite: bool
+    ttl_seconds: int
+    created_at: datetime
+    modified_at: datetime
+    expires_at: datetime | None
+    event_count: int
+    message_count: int
+    last_event_id: str
+    status: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    @classmethod
+    def of(cls, info: SessionInfo) -> SessionPublic:
+        return cls.model_validate(info.model_dump(exclude={"compacted_through"}))
+
+
+class SessionList(BaseModel):
+    data: list[SessionPublic]
+    next_cursor: str | None
+
+
+# --- messages and events ----------------------------------------------------------------------
+class SendMessage(RequestBody):
+    prompt: str = Field(min_length=1, description="The user's message (at most the byte limit).")
+
+
+class SendAccepted(BaseModel):
+    message_id: str = Field(description="Event id of the stored user.message.")
+    duplicate: bool = Field(description="True when the Idempotency-Key was seen before.")
+
+
+class AbortResult(BaseModel):
+    aborted: bool
+
+
+class MessageList(BaseModel):
+    data: list[Message]
+
+
+class EventOut(BaseModel):
+    id: str
+    timestamp: str
+    type: str
+    data: dict[str, Any]
+
+
+class EventList(BaseModel):
+    data: list[EventOut]
+
+
+# --- bookmarks and export ---------------------------------------------------------------------
+class BookmarkSet(RequestBody):
+    description: str = Field(default="", max_length=1000)
+
+
+class BookmarkList(BaseModel):
+    data: list[Bookmark]
+
+
+class SessionExport(BaseModel):
+    session: SessionPublic
+    bookmarks: list[Bookmark]
+    events: list[EventOut]
+
+
+# --- tenants ----------------------------------------------------------------------------------
+class TenantPublic(BaseModel):
+    id: str
+    name: str
+    created_at_ms: int
+    disabled: bool
+    key_hint: str = Field(description="Last characters of the current key, to tell keys apart.")
+    limits: Limits
+    retention: Retention
+    provider_model: str | None
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantPublic:
+        return cls.model_validate(tenant.model_dump())
+
+
+class TenantList(BaseModel):
+    data: list[TenantPublic]
+
+
+class LimitsIn(Limits):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetentionIn(Retention):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(RequestBody):
+    id: str = Field(description="1-40 of a-z 0-9 - starting with a letter or digit.")
+    name: str | None = Field(default=None, max_length=200)
+    limits: LimitsIn | None = None
+    retention: RetentionIn | None = None
+
+
+class TenantUpdate(RequestBody):
+    name: str | None = Field(default=None, max_length=200)
+    disabled: bool | None = None
+    limits: LimitsIn | None = Field(default=None, description="Merged into the current limits.")
+    retention: RetentionIn | None = Field(
+        default=None, description="Merged into the current retention rules."
+    )
+
+
+class TenantWithKey(BaseModel):
+    tenant: TenantPublic
+    api_key: str = Field(description="Shown once; only its digest is stored.")
+
+
+class LifecycleList(BaseModel):
+    data: list[LifecycleEvent]
+
+
+# --- ops --------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: str

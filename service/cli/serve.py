@@ -1,0 +1,64 @@
+"""``sessionctl serve``: run the HTTP API under uvicorn (``service.api.main:app``, a factory)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from service.cli.support import UsageError, fail, load_settings, positive_int
+from service.logging import configure_logging
+
+APP_FACTORY = "service.api.main:app"
+
+
+def port_arg(text: str) -> int:
+    value = int(text) if text.isdigit() else -1
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535 (got {text!r})")
+    return value
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run the HTTP API",
+        description="Run the HTTP API with uvicorn. Reads SESSIONS_* settings from the "
+        "environment; SESSIONS_REDIS_URL is required (use `sessionctl dev` for a local run).",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0)")
+    parser.add_argument("--port", type=port_arg, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=1, metavar="N", help="processes (default: 1)"
+    )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-For/-Proto from the addresses in FORWARDED_ALLOW_IPS (the "
+        "client address counts API key failures, so enable this behind a proxy)",
+    )
+    parser.set_defaults(func=run)
+
+
+def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "proxy_headers": args.proxy_headers,
+        "access_log": False,  # the app logs one line per request itself
+        "log_config": None,  # keep the service's logging configuration
+        "timeout_graceful_shutdown": 20,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except UsageError as exc:
+        return fail("serve", str(exc), 2)
+    configure_logging(settings)
+    import uvicorn
+
+    uvicorn.run(APP_FACTORY, **uvicorn_options(args))
+    return 0

@@ -1,0 +1,185 @@
+"""Server-Sent Events over a real socket (uvicorn in-process): follow, resume, end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.api import sse
+from service.models import NewEvent
+from service.runtime import Runtime
+from tests.api.conftest import Serve, TenantKey
+
+
+@pytest.fixture(autouse=True)
+def quick_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sse, "WAIT_SLICE_MS", 100)
+    monkeypatch.setattr(sse, "REAUTH_SECONDS", 0.05)
+
+
+async def sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parsed SSE messages (comments as ``{"comment": ...}``)."""
+    fields: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if fields:
+                yield fields
+            fields = {}
+        elif line.startswith(":"):
+            yield {"comment": line[1:].strip()}
+        else:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+async def take(messages: AsyncIterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        async for msg in messages:
+            if "id" in msg or "event" in msg:
+                out.append(msg)
+                if len(out) == n:
+                    break
+    return out
+
+
+def user(text: str) -> NewEvent:
+    return NewEvent(type="user.message", data={"content": text})
+
+
+async def test_follow_disconnect_and_resume_exactly_once(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("live", model="m")
+    base = await serve(app)
+    url = f"{base}/v1/sessions/live/events/stream"
+    received: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", url, headers=acme.headers) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"] == "no-cache"
+            assert r.headers["x-accel-buffering"] == "no"
+            messages = sse_messages(r)
+            received += await take(messages, 1)  # session.start
+            await store.append("live", [user("one"), user("two")])
+            received += await take(messages, 2)
+        # disconnected; more happens meanwhile
+        await store.append("live", [user("three")])
+        await store.append("live", [user("four")])
+        headers = {**acme.headers, "Last-Event-ID": received[-1]["id"]}
+        async with http.stream("GET", url, headers=headers) as r:
+            messages = sse_messages(r)
+            received += await take(messages, 2)
+            await store.append("live", [user("five")])
+            received += await take(messages, 1)
+    events = [json.loads(m["data"]) for m in received]
+    assert [m["id"] for m in received] == [e["id"] for e in events]
+    assert [m["event"] for m in received] == [e["type"] for e in events]
+    assert events == await store.read_events("live")
+    assert [e["data"].get("content") for e in events[1:]] == ["one", "two", "three", "four", "five"]
+    for _ in range(100):  # the server notices both disconnects and closes the loops
+        if app.state.api.metrics.streams_open._value.get() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert app.state.api.metrics.streams_open._value.get() == 0
+
+
+async def test_after_parameter_and_keepalive(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
+    store = runtime.store.tenant("acme")
+    await store.create("quiet", model="m")
+    ids = (await store.append("quiet", [user("a"), user("b")])).event_ids
+    base = await serve(app)
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"{base}/v1/sessions/quiet/events/stream"
+        async with http.stream("GET", url, params={"after": ids[0]}, headers=acme.headers) as r:
+            seen: list[dict[str, Any]] = []
+            async with asyncio.timeout(10):
+                async for msg in sse_messages(r):
+                    seen.append(msg)
+                    if msg.get("comment") == "keepalive":
+                        break
+    assert [m.get("id") for m in seen if "id" in m] == [ids[1]]
+    assert seen[0] == {"retry": str(sse.RETRY_MS)}
+
+
+async def test_stream_ends_when_session_is_deleted(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("doomed", model="m")
+    base = await serve(app)
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"{base}/v1/sessions/doomed/events/stream"
+        async with http.stream("GET", url, headers=acme.headers) as r:
+            messages = sse_messages(r)
+            assert (await take(messages, 1))[0]["event"] == "session.start"
+            deleted = await http.delete(f"{base}/v1/sessions/doomed", headers=acme.headers)
+            assert deleted.status_code == 204
+            rest = [m async for m in messages if "event" in m]
+    assert [m["event"] for m in rest] == ["session.deleted"]
+    assert "id" not in rest[0]
+    assert json.loads(rest[0]["data"])["session_id"] == "doomed"
+
+
+async def test_stream_ends_when_key_is_rotated(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey
+) -> None:
+    await runtime.store.tenant("acme").create("s", model="m")
+    base = await serve(app)
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"{base}/v1/sessions/s/events/stream"
+        async with http.stream("GET", url, headers=acme.headers) as r:
+            messages = sse_messages(r)
+            await take(messages, 1)
+            await runtime.tenants.rotate_key("acme")
+            async with asyncio.timeout(10):
+                rest = [m async for m in messages if "event" in m]
+    assert rest == []
+
+
+async def test_stream_of_missing_session_is_404(client: httpx.AsyncClient, acme: TenantKey) -> None:
+    r = await client.get("/v1/sessions/none/events/stream", headers=acme.headers)
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    r = await client.get(
+        "/v1/sessions/none/events/stream", headers={**acme.headers, "Last-Event-ID": "x"}
+    )
+    assert r.status_code == 422
+
+
+async def test_lifecycle_read_and_stream(
+    app: FastAPI, serve: Serve, client: httpx.AsyncClient, runtime: Runtime, acme: TenantKey
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("l1", model="m")
+    r = await client.get("/v1/lifecycle", headers=acme.headers)
+    assert [(e["type"], e["session_id"]) for e in r.json()["data"]] == [("session.created", "l1")]
+    first = r.json()["data"][0]["id"]
+    assert r.json()["data"][0]["at"].endswith("Z")
+    r = await client.get("/v1/lifecycle", params={"after": first}, headers=acme.headers)
+    assert r.json()["data"] == []
+    r = await client.get("/v1/lifecycle", params={"after": "zz"}, headers=acme.headers)
+    assert r.status_code == 422
+
+    base = await serve(app)
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"{base}/v1/lifecycle/stream"
+        async with http.stream("GET", url, headers=acme.headers) as r:  # from now on
+            messages = sse_messages(r)
+            await store.delete("l1")
+            got = await take(messages, 1)
+        assert got[0]["event"] == "session.deleted"
+        async with http.stream("GET", url, headers={**acme.headers, "Last-Event-ID": first}) as r:
+            again = await take(sse_messages(r), 1)
+    assert again == got
