@@ -1,0 +1,129 @@
+"""The client's exception tree, and the one function that maps HTTP responses onto it.
+
+    SessionError                 base of every error the client raises on purpose
+    ├── SessionNotFound          404 for a session (also a ``RuntimeError``)
+    ├── ValidationError          400/413/415/422 (also a ``ValueError``)
+    ├── AuthenticationError      401/403: missing, unknown or insufficient API key
+    ├── RateLimited              429 after the retries ran out (``retry_after`` seconds)
+    ├── ServerError              5xx, or unreachable, after the retries ran out
+    └── TurnError                a ``session.error`` event or an abort ended the awaited turn
+
+Other statuses (409 duplicate session id, 404 of a bookmark) raise ``SessionError`` itself. Every
+error carries ``status_code`` (``None`` when no response was involved), ``title``, ``detail`` and
+the parsed ``problem`` body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from service.client._models import Event
+
+
+class SessionError(Exception):
+    """Base of every error the client raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        title: str = "",
+        detail: str = "",
+        problem: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.title = title
+        self.detail = detail or message
+        self.problem: dict[str, Any] = problem or {}
+
+
+class SessionNotFound(SessionError, RuntimeError):
+    """The session does not exist (never created, deleted, or expired)."""
+
+
+class ValidationError(SessionError, ValueError):
+    """The service refused a value: a bad session id, an unknown field, a body too large."""
+
+
+class AuthenticationError(SessionError):
+    """The API key is missing, unknown, disabled, or may not call this endpoint."""
+
+
+class RateLimited(SessionError):
+    """The tenant's request rate or session quota is exhausted."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServerError(SessionError):
+    """The service failed (5xx) or could not be reached (``status_code`` None) through every
+    retry."""
+
+
+class TurnError(SessionError):
+    """The awaited turn ended without a reply: ``event`` is its ``session.error`` or ``abort``."""
+
+    def __init__(self, message: str, *, event: Event) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds, when it is a number."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _names_other_resource(problem: dict[str, Any]) -> bool:
+    """A 404 about a bookmark or tenant, not about the session itself."""
+    text = f"{problem.get('type', '')} {problem.get('title', '')}".lower()
+    return "bookmark" in text or "tenant" in text
+
+
+def _raise_for_response(response: httpx.Response) -> None:
+    """Raise the client error for a non-2xx ``response`` (whose body has been read)."""
+    status = response.status_code
+    if status < 400:
+        return
+    problem = _problem(response)
+    title = str(problem.get("title") or response.reason_phrase or "HTTP error")
+    detail = str(problem.get("detail") or response.text[:500] or title)
+    message = f"{status} {title}: {detail}"
+    kw: dict[str, Any] = {
+        "status_code": status,
+        "title": title,
+        "detail": detail,
+        "problem": problem,
+    }
+    if status == 404 and not _names_other_resource(problem):
+        raise SessionNotFound(message, **kw)
+    if status in (400, 413, 415, 422):
+        raise ValidationError(message, **kw)
+    if status in (401, 403):
+        raise AuthenticationError(message, **kw)
+    if status == 429:
+        raise RateLimited(message, retry_after=retry_after_seconds(response), **kw)
+    if status >= 500:
+        raise ServerError(message, **kw)
+    raise SessionError(message, **kw)

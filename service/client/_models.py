@@ -1,0 +1,207 @@
+"""What the client returns: events, messages, bookmarks and session metadata.
+
+Timestamps are timezone-aware ``datetime`` attributes. ``SessionInfo`` is also a read-only mapping
+in the camelCase shape that assistant-SDK code expects (``info.get("sessionId")``,
+``info["modifiedTime"]``), whose values are JSON values (times as ISO-8601 strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+_ROLE_EVENT = {"user": "user.message", "assistant": "assistant.message"}
+
+
+def parse_time(value: Any) -> datetime:
+    """An ISO-8601 timestamp (``Z`` or an offset) as an aware datetime; naive values are UTC."""
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a session: ``id`` (a stream id), ``type``, ``data`` and ``timestamp``."""
+
+    id: str
+    type: str
+    data: dict[str, Any]
+    timestamp: datetime
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Event:
+        return cls(
+            id=str(raw["id"]),
+            type=str(raw["type"]),
+            data=dict(raw.get("data") or {}),
+            timestamp=parse_time(raw["timestamp"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "timestamp": self.timestamp.isoformat(),
+            "type": self.type,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the conversation: ``role`` is ``"user"`` or ``"assistant"``."""
+
+    role: str
+    content: str
+    id: str
+    timestamp: datetime
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Message:
+        return cls(
+            role=str(raw["role"]),
+            content=str(raw.get("content", "")),
+            id=str(raw["id"]),
+            timestamp=parse_time(raw["timestamp"]),
+        )
+
+    @property
+    def type(self) -> str:
+        """The event type this message was recorded as (``user.message``, ...)."""
+        return _ROLE_EVENT.get(self.role, self.role)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"content": self.content}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "content": self.content,
+            "id": self.id,
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """A named position in a session: the last event when it was set."""
+
+    name: str
+    description: str
+    event_id: str
+    message_count: int
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Bookmark:
+        return cls(
+            name=str(raw["name"]),
+            description=str(raw.get("description", "")),
+            event_id=str(raw["event_id"]),
+            message_count=int(raw.get("message_count", 0)),
+            created_at=parse_time(raw["created_at"]),
+        )
+
+
+# camelCase key of the mapping view -> field of the service's JSON.
+_CAMEL = {
+    "sessionId": "session_id",
+    "startTime": "created_at",
+    "modifiedTime": "modified_at",
+    "expiresAt": "expires_at",
+    "summary": "summary",
+    "name": "name",
+    "model": "model",
+    "labels": "labels",
+    "infinite": "infinite",
+    "status": "status",
+    "messageCount": "message_count",
+    "eventCount": "event_count",
+    "lastEventId": "last_event_id",
+    "systemMessage": "system_message",
+    "streaming": "streaming",
+    "ttlSeconds": "ttl_seconds",
+    "promptTokens": "prompt_tokens",
+    "completionTokens": "completion_tokens",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class SessionInfo(Mapping[str, Any]):
+    """Metadata of one session, as listed or fetched.
+
+    Attributes use Python names (``start_time`` is the creation time); item access and ``get`` use
+    the camelCase keys (``sessionId``, ``startTime``, ``modifiedTime``, ``summary``, ...) or the
+    service's own snake_case fields, and return JSON values.
+    """
+
+    session_id: str
+    model: str
+    start_time: datetime
+    modified_time: datetime
+    expires_at: datetime | None
+    summary: str = ""
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    infinite: bool = False
+    ttl_seconds: int = 0
+    system_message: str = ""
+    streaming: bool = False
+    status: str = "idle"
+    message_count: int = 0
+    event_count: int = 0
+    last_event_id: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> SessionInfo:
+        expires = raw.get("expires_at")
+        return cls(
+            session_id=str(raw["session_id"]),
+            model=str(raw.get("model", "")),
+            start_time=parse_time(raw["created_at"]),
+            modified_time=parse_time(raw["modified_at"]),
+            expires_at=None if expires is None else parse_time(expires),
+            summary=str(raw.get("summary") or ""),
+            name=str(raw.get("name") or ""),
+            labels=dict(raw.get("labels") or {}),
+            infinite=bool(raw.get("infinite", False)),
+            ttl_seconds=int(raw.get("ttl_seconds") or 0),
+            system_message=str(raw.get("system_message") or ""),
+            streaming=bool(raw.get("streaming", False)),
+            status=str(raw.get("status") or "idle"),
+            message_count=int(raw.get("message_count") or 0),
+            event_count=int(raw.get("event_count") or 0),
+            last_event_id=str(raw.get("last_event_id") or ""),
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            raw=dict(raw),
+        )
+
+    @property
+    def created_at(self) -> datetime:
+        return self.start_time
+
+    @property
+    def modified_at(self) -> datetime:
+        return self.modified_time
+
+    def __getitem__(self, key: str) -> Any:
+        name = _CAMEL.get(key, key)
+        if name not in self.raw:
+            raise KeyError(key)
+        return self.raw[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (camel for camel, name in _CAMEL.items() if name in self.raw)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The service's JSON for this session (snake_case fields)."""
+        return dict(self.raw)

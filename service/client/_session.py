@@ -1,0 +1,338 @@
+"""``Session``: a handle on one session (send, wait for replies, follow events, history).
+
+A handle holds no conversation state: everything lives in the service, so a handle can be
+released (``destroy``/``disconnect``) and another one resumed later, from any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from service.client._errors import (
+    SessionError,
+    SessionNotFound,
+    TurnError,
+    ValidationError,
+)
+from service.client._models import Bookmark, Event, Message, SessionInfo
+from service.client._sse import EventStream, id_key
+
+if TYPE_CHECKING:
+    from service.client._client import SessionClient
+
+log = logging.getLogger("service.client")
+Handler = Callable[[Event], Any]
+PAGE = 1000  # the service's largest page of events or messages
+
+
+def _prompt(options: str | Mapping[str, Any] | None, prompt: str | None) -> str:
+    if prompt is None:
+        if isinstance(options, str):
+            prompt = options
+        elif isinstance(options, Mapping):
+            unknown = set(options) - {"prompt"}
+            if unknown:
+                raise ValidationError(f"unknown message option(s): {', '.join(sorted(unknown))}")
+            prompt = options.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValidationError("a message needs a prompt: send({'prompt': '...'})")
+    return prompt
+
+
+class Session:
+    """One session of the service. Get it from ``SessionClient.create_session`` or
+    ``resume_session``."""
+
+    def __init__(self, client: SessionClient, info: SessionInfo) -> None:
+        self._client = client
+        self.info = info
+        self.session_id = info.session_id
+        self._path = f"/v1/sessions/{quote(info.session_id, safe='')}"
+        self._cursor: str | None = info.last_event_id or None
+        self._handlers: list[tuple[str | None, Handler]] = []
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def sessionId(self) -> str:  # the TypeScript SDK's name
+        return self.session_id
+
+    def __repr__(self) -> str:
+        return f"<Session {self.session_id!r}>"
+
+    def _saw(self, event_id: str) -> None:
+        if self._cursor is None or id_key(event_id) > id_key(self._cursor):
+            self._cursor = event_id
+
+    def _info(self, response: httpx.Response) -> SessionInfo:
+        self.info = SessionInfo.from_json(response.json())
+        if self.info.last_event_id:
+            self._saw(self.info.last_event_id)
+        return self.info
+
+    # --- turns ---------------------------------------------------------------------------------
+    async def send(
+        self,
+        options: str | Mapping[str, Any] | None = None,
+        /,
+        *,
+        prompt: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Add a user message and queue its turn; returns the message id. Every try of one send
+        carries the same ``Idempotency-Key`` (a new one per call unless given), so a retried
+        send never makes a second message."""
+        text = _prompt(options, prompt)
+        response = await self._client._request(
+            "POST",
+            self._path + "/messages",
+            json={"prompt": text},
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
+            retry=True,
+        )
+        message_id: str = response.json()["message_id"]
+        return message_id
+
+    async def send_and_wait(
+        self,
+        options: str | Mapping[str, Any] | None = None,
+        /,
+        *,
+        prompt: str | None = None,
+        timeout: float | None = 60.0,  # noqa: ASYNC109 - the assistant SDKs' signature
+    ) -> Event:
+        """Send a message and wait for the ``assistant.message`` event answering it (its
+        ``data["content"]`` is the reply). Raises ``TimeoutError`` after ``timeout`` seconds and
+        ``TurnError`` when the turn fails (``session.error``) or is aborted."""
+        text = _prompt(options, prompt)
+        stream = EventStream(self._client, self._path, self._cursor)
+        message_id = ""
+        try:
+            async with asyncio.timeout(timeout):
+                await stream.connect()  # open before sending: no event can slip by
+                message_id = await self.send(text)
+                return await self._reply(stream, message_id)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no reply in session {self.session_id!r} to message {message_id or '(unsent)'} "
+                f"within {timeout} s"
+            ) from None
+        finally:
+            await stream.aclose()
+
+    async def _reply(self, stream: EventStream, message_id: str) -> Event:
+        sent = id_key(message_id)
+        async with contextlib.aclosing(stream.events()) as events:
+            async for event in events:
+                self._saw(event.id)
+                reply_to = event.data.get("reply_to")
+                if event.type == "assistant.message" and reply_to == message_id:
+                    return event
+                if event.type == "session.error" and reply_to == message_id:
+                    detail = event.data.get("message") or event.data.get("errorType") or "error"
+                    raise TurnError(
+                        f"the turn of message {message_id} failed: {detail}", event=event
+                    )
+                if event.type == "abort" and id_key(event.id) > sent:
+                    raise TurnError(f"the turn of message {message_id} was aborted", event=event)
+        raise SessionNotFound(f"session {self.session_id!r} was deleted while waiting")
+
+    async def abort(self) -> bool:
+        """Drop the pending turns; True when something was pending."""
+        response = await self._client._request("POST", self._path + "/abort", retry=True)
+        return bool(response.json().get("aborted"))
+
+    # --- live events ---------------------------------------------------------------------------
+    def on(self, event_type: str | Handler, handler: Handler | None = None) -> Callable[[], None]:
+        """Call ``handler(event)`` (sync or async) for every live event, or only for events of
+        ``event_type`` with ``on(event_type, handler)``. Returns a function that unsubscribes."""
+        if handler is None:
+            if not callable(event_type):
+                raise TypeError("on(handler) or on(event_type, handler)")
+            entry: tuple[str | None, Handler] = (None, event_type)
+        else:
+            if not isinstance(event_type, str):
+                raise TypeError("event_type must be a string")
+            entry = (event_type, handler)
+        self._handlers.append(entry)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen(self._cursor))
+
+        def unsubscribe() -> None:
+            if entry in self._handlers:
+                self._handlers.remove(entry)
+            if not self._handlers and self._listener is not None:
+                self._listener.cancel()
+                self._listener = None
+
+        return unsubscribe
+
+    async def _listen(self, after: str | None) -> None:
+        stream = EventStream(self._client, self._path, after)
+        try:
+            async with contextlib.aclosing(stream.events()) as events:
+                async for event in events:
+                    self._saw(event.id)
+                    await self._dispatch(event)
+        except SessionError as exc:
+            log.warning("event listener of session %s stopped: %s", self.session_id, exc)
+        finally:
+            await stream.aclose()
+
+    async def _dispatch(self, event: Event) -> None:
+        for wanted, handler in list(self._handlers):
+            if wanted is not None and wanted != event.type:
+                continue
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("event handler of session %s failed", self.session_id)
+
+    async def disconnect(self) -> None:
+        """Release the handle: stop the listeners. The session's data stays."""
+        self._handlers.clear()
+        task, self._listener = self._listener, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def destroy(self) -> None:
+        """Release the handle (as ``disconnect``); resume the session later by its id."""
+        await self.disconnect()
+
+    # --- history -------------------------------------------------------------------------------
+    async def _pages(self, suffix: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a paged list endpoint (``after`` moves forward, ``before`` backward)."""
+        key = "before" if params.get("reverse") else "after"
+        while True:
+            response = await self._client._request("GET", self._path + suffix, params=params)
+            data: list[dict[str, Any]] = response.json()["data"]
+            for item in data:
+                yield item
+            if len(data) < params["limit"]:
+                return
+            params = {**params, key: data[-1]["id"]}
+
+    async def get_messages(self) -> list[Message]:
+        """The whole conversation (user and assistant messages), oldest first."""
+        # A page of /messages covers a number of *events*, so a page can be short, or empty
+        # (a long run of streamed deltas), while messages follow: the session's message count
+        # says when the whole conversation has been read.
+        info, page = await asyncio.gather(self.refresh(), self._message_page(None))
+        out = list(page)
+        cursor = out[-1].id if out else None
+        while len(out) < info.message_count:
+            page = await self._message_page(cursor)
+            if page:
+                out += page
+                cursor = page[-1].id
+                continue
+            skipped = await self.get_events(after=cursor, limit=PAGE)
+            if not skipped:
+                break
+            cursor = skipped[-1].id
+        return out
+
+    async def _message_page(self, after: str | None) -> list[Message]:
+        params: dict[str, Any] = {"limit": PAGE}
+        if after:
+            params["after"] = after
+        response = await self._client._request("GET", self._path + "/messages", params=params)
+        return [Message.from_json(m) for m in response.json()["data"]]
+
+    async def get_events(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[Event]:
+        """Stored events (oldest first, newest first with ``reverse``), between the exclusive
+        ids ``after`` and ``before``; all of them unless ``limit`` is given."""
+        params: dict[str, Any] = {"limit": min(limit or PAGE, PAGE)}
+        if reverse:
+            params["reverse"] = "true"
+        if after:
+            params["after"] = after
+        if before:
+            params["before"] = before
+        out: list[Event] = []
+        async for raw in self._pages("/events", params):
+            out.append(Event.from_json(raw))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    # --- bookmarks -----------------------------------------------------------------------------
+    def _bookmark_path(self, name: str) -> str:
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name:
+            raise ValidationError(f"invalid bookmark name {name!r}")
+        return f"{self._path}/bookmarks/{quote(name, safe='')}"
+
+    async def bookmark(self, name: str, description: str = "") -> Bookmark:
+        """Mark the current end of the conversation as ``name`` (replacing one of that name)."""
+        response = await self._client._request(
+            "PUT", self._bookmark_path(name), json={"description": description}
+        )
+        return Bookmark.from_json(response.json())
+
+    async def get_bookmarks(self) -> list[Bookmark]:
+        response = await self._client._request("GET", self._path + "/bookmarks")
+        return [Bookmark.from_json(b) for b in response.json()["data"]]
+
+    async def delete_bookmark(self, name: str) -> None:
+        await self._client._request("DELETE", self._bookmark_path(name))
+
+    async def get_messages_since(self, name: str) -> list[Message]:
+        """The messages after bookmark ``name``."""
+        response = await self._client._request("GET", self._bookmark_path(name) + "/messages")
+        return [Message.from_json(m) for m in response.json()["data"]]
+
+    # --- export and metadata -------------------------------------------------------------------
+    async def export(self, format: str = "json") -> dict[str, Any]:
+        """``{"session": {...}, "bookmarks": [...], "events": [...]}``, all in one answer."""
+        if format != "json":
+            raise ValidationError("export() returns JSON; use export_jsonl() to stream")
+        response = await self._client._request(
+            "GET", self._path + "/export", params={"format": "json"}
+        )
+        exported: dict[str, Any] = response.json()
+        return exported
+
+    async def export_jsonl(self) -> AsyncIterator[dict[str, Any]]:
+        """The export streamed: ``{"session": {...}}`` first, then one event per item."""
+        response = await self._client._request(
+            "GET", self._path + "/export", params={"format": "jsonl"}, stream=True
+        )
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            await response.aclose()
+
+    async def refresh(self) -> SessionInfo:
+        """Fetch the session's metadata again (``self.info``)."""
+        return self._info(await self._client._request("GET", self._path))
+
+    async def update(self, **changes: Any) -> SessionInfo:
+        """Change ``name``, ``summary``, ``labels``, ``ttl_seconds`` or ``infinite``."""
+        return self._info(await self._client._request("PATCH", self._path, json=changes))
+
+    async def set_labels(self, labels: Mapping[str, str]) -> SessionInfo:
+        return await self.update(labels=dict(labels))
+
+    async def rename(self, name: str) -> SessionInfo:
+        return await self.update(name=name)

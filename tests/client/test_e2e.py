@@ -1,0 +1,178 @@
+"""End to end: the API under uvicorn and the worker as separate processes, on the suite's Redis.
+
+The walkthrough in ``examples/`` runs against them to completion, and a conversation carries on
+with its full context after both processes are killed and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from service.client import ServerError, SessionClient
+from service.embedded import free_port
+from service.tenants import TenantRegistry
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "persisting_sessions.py"
+PREFIX = "e2e"
+
+
+def sessionctl() -> list[str]:
+    script = Path(sys.executable).with_name("sessionctl")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli.main"]
+
+
+class Service:
+    """The API and one worker as child processes; ``start``/``kill`` may be called repeatedly."""
+
+    def __init__(self, redis_url: str, logs: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logs = logs
+        self.env = {
+            **os.environ,
+            "SESSIONS_REDIS_URL": redis_url,
+            "SESSIONS_KEY_PREFIX": PREFIX,
+            "SESSIONS_JOB_TIMEOUT_SECONDS": "5",  # a turn killed mid-way is retried soon
+            "SESSIONS_LOG_LEVEL": "WARNING",
+        }
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.starts = 0
+
+    async def _spawn(self, name: str, *args: str) -> None:
+        log = open(self.logs / f"{name}-{self.starts}.log", "wb")  # noqa: ASYNC230, SIM115
+        with log:
+            proc = await asyncio.create_subprocess_exec(
+                *args, cwd=ROOT, env=self.env, stdout=log, stderr=asyncio.subprocess.STDOUT
+            )
+        self.procs.append(proc)
+
+    async def start(self) -> None:
+        self.starts += 1
+        await self._spawn("worker", *sessionctl(), "worker")
+        await self._spawn(
+            "api", *sessionctl(), "serve", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            for _ in range(300):
+                if any(p.returncode is not None for p in self.procs):
+                    break
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"the service did not start:\n{self.output()}")
+
+    async def kill(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        self.procs = []
+
+    def output(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(self.logs.glob("*.log"))
+        )
+
+
+@pytest.fixture
+async def service(
+    redis_server_url: str, real_redis: Redis, tmp_path: Path
+) -> AsyncIterator[Service]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    svc = Service(redis_server_url, logs)
+    try:
+        await svc.start()
+        yield svc
+    finally:
+        await svc.kill()
+
+
+@pytest.fixture
+async def api_key(real_redis: Redis) -> str:
+    _, key = await TenantRegistry(real_redis, PREFIX).create("acme")
+    return key
+
+
+async def test_the_walkthrough_runs_to_completion(
+    service: Service, api_key: str, tmp_path: Path
+) -> None:
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    env = {
+        **os.environ,
+        "SESSIONS_URL": service.url,
+        "SESSIONS_API_KEY": api_key,
+        "EXPORT_DIR": str(export_dir),
+    }
+    env.pop("SESSIONS_REDIS_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    text = out.decode()
+    assert proc.returncode == 0, f"{text}\n{service.output()}"
+    assert "We discussed:" in text and "What database should we use?" in text
+    assert "Session: persistent-assistant" in text and text.rstrip().endswith("done")
+    history = json.loads((export_dir / "conversation.json").read_text())
+    assert [m["role"] for m in history[:2]] == ["user", "assistant"]
+    assert history[0]["content"] == "Remember my name is Ada"
+    async with SessionClient(service.url, api_key=api_key) as client:
+        assert await client.list_sessions() == []  # it cleans up after itself
+
+
+async def test_a_conversation_survives_a_restart_of_api_and_worker(
+    service: Service, api_key: str
+) -> None:
+    prompts = [
+        "Let's discuss TypeScript generics",
+        "How do constraints work?",
+        "And conditional types?",
+    ]
+    async with SessionClient(service.url, api_key=api_key) as client:
+        session = await client.create_session(
+            {"sessionId": "user-123-conversation", "model": "dev-echo"}
+        )
+        await session.send_and_wait({"prompt": prompts[0]})
+        await session.send_and_wait({"prompt": prompts[1]})
+        await session.send({"prompt": prompts[2]})  # its turn may or may not run before the kill
+        await service.kill()
+        with pytest.raises(ServerError) as down:  # nothing listens now
+            await client.get_session_metadata("user-123-conversation")
+        assert down.value.status_code is None
+
+    await service.start()
+    async with SessionClient(service.url, api_key=api_key) as client:
+        resumed = await client.resume_session("user-123-conversation")
+        reply = await resumed.send_and_wait({"prompt": "What were we discussing?"}, timeout=60)
+        for prompt in prompts:
+            assert prompt in reply.data["content"], f"{reply.data}\n{service.output()}"
+        messages = await resumed.get_messages()
+        # Four answered prompts; the reply to the third comes after the fourth prompt when its
+        # turn had not run before the kill (turns are answered in order, each exactly once).
+        roles = [m.role for m in messages]
+        assert roles.count("user") == roles.count("assistant") == 4
+        assert roles[:4] == ["user", "assistant"] * 2 and roles[-1] == "assistant"
+        assert [m.content for m in messages if m.role == "user"] == [
+            *prompts,
+            "What were we discussing?",
+        ]

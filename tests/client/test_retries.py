@@ -1,0 +1,195 @@
+"""Retry policy and error mapping at the HTTP edge, against scripted answers (httpx.MockTransport).
+
+The same mapping is exercised against the real service in ``test_inprocess.py``; here the answers
+the real service rarely gives (503, 429, dropped connections) are scripted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from service.client import (
+    AuthenticationError,
+    RateLimited,
+    ServerError,
+    SessionClient,
+    SessionError,
+    SessionNotFound,
+    ValidationError,
+)
+from service.client import _client as client_module
+from tests.client.test_public_api import RAW_INFO
+
+Script = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.001)
+
+
+def problem(status: int, title: str, **headers: str) -> httpx.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": title.lower()}
+    return httpx.Response(
+        status, json=body, headers={"content-type": "application/problem+json", **headers}
+    )
+
+
+class Scripted:
+    """Answers requests from a list of responses (or exceptions), recording every request."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def make_client(script: Any, **kw: Any) -> SessionClient:
+    return SessionClient(
+        "http://sessions.test", api_key="sk_acme_x", transport=httpx.MockTransport(script), **kw
+    )
+
+
+async def test_get_is_retried_on_503_and_dropped_connections() -> None:
+    script = Scripted(
+        problem(503, "Store unavailable"),
+        httpx.ReadError("connection reset"),
+        httpx.Response(200, json=RAW_INFO),
+    )
+    async with make_client(script) as client:
+        info = await client.get_session_metadata("user-1-main")
+    assert info.session_id == "user-1-main"
+    assert len(script.requests) == 3
+    assert script.requests[0].headers["authorization"] == "Bearer sk_acme_x"
+
+
+async def test_retries_are_bounded_then_server_error() -> None:
+    script = Scripted(problem(503, "Store unavailable"))
+    async with make_client(script, max_retries=2) as client:
+        with pytest.raises(ServerError) as info:
+            await client.get_session_metadata("s1")
+    assert info.value.status_code == 503
+    assert len(script.requests) == 3
+
+
+async def test_send_retries_with_one_idempotency_key() -> None:
+    script = Scripted(
+        httpx.Response(200, json=RAW_INFO),
+        problem(503, "Store unavailable"),
+        httpx.RemoteProtocolError("server disconnected"),
+        httpx.Response(202, json={"message_id": "9-0", "duplicate": True}),
+    )
+    async with make_client(script) as client:
+        session = await client.resume_session("user-1-main")
+        assert await session.send({"prompt": "hi"}) == "9-0"
+    sends = script.requests[1:]
+    assert len(sends) == 3
+    keys = {r.headers["idempotency-key"] for r in sends}
+    assert len(keys) == 1 and len(keys.pop()) >= 16
+
+
+async def test_each_send_has_its_own_idempotency_key() -> None:
+    script = Scripted(
+        httpx.Response(200, json=RAW_INFO),
+        httpx.Response(202, json={"message_id": "9-0", "duplicate": False}),
+    )
+    async with make_client(script) as client:
+        session = await client.resume_session("user-1-main")
+        await session.send("one")
+        await session.send(prompt="two")
+    keys = [r.headers["idempotency-key"] for r in script.requests[1:]]
+    assert len(set(keys)) == 2
+
+
+async def test_create_is_not_repeated_after_a_503_but_is_after_a_refused_connection() -> None:
+    script = Scripted(problem(503, "Store unavailable"))
+    async with make_client(script) as client:
+        with pytest.raises(ServerError):
+            await client.create_session(session_id="s1")
+    assert len(script.requests) == 1
+
+    script = Scripted(httpx.ConnectError("refused"), httpx.Response(201, json=RAW_INFO))
+    async with make_client(script) as client:
+        session = await client.create_session(session_id="user-1-main")
+    assert session.session_id == "user-1-main" and len(script.requests) == 2
+
+
+async def test_429_waits_retry_after_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    script = Scripted(problem(429, "Limit exceeded", **{"Retry-After": "2"}))
+    async with make_client(script, max_retries=3) as client:
+        with pytest.raises(RateLimited) as info:
+            await client.create_session()
+    assert slept == [2.0, 2.0, 2.0]
+    assert info.value.retry_after == 2.0 and info.value.status_code == 429
+
+    script = Scripted(
+        problem(429, "Limit exceeded", **{"Retry-After": "1"}), httpx.Response(201, json=RAW_INFO)
+    )
+    async with make_client(script) as client:
+        await client.create_session()
+    assert len(script.requests) == 2
+
+
+async def test_unreachable_service_is_a_server_error_without_status() -> None:
+    script = Scripted(httpx.ConnectError("refused"))
+    async with make_client(script, max_retries=1) as client:
+        with pytest.raises(ServerError) as info:
+            await client.list_sessions()
+    assert info.value.status_code is None
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+@pytest.mark.parametrize(
+    ("status", "title", "error"),
+    [
+        (404, "Session not found", SessionNotFound),
+        (422, "Invalid input", ValidationError),
+        (413, "Payload too large", ValidationError),
+        (400, "Malformed JSON", ValidationError),
+        (401, "Unauthorized", AuthenticationError),
+        (403, "Forbidden", AuthenticationError),
+        (500, "Internal error", ServerError),
+        (507, "Insufficient storage", ServerError),
+    ],
+)
+async def test_status_mapping(status: int, title: str, error: type[SessionError]) -> None:
+    script = Scripted(problem(status, title))
+    async with make_client(script, max_retries=0) as client:
+        with pytest.raises(error) as info:
+            await client.get_session_metadata("s1")
+    assert info.value.status_code == status
+    assert info.value.title == title and info.value.problem["status"] == status
+
+
+async def test_other_statuses_raise_the_base_error() -> None:
+    script = Scripted(problem(409, "Conflict"))
+    async with make_client(script) as client:
+        with pytest.raises(SessionError) as info:
+            await client.create_session(session_id="s1")
+    assert type(info.value) is SessionError and info.value.status_code == 409
+
+
+async def test_api_key_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONS_API_KEY", "sk_env_y")
+    script = Scripted(httpx.Response(200, json={"data": [RAW_INFO], "next_cursor": None}))
+    async with SessionClient(transport=httpx.MockTransport(script)) as client:
+        assert await client.get_last_session_id() == "user-1-main"
+    assert script.requests[0].headers["authorization"] == "Bearer sk_env_y"
+    assert str(script.requests[0].url).startswith("http://127.0.0.1:8000/v1/sessions?")
