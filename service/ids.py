@@ -23,31 +23,30 @@ LABEL_VALUE_MAX = 256
 MAX_LABELS = 32
 
 
-def validate_session_id(value: object) -> str:
-    if not isinstance(value, str) or _SESSION_ID.fullmatch(value) is None:
-        raise InvalidInput(
-            "session id must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
-            f"or digit (got {_preview(value)})"
-        )
+def _check(value: object, pattern: re.Pattern[str], what: str, rule: str) -> str:
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise InvalidInput(f"{what} must be {rule} (got {_preview(value)})")
     return value
+
+
+_SAFE_RULE = "1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
+
+
+def validate_session_id(value: object) -> str:
+    return _check(value, _SESSION_ID, "session id", _SAFE_RULE)
 
 
 def validate_bookmark_name(value: object) -> str:
-    if not isinstance(value, str) or _SESSION_ID.fullmatch(value) is None:
-        raise InvalidInput(
-            "bookmark name must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter "
-            f"or digit (got {_preview(value)})"
-        )
-    return value
+    return _check(value, _SESSION_ID, "bookmark name", _SAFE_RULE)
 
 
 def validate_tenant_id(value: object) -> str:
-    if not isinstance(value, str) or _TENANT_ID.fullmatch(value) is None:
-        raise InvalidInput(
-            "tenant id must be 1-40 characters of a-z 0-9 - starting with a letter or digit "
-            f"(got {_preview(value)})"
-        )
-    return value
+    return _check(
+        value,
+        _TENANT_ID,
+        "tenant id",
+        "1-40 characters of a-z 0-9 - starting with a letter or digit",
+    )
 
 
 def validate_labels(labels: object) -> dict[str, str]:
