@@ -84,6 +84,9 @@ class AbortResult(BaseModel):
 
 class MessageList(BaseModel):
     data: list[Message]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `after` for the next page; null at the end."
+    )
 
 
 class EventOut(BaseModel):

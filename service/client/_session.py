@@ -226,30 +226,15 @@ class Session:
 
     async def get_messages(self) -> list[Message]:
         """The whole conversation (user and assistant messages), oldest first."""
-        # A page of /messages covers a number of *events*, so a page can be short, or empty
-        # (a long run of streamed deltas), while messages follow: the session's message count
-        # says when the whole conversation has been read.
-        info, page = await asyncio.gather(self.refresh(), self._message_page(None))
-        out = list(page)
-        cursor = out[-1].id if out else None
-        while len(out) < info.message_count:
-            page = await self._message_page(cursor)
-            if page:
-                out += page
-                cursor = page[-1].id
-                continue
-            skipped = await self.get_events(after=cursor, limit=PAGE)
-            if not skipped:
-                break
-            cursor = skipped[-1].id
-        return out
-
-    async def _message_page(self, after: str | None) -> list[Message]:
+        out: list[Message] = []
         params: dict[str, Any] = {"limit": PAGE}
-        if after:
-            params["after"] = after
-        response = await self._client._request("GET", self._path + "/messages", params=params)
-        return [Message.from_json(m) for m in response.json()["data"]]
+        while True:
+            response = await self._client._request("GET", self._path + "/messages", params=params)
+            body = response.json()
+            out += [Message.from_json(m) for m in body["data"]]
+            if not body.get("next_cursor"):
+                return out
+            params = {"limit": PAGE, "after": body["next_cursor"]}
 
     async def get_events(
         self,

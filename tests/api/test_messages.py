@@ -262,3 +262,34 @@ async def test_export_json_and_jsonl(client: httpx.AsyncClient, acme: TenantKey)
     assert r.status_code == 422
     r = await client.get("/v1/sessions/nope/export", headers=h)
     assert r.status_code == 404
+
+
+async def test_message_pages_count_messages_and_skip_other_events(
+    client: httpx.AsyncClient, runtime: Runtime, acme: TenantKey
+) -> None:
+    from service.models import NewEvent
+
+    sid = await new_session(client, acme)
+    store = runtime.store.tenant("acme")
+    await store.append(sid, [NewEvent(type="user.message", data={"content": "first"})])
+    for _ in range(3):  # 1,500 streamed deltas between two messages
+        await store.append(
+            sid, [NewEvent(type="assistant.message_delta", data={"deltaContent": "x"})] * 500
+        )
+    for text in ("second", "third", "fourth"):
+        await store.append(sid, [NewEvent(type="user.message", data={"content": text})])
+
+    async def page(**params: object) -> dict[str, object]:
+        r = await client.get(f"/v1/sessions/{sid}/messages", params=params, headers=acme.headers)
+        assert r.status_code == 200, r.text
+        body: dict[str, object] = r.json()
+        return body
+
+    first = await page(limit=2)
+    assert [m["content"] for m in first["data"]] == ["first", "second"]  # type: ignore[index,union-attr]
+    rest = await page(limit=2, after=first["next_cursor"])
+    assert [m["content"] for m in rest["data"]] == ["third", "fourth"]  # type: ignore[index,union-attr]
+    end = await page(limit=2, after=rest["next_cursor"])
+    assert end == {"data": [], "next_cursor": None}
+    whole = await page()
+    assert len(whole["data"]) == 4 and whole["next_cursor"] is None  # type: ignore[arg-type]

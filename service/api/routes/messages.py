@@ -10,7 +10,8 @@ from service.api.deps import JsonBody, MetricsDep, QueueDep, SettingsDep, StoreD
 from service.api.routes import V1
 from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMessage
 from service.errors import PayloadTooLarge
-from service.models import EventType, NewEvent, messages_from_events
+from service.models import EventType, Message, NewEvent, messages_from_events
+from service.store import MAX_PAGE
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
 
@@ -46,17 +47,31 @@ async def send_message(
     return SendAccepted(message_id=message_id, duplicate=result.duplicate)
 
 
+SCAN_PAGES = 10  # event pages one request reads at most while looking for messages
+
+
 @router.get("/messages", response_model=MessageList)
 async def get_messages(
     session_id: str,
     store: StoreDep,
     after: Annotated[str | None, Query(max_length=41, description="An event id")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Events to scan")] = 1000,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page")] = 1000,
 ) -> MessageList:
-    """The conversation, oldest first: user and assistant messages among the next ``limit``
-    events after ``after``."""
-    events = await store.read_events(session_id, after=after, limit=limit)
-    return MessageList(data=messages_from_events(events))
+    """The conversation, oldest first: up to ``limit`` user and assistant messages after the
+    event ``after``. Other events (deltas, turn markers) are skipped; one request reads at most
+    10,000 events, so a page may be short: follow ``next_cursor`` until it is null."""
+    out: list[Message] = []
+    cursor = after
+    for _ in range(SCAN_PAGES):
+        events = await store.read_events(session_id, after=cursor, limit=MAX_PAGE)
+        for message in messages_from_events(events):
+            out.append(message)
+            if len(out) == limit:
+                return MessageList(data=out, next_cursor=message.id)
+        if len(events) < MAX_PAGE:
+            return MessageList(data=out, next_cursor=None)
+        cursor = events[-1]["id"]
+    return MessageList(data=out, next_cursor=cursor)
 
 
 @router.post("/abort", status_code=202, response_model=AbortResult)
