@@ -14,11 +14,13 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from service.api.main import create_app
 from service.config import Settings
 from service.embedded import free_port
 from service.runtime import Runtime, build_runtime
+from tests.conftest import cluster_client
 from workers.queue import TurnQueue
 
 ADMIN_KEY = "admin-test-key-0123456789"
@@ -50,9 +52,25 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+@pytest.fixture(params=["single", "cluster"])
+async def settings(
+    request: pytest.FixtureRequest, redis_server_url: str, real_redis: Redis
+) -> Settings:
+    """Session data on the suite's single Redis, or on its 3-node Cluster (the queue stays on
+    the single one: arq cannot run on a Cluster)."""
+    if request.param == "single":
+        return make_settings(redis_server_url)
+    nodes = request.getfixturevalue("redis_cluster_nodes")
+    await (await cluster_client(nodes)).aclose()  # flushed
+    return make_settings(
+        redis_server_url, redis_cluster=True, redis_cluster_nodes=nodes, index_shards=4
+    )
+
+
 @pytest.fixture
-def settings(redis_server_url: str, real_redis: Redis) -> Settings:
-    return make_settings(redis_server_url)
+def data_redis(runtime: Runtime) -> Any:
+    """The client of the session data: the single server or the Cluster."""
+    return runtime.redis
 
 
 @pytest.fixture
@@ -133,12 +151,19 @@ async def serve() -> AsyncIterator[Serve]:
         await asyncio.wait_for(task, timeout=10)
 
 
-async def snapshot(redis: Redis) -> dict[bytes, bytes | None]:
-    """Every key with its serialized value (DUMP), to prove a refused call changed nothing."""
-    kwargs = {**redis.connection_pool.connection_kwargs, "decode_responses": False}
-    raw = Redis(**kwargs)
-    try:
-        keys = sorted([k async for k in raw.scan_iter(count=1000)])
-        return {k: await raw.dump(k) for k in keys}
-    finally:
-        await raw.aclose()
+async def snapshot(redis: Any) -> dict[bytes, bytes | None]:
+    """Every key with its serialized value (DUMP), to prove a refused call changed nothing; on a
+    Cluster, the keys of every primary."""
+    if isinstance(redis, RedisCluster):
+        servers = [{"host": n.host, "port": n.port} for n in redis.get_primaries()]
+    else:
+        servers = [redis.connection_pool.connection_kwargs]
+    out: dict[bytes, bytes | None] = {}
+    for kwargs in servers:
+        raw = Redis(**{**kwargs, "decode_responses": False})
+        try:
+            for key in sorted([k async for k in raw.scan_iter(count=1000)]):
+                out[key] = await raw.dump(key)
+        finally:
+            await raw.aclose()
+    return dict(sorted(out.items()))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from tests.api.conftest import PREFIX, TenantKey, snapshot
 
@@ -44,10 +43,10 @@ async def populate(client: httpx.AsyncClient, acme: TenantKey) -> None:
 
 
 async def test_other_tenant_gets_404_and_changes_nothing(
-    client: httpx.AsyncClient, acme: TenantKey, globex: TenantKey, real_redis: Redis
+    client: httpx.AsyncClient, acme: TenantKey, globex: TenantKey, data_redis: Any
 ) -> None:
     await populate(client, acme)
-    before = await snapshot(real_redis)
+    before = await snapshot(data_redis)
     for sid in ("s1", "a-2"):
         for method, url, body in session_calls(sid):
             r = await client.request(method, url, json=body, headers=globex.headers)
@@ -58,14 +57,14 @@ async def test_other_tenant_gets_404_and_changes_nothing(
     assert r.json() == {"data": [], "next_cursor": None}
     r = await client.get("/v1/lifecycle", headers=globex.headers)
     assert r.json() == {"data": []}
-    assert await snapshot(real_redis) == before
+    assert await snapshot(data_redis) == before
 
 
 async def test_crafted_ids_are_refused_and_change_nothing(
-    client: httpx.AsyncClient, acme: TenantKey, globex: TenantKey, real_redis: Redis
+    client: httpx.AsyncClient, acme: TenantKey, globex: TenantKey, data_redis: Any
 ) -> None:
     await populate(client, acme)
-    before = await snapshot(real_redis)
+    before = await snapshot(data_redis)
     for who in (globex, acme):
         for sid in CRAFTED:
             for method, url, body in session_calls(sid):
@@ -79,20 +78,20 @@ async def test_crafted_ids_are_refused_and_change_nothing(
             # ".." is resolved by the client to /v1/sessions/s1, where PUT is 405
             assert r.status_code in {404, 405, 422}, (name, r.status_code)
             assert r.headers["content-type"] == "application/problem+json"
-    assert await snapshot(real_redis) == before
+    assert await snapshot(data_redis) == before
 
 
 async def test_same_session_id_in_two_tenants_is_two_sessions(
-    client: httpx.AsyncClient, acme: TenantKey, globex: TenantKey, real_redis: Redis
+    client: httpx.AsyncClient, acme: TenantKey, globex: TenantKey, data_redis: Any
 ) -> None:
     await populate(client, acme)
     acme_keys = f"{PREFIX}:acme:".encode()
-    before = {k: v for k, v in (await snapshot(real_redis)).items() if k.startswith(acme_keys)}
+    before = {k: v for k, v in (await snapshot(data_redis)).items() if k.startswith(acme_keys)}
     r = await client.post("/v1/sessions", json={"session_id": "s1"}, headers=globex.headers)
     assert r.status_code == 201
     await client.post("/v1/sessions/s1/messages", json={"prompt": "other"}, headers=globex.headers)
     await client.delete("/v1/sessions/s1", headers=globex.headers)
-    after = {k: v for k, v in (await snapshot(real_redis)).items() if k.startswith(acme_keys)}
+    after = {k: v for k, v in (await snapshot(data_redis)).items() if k.startswith(acme_keys)}
     assert after == before
     r = await client.get("/v1/sessions/s1/messages", headers=acme.headers)
     assert [m["content"] for m in r.json()["data"]] == ["secret"]
