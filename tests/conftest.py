@@ -17,8 +17,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from service.config import Settings
 from service.embedded import RedisClusterProcesses, RedisProcess
+from service.runtime import Runtime, build_runtime
 from service.store import Store, TenantStore
+from workers.queue import TurnQueue
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +87,25 @@ async def any_redis(request: pytest.FixtureRequest, redis_server_url: str) -> As
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def runtime(settings: Settings, real_redis: Redis) -> AsyncIterator[Runtime]:
+    """The process objects built from the ``settings`` fixture of the test's folder."""
+    rt = build_runtime(settings)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def queue(settings: Settings, real_redis: Redis) -> AsyncIterator[TurnQueue]:
+    q = await TurnQueue.connect(settings)
+    try:
+        yield q
+    finally:
+        await q.close()
 
 
 @pytest.fixture(params=[1, 4], ids=["shards1", "shards4"])

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from service.api.main import create_app
 from service.config import Settings
 from service.embedded import free_port
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime
 from tests.conftest import cluster_client
 from workers.queue import TurnQueue
 
@@ -71,24 +71,6 @@ async def settings(
 def data_redis(runtime: Runtime) -> Any:
     """The client of the session data: the single server or the Cluster."""
     return runtime.redis
-
-
-@pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = build_runtime(settings)
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-@pytest.fixture
-async def queue(settings: Settings) -> AsyncIterator[TurnQueue]:
-    q = await TurnQueue.connect(settings)
-    try:
-        yield q
-    finally:
-        await q.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from service import keys as K
 from service.config import Settings
 from service.models import NewEvent
-from service.runtime import Runtime, build_runtime
 from service.store import Store, TenantStore
 
 PREFIX = "ct"
@@ -38,10 +37,8 @@ def store(real_redis: Redis) -> Store:
 
 
 @pytest.fixture
-async def runtime(real_redis: Redis, redis_server_url: str) -> AsyncIterator[Runtime]:
-    rt = build_runtime(Settings(redis_url=redis_server_url, key_prefix=PREFIX))
-    yield rt
-    await rt.close()
+def settings(redis_server_url: str) -> Settings:
+    return Settings(redis_url=redis_server_url, key_prefix=PREFIX)
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from service.api.main import create_app
 from service.client import SessionClient
 from service.config import Settings
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime
 from tests.client.asgi import StreamingASGITransport
 from workers.queue import TurnQueue
 from workers.settings import build_worker
@@ -31,20 +30,6 @@ def settings(redis_server_url: str) -> Settings:
         job_timeout_seconds=20,
         worker_poll_delay_seconds=0.005,
     )
-
-
-@pytest.fixture
-async def runtime(settings: Settings, real_redis: Redis) -> AsyncIterator[Runtime]:
-    rt = build_runtime(settings)
-    yield rt
-    await rt.close()
-
-
-@pytest.fixture
-async def queue(settings: Settings, real_redis: Redis) -> AsyncIterator[TurnQueue]:
-    q = await TurnQueue.connect(settings)
-    yield q
-    await q.close()
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from service.config import Settings
 from service.models import Event, NewEvent
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime
 from service.store import TenantStore
 from tests.conftest import cluster_client
 from workers.queue import TurnQueue
@@ -37,20 +36,6 @@ async def settings(request: pytest.FixtureRequest, redis_server_url: str) -> Set
         index_shards=4,
         **common,
     )
-
-
-@pytest.fixture
-async def runtime(settings: Settings, real_redis: Redis) -> AsyncIterator[Runtime]:
-    rt = build_runtime(settings)
-    yield rt
-    await rt.close()
-
-
-@pytest.fixture
-async def queue(settings: Settings, real_redis: Redis) -> AsyncIterator[TurnQueue]:
-    q = await TurnQueue.connect(settings)
-    yield q
-    await q.close()
 
 
 WorkerFactory = Callable[..., Awaitable[Any]]
