@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit bench clean
+.PHONY: help install dev test lint typecheck unit bench loadtest clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test: lint typecheck unit  ## Install, then lint, type-check and run the whole t
 
 bench: $(STAMP)  ## Run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench
+
+loadtest: $(STAMP)  ## 10-minute load test: 200 users on create/send/read/list (bench/load-results.json)
+	$(BIN)/python -m bench.load_test --users 200 --seconds 600 --out bench/load-results.json
 
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
