@@ -179,6 +179,15 @@ class RedisClusterProcesses:
         return self.nodes[0].url
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
+        """Start every node and form the cluster; on any failure, stop what was started."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
         for node in self.nodes:
             node.start()
         subprocess.run(
@@ -199,9 +208,8 @@ class RedisClusterProcesses:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self._state_ok(n.port) for n in self.nodes):
-                return self
+                return
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
 
     def _state_ok(self, port: int) -> bool:
