@@ -47,7 +47,7 @@ _bearer = HTTPBearer(auto_error=False, description="A tenant API key, or the adm
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
     state: ApiState = request.app.state.api
     return state
 
@@ -55,27 +55,27 @@ def api_state(request: Request) -> ApiState:
 StateDep = Annotated[ApiState, Depends(api_state)]
 
 
-def settings(state: StateDep) -> Settings:
+async def settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def metrics(state: StateDep) -> Metrics:
+async def metrics(state: StateDep) -> Metrics:
     return state.metrics
 
 
-def runtime(state: StateDep) -> Runtime:
+async def runtime(state: StateDep) -> Runtime:
     if state.runtime is None:
         raise StoreUnavailable("the service is starting")
     return state.runtime
 
 
-def queue(state: StateDep) -> TurnQueue:
+async def queue(state: StateDep) -> TurnQueue:
     if state.queue is None:
         raise StoreUnavailable("the service is starting")
     return state.queue
 
 
-def request_limits(state: StateDep) -> RequestLimits:
+async def request_limits(state: StateDep) -> RequestLimits:
     if state.limits is None:
         raise StoreUnavailable("the service is starting")
     return state.limits
@@ -88,7 +88,7 @@ QueueDep = Annotated[TurnQueue, Depends(queue)]
 LimitsDep = Annotated[RequestLimits, Depends(request_limits)]
 
 
-def bearer_key(credentials: Credentials) -> str | None:
+async def bearer_key(credentials: Credentials) -> str | None:
     return credentials.credentials if credentials is not None else None
 
 
@@ -124,14 +124,14 @@ async def current_tenant(
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 
 
-def tenant_store(tenant: TenantDep, rt: RuntimeDep) -> TenantStore:
+async def tenant_store(tenant: TenantDep, rt: RuntimeDep) -> TenantStore:
     return rt.store.tenant(tenant.id)
 
 
 StoreDep = Annotated[TenantStore, Depends(tenant_store)]
 
 
-def lifecycle_reader(tenant: TenantDep, rt: RuntimeDep) -> LifecycleReader:
+async def lifecycle_reader(tenant: TenantDep, rt: RuntimeDep) -> LifecycleReader:
     return LifecycleReader(rt.redis, rt.settings.key_prefix, tenant.id)
 
 
