@@ -1,7 +1,11 @@
 """The only module that knows arq: job names, deterministic job ids, the queue connection.
 
 A turn's job id is ``turn:<tenant>:<session>:<message id>``: a retried request, or a second
-enqueue of the same message, is refused by arq instead of running twice.
+enqueue of the same message, is refused instead of running twice.
+
+Enqueueing writes arq's own job record (serialized by arq's ``serialize_job``) and queue entry in
+one Lua script: the same keys and checks as ``ArqRedis.enqueue_job``, which needs three round trips
+(WATCH, EXISTS, MULTI/EXEC) for them; this is one, on every send.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 from service.config import Settings
 from service.connections import close_redis, store_errors
@@ -43,6 +50,16 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     return rs
 
 
+_ENQUEUE = """
+-- KEYS: job key, result key, queue.  ARGV: job id, score (ms), expiry (ms), serialized job.
+-- Returns 1 when enqueued, 0 when a job of that id is queued, running or has a kept result.
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
+
+
 def turn_job_id(tenant: str, session_id: str, message_id: str) -> str:
     return f"turn:{tenant}:{session_id}:{message_id}"
 
@@ -52,6 +69,7 @@ class TurnQueue:
 
     def __init__(self, pool: ArqRedis) -> None:
         self.pool = pool
+        self._enqueue_script = pool.register_script(_ENQUEUE)
 
     @classmethod
     async def connect(cls, settings: Settings) -> TurnQueue:
@@ -59,9 +77,16 @@ class TurnQueue:
             pool = await create_pool(queue_redis_settings(settings), default_queue_name=QUEUE_NAME)
         return cls(pool)
 
-    async def _enqueue(self, name: str, job_id: str, *args: Any) -> None:
+    async def _enqueue(self, name: str, job_id: str, *args: Any) -> bool:
+        """Queue ``name(*args)`` under ``job_id`` unless that job exists; True when queued."""
+        now = timestamp_ms()
+        job = serialize_job(name, args, {}, None, now, serializer=self.pool.job_serializer)
         with store_errors("enqueue a job"):
-            await self.pool.enqueue_job(name, *args, _job_id=job_id, _queue_name=QUEUE_NAME)
+            done = await self._enqueue_script(
+                keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
+                args=[job_id, now, expires_extra_ms, job],
+            )
+        return bool(done)
 
     async def enqueue_turn(self, tenant: str, session_id: str, message_id: str) -> None:
         await self._enqueue(

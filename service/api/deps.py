@@ -95,43 +95,49 @@ async def bearer_key(credentials: Credentials) -> str | None:
 KeyDep = Annotated[str | None, Depends(bearer_key)]
 
 
-async def current_tenant(
-    request: Request,
-    key: KeyDep,
-    rt: RuntimeDep,
-    limits: LimitsDep,
-    m: MetricsDep,
-    settings: SettingsDep,
-) -> Tenant:
-    """The tenant of the bearer key (401 without a valid one), within its request rate (429)."""
-    if key is None:
-        m.auth_failures.inc()
+def _ready(request: Request) -> tuple[ApiState, Runtime, RequestLimits]:
+    state: ApiState = request.app.state.api
+    if state.runtime is None or state.limits is None:
+        raise StoreUnavailable("the service is starting")
+    return state, state.runtime, state.limits
+
+
+async def current_tenant(request: Request, credentials: Credentials) -> Tenant:
+    """The tenant of the bearer key (401 without a valid one), within its request rate (429).
+
+    On every request's path, so it reads the app state itself instead of through five more
+    dependencies (each one FastAPI resolves per request)."""
+    state, rt, limits = _ready(request)
+    if credentials is None:
+        state.metrics.auth_failures.inc()
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     address = request.client.host if request.client else None
     try:
-        tenant = await limits.guard_auth(address, rt.tenants.authenticate(key))
+        tenant = await limits.guard_auth(address, rt.tenants.authenticate(credentials.credentials))
     except Unauthorized:
-        m.auth_failures.inc()
+        state.metrics.auth_failures.inc()
         await limits.record_auth_failure(address)
         raise
     request.state.tenant_id = tenant.id
     bind_request(tenant=tenant.id)
     rate = tenant.limits.rate_limit_per_second
-    await limits.hit_tenant(tenant.id, settings.rate_limit_per_second if rate is None else rate)
+    default = state.settings.rate_limit_per_second
+    await limits.hit_tenant(tenant.id, default if rate is None else rate)
     return tenant
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 
 
-async def tenant_store(tenant: TenantDep, rt: RuntimeDep) -> TenantStore:
-    return rt.store.tenant(tenant.id)
+async def tenant_store(request: Request, tenant: TenantDep) -> TenantStore:
+    return _ready(request)[1].store.tenant(tenant.id)
 
 
 StoreDep = Annotated[TenantStore, Depends(tenant_store)]
 
 
-async def lifecycle_reader(tenant: TenantDep, rt: RuntimeDep) -> LifecycleReader:
+async def lifecycle_reader(request: Request, tenant: TenantDep) -> LifecycleReader:
+    rt = _ready(request)[1]
     return LifecycleReader(rt.redis, rt.settings.key_prefix, tenant.id)
 
 
