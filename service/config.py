@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=50.0, ge=0, description="Default requests per second per tenant (0 = off)."
     )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time allowed to receive a request body; a slower upload gets 408.",
+    )
 
     # --- Security ----------------------------------------------------------------------------
     admin_key: SecretStr | None = Field(

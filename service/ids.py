@@ -18,6 +18,8 @@ SESSION_ID_MAX = 128
 TENANT_ID_MAX = 40
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_PART_LIMIT = 2**64 - 1  # Redis refuses larger parts, and "(" + the largest id as a start
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 LABEL_VALUE_MAX = 256
 MAX_LABELS = 32
@@ -63,6 +65,15 @@ def validate_labels(labels: object) -> dict[str, str]:
         if not isinstance(val, str) or len(val) > LABEL_VALUE_MAX:
             raise InvalidInput(f"label {key!r} must be a string of at most {LABEL_VALUE_MAX} chars")
     return dict(labels)
+
+
+def validate_stream_id(value: str) -> str:
+    """A Redis stream id (``<ms>`` or ``<ms>-<seq>``, ASCII digits, each part below 2**64 - 1,
+    so it also serves as an exclusive start); anything else is ``InvalidInput``."""
+    match = _STREAM_ID.fullmatch(value)
+    if match is None or any(int(part) >= _PART_LIMIT for part in match.groups("0")):
+        raise InvalidInput(f"{value[:50]!r} is not an event id")
+    return value
 
 
 def new_session_id() -> str:

@@ -8,7 +8,6 @@ ms when it happened).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, cast
 
@@ -17,12 +16,12 @@ from pydantic import BaseModel
 from service import keys as K
 from service.connections import RedisClient, store_errors
 from service.errors import InvalidInput
+from service.ids import validate_stream_id
 from service.models import ms_to_datetime
 
 MAX_PAGE = 1_000
 START = "0-0"
 ENDING_TYPES = frozenset({"session.deleted", "session.expired"})
-_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 
 
 class LifecycleEvent(BaseModel):
@@ -30,13 +29,6 @@ class LifecycleEvent(BaseModel):
     type: str
     session_id: str
     at: datetime
-
-
-def validate_stream_id(value: str) -> str:
-    """A Redis stream id (``<ms>`` or ``<ms>-<seq>``); anything else is ``InvalidInput``."""
-    if _STREAM_ID.fullmatch(value) is None:
-        raise InvalidInput(f"{value[:50]!r} is not an event id")
-    return value
 
 
 def entry_to_event(entry_id: str, fields: dict[str, str]) -> LifecycleEvent:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 
 from service.errors import InvalidInput
 
 START = ("+inf", "")
+# A score as Redis writes it (and parses it back): Python's float() also takes "nan", " 5",
+# "1_0", which Redis refuses, so a tampered cursor must not get that far.
+_SCORE = re.compile(r"[+-]?(inf|[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +43,9 @@ def decode_cursor(cursor: str | None) -> tuple[str, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, member = json.loads(raw)
-        float(score)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"cursor {cursor[:40]!r} is not a cursor this service issued") from exc
-    if not isinstance(score, str) or not isinstance(member, str):
+    if not isinstance(score, str) or not isinstance(member, str) or not _SCORE.fullmatch(score):
         raise InvalidInput(f"cursor {cursor[:40]!r} is not a cursor this service issued")
     return score, member
 

@@ -28,7 +28,7 @@ from service.errors import (
     SessionNotFound,
 )
 from service.events import decode_page, event_from_entry, render_page
-from service.ids import new_session_id, validate_bookmark_name, validate_labels
+from service.ids import new_session_id, validate_bookmark_name, validate_labels, validate_stream_id
 from service.models import (
     MESSAGE_ROLES,
     AppendResult,
@@ -389,7 +389,7 @@ class TenantStore:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be from 1 to {MAX_PAGE} (got {limit})")
         start = "-" if after is None else "(" + _event_id(after)
-        end = "+" if before is None else "(" + _event_id(before)
+        end = "+" if before is None else _exclusive_end(before)
         keys = self._session_keys(session_id)
         with store_errors("read events"):
             if reverse:
@@ -713,10 +713,14 @@ def _missing(session_id: str) -> SessionNotFound:
 
 
 def _event_id(value: str) -> str:
-    head, _, tail = value.partition("-")
-    if not (head.isdigit() and (tail == "" or tail.isdigit())) or len(value) > 41:
-        raise InvalidInput(f"{value[:50]!r} is not an event id")
-    return value
+    return validate_stream_id(value)
+
+
+def _exclusive_end(before: str) -> str:
+    """``before`` as an exclusive range end; nothing precedes 0-0, which Redis refuses there."""
+    if not validate_stream_id(before).strip("0-"):
+        raise InvalidInput(f"no event is before {before!r}")
+    return "(" + before
 
 
 def _rows(reply: Any) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Awaitable
@@ -19,12 +20,13 @@ from typing import Any, TypeVar, cast
 
 from service import keys as K
 from service.connections import RedisClient, store_errors
-from service.errors import LimitExceeded
+from service.errors import LimitExceeded, StoreFull
 from service.metrics import Metrics
 
 T = TypeVar("T")
 
 AUTH_FAILURES_PER_WINDOW = 20
+MAX_WINDOW_MS = 86_400_000  # a rate below one request a day allows one a day
 AUTH_FAILURE_WINDOW_MS = 60_000
 _CLIENT_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{1,45}")
 
@@ -54,12 +56,13 @@ return {n, ttl}
 
 
 def window_for(rate_per_second: float) -> tuple[int, int]:
-    """``(requests allowed, window ms)`` for a rate; (0, 0) when the rate is off (<= 0)."""
+    """``(requests allowed, window ms)`` for a rate; (0, 0) when the rate is off (<= 0). Windows
+    last at most ``MAX_WINDOW_MS`` (a window of ages would overflow Redis' expiry)."""
     if rate_per_second <= 0:
         return 0, 0
     if rate_per_second >= 1:
         return math.floor(rate_per_second), 1000
-    return 1, math.ceil(1000 / rate_per_second)
+    return 1, min(math.ceil(1000 / rate_per_second), MAX_WINDOW_MS)
 
 
 def retry_after_seconds(ms_left: int) -> int:
@@ -95,8 +98,13 @@ class RequestLimits:
         if limit == 0:
             return
         key = K.quota_key(self._prefix, tenant_id)
-        with store_errors("count a request"):
-            count, ms_left = await self._count(keys=[key], args=[window_ms])
+        try:
+            with store_errors("count a request"):
+                count, ms_left = await self._count(keys=[key], args=[window_ms])
+        except StoreFull:
+            # Redis is out of memory and refuses the counter's write. The request goes through
+            # uncounted, so reads keep working; its own writes are refused (507) anyway.
+            return
         if int(count) > limit:
             self._refused("requests")
             raise LimitExceeded(
@@ -135,5 +143,6 @@ class RequestLimits:
 
     async def record_auth_failure(self, address: str | None) -> None:
         key = auth_failures_key(self._prefix, address or "unknown")
-        with store_errors("count a key failure"):
+        # Redis out of memory: the failure goes uncounted and the key is refused all the same.
+        with contextlib.suppress(StoreFull), store_errors("count a key failure"):
             await self._count(keys=[key], args=[AUTH_FAILURE_WINDOW_MS])

@@ -71,7 +71,11 @@ def create_app(
     )
     app.state.api = state
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_message_bytes + BODY_HEADROOM)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_message_bytes + BODY_HEADROOM,
+        timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_middleware(RequestContext, metrics=state.metrics)
 
     for router in (

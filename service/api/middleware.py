@@ -4,6 +4,7 @@ limit. Pure ASGI rather than ``BaseHTTPMiddleware``, so streamed responses pass 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -19,6 +20,7 @@ from service.metrics import UNMATCHED_ROUTE, Metrics
 log = get_logger("service.api")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -93,54 +95,105 @@ class RequestContext:
 
 
 class BodyLimit:
-    """413 for a request body over ``max_bytes``, before anything parses it: at once from
-    ``Content-Length``, or after counting the chunks of a body sent without one (such a body is
-    buffered, up to the limit, and replayed)."""
+    """Bounds of a request body, before anything parses it: 413 for one over ``max_bytes`` (at
+    once from ``Content-Length``, else as soon as the chunks pass it), 408 for one that has not
+    fully arrived ``timeout_seconds`` after the request began, so a client that sends slowly or
+    stalls cannot hold a request open. A body is read here, up to the limit, and replayed; both
+    refusals close the connection, so the unread rest of the body is never read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
         if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
+            has_body = length != "0"
+        else:
+            has_body = "transfer-encoding" in headers or scope["method"] not in _BODILESS
+        if not has_body:
             await self.app(scope, receive, send)
             return
-        if scope["method"] in {"GET", "HEAD", "DELETE", "OPTIONS"}:
-            await self.app(scope, receive, send)
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                messages = await self._read(receive)
+        except TimeoutError:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                408,
+                f"request body did not arrive within {self.timeout_seconds:g} seconds",
+                title="Request timeout",
+                type_="/problems/request-timeout",
+                error="RequestTimeout",
+                extra={"timeout_seconds": self.timeout_seconds},
+            )
             return
+        if messages is None:
+            await self._too_large(scope, receive, send)
+            return
+        await self.app(scope, _replay(messages, receive), send)
+
+    async def _read(self, receive: Receive) -> list[Message] | None:
+        """The whole body as one message (or the message that ended it early, such as a
+        disconnect); None once it passes the limit."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
+                return [message]
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
+                return None
             chunks.append(body)
             if not message.get("more_body", False):
-                break
-        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([whole], receive), send)
+                return [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        _state(scope)["error_type"] = "PayloadTooLarge"
-        response = problems.problem(
+        await self._refuse(
+            scope,
+            receive,
+            send,
             413,
             f"request body is over the limit of {self.max_bytes} bytes",
             title="Payload too large",
             type_="/problems/payload-too-large",
+            error="PayloadTooLarge",
             extra={"limit": self.max_bytes},
+        )
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        detail: str,
+        *,
+        title: str,
+        type_: str,
+        error: str,
+        extra: dict[str, Any],
+    ) -> None:
+        _state(scope)["error_type"] = error
+        response = problems.problem(
+            status,
+            detail,
+            title=title,
+            type_=type_,
+            headers={"Connection": "close"},
+            extra=extra,
         )
         await response(scope, receive, send)
 

@@ -12,7 +12,7 @@ from service.api.deps import KeyDep, LifecycleDep, MetricsDep, RuntimeDep, Store
 from service.api.routes import V1
 from service.api.schemas import EventList
 from service.errors import SessionNotFound
-from service.lifecycle import validate_stream_id
+from service.ids import validate_stream_id
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}/events", tags=["events"])
 

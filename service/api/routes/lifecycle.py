@@ -11,7 +11,7 @@ from service.api import sse
 from service.api.deps import KeyDep, LifecycleDep, MetricsDep, RuntimeDep
 from service.api.routes import V1
 from service.api.schemas import LifecycleList
-from service.lifecycle import validate_stream_id
+from service.ids import validate_stream_id
 
 router = APIRouter(prefix=f"{V1}/lifecycle", tags=["lifecycle"])
 
