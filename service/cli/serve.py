@@ -36,6 +36,13 @@ def register(sub: Any) -> None:
         help="trust X-Forwarded-For/-Proto from the addresses in FORWARDED_ALLOW_IPS (the "
         "client address counts API key failures, so enable this behind a proxy)",
     )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated proxy addresses to trust with --proxy-headers, or * for any "
+        "(default: FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -46,6 +53,7 @@ def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "port": args.port,
         "workers": args.workers,
         "proxy_headers": args.proxy_headers,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
         "access_log": False,  # the app logs one line per request itself
         "log_config": None,  # keep the service's logging configuration
         "timeout_graceful_shutdown": 20,
