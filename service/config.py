@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     # --- Workers -----------------------------------------------------------------------------
     worker_concurrency: int = Field(default=50, ge=1, description="Jobs one worker runs at once.")
     worker_poll_delay_seconds: float = Field(
-        default=0.01, gt=0, description="arq queue poll delay (seconds)."
+        default=0.005,
+        gt=0,
+        description="arq queue poll delay (seconds); half of it is the mean pickup wait.",
     )
     job_timeout_seconds: float = Field(
         default=120,

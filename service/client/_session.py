@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.client")
 Handler = Callable[[Event], Any]
 PAGE = 1000  # the service's largest page of events or messages
+KEPT_OUTCOMES = 256  # turn outcomes kept for a waiter that registers after they arrive
 
 
 def _prompt(options: str | Mapping[str, Any] | None, prompt: str | None) -> str:
@@ -61,6 +63,13 @@ class Session:
         self._cursor: str | None = info.last_event_id or None
         self._handlers: list[tuple[str | None, Handler]] = []
         self._listener: asyncio.Task[None] | None = None
+        # send_and_wait: one event stream per handle, opened by the first call and kept until
+        # disconnect(), so a turn costs a send and no stream setup. Outcomes that arrive before
+        # their waiter registers (the reply can beat the send's own response) are kept briefly.
+        self._keep_listening = False
+        self._waiters: dict[str, asyncio.Future[Event]] = {}
+        self._outcomes: OrderedDict[str, Event] = OrderedDict()
+        self._last_abort: Event | None = None
 
     @property
     def sessionId(self) -> str:  # the TypeScript SDK's name
@@ -112,39 +121,72 @@ class Session:
     ) -> Event:
         """Send a message and wait for the ``assistant.message`` event answering it (its
         ``data["content"]`` is the reply). Raises ``TimeoutError`` after ``timeout`` seconds and
-        ``TurnError`` when the turn fails (``session.error``) or is aborted."""
+        ``TurnError`` when the turn fails (``session.error``) or is aborted.
+
+        The handle follows the session's events from its last seen event, so the reply cannot
+        be missed however fast it comes; the stream stays open for the next call."""
         text = _prompt(options, prompt)
-        stream = EventStream(self._client, self._path, self._cursor)
+        self._keep_listening = True
+        self._ensure_listener()
         message_id = ""
         try:
             async with asyncio.timeout(timeout):
-                await stream.connect()  # open before sending: no event can slip by
                 message_id = await self.send(text)
-                return await self._reply(stream, message_id)
+                return self._outcome(message_id, await self._wait_for(message_id))
         except TimeoutError:
             raise TimeoutError(
                 f"no reply in session {self.session_id!r} to message {message_id or '(unsent)'} "
                 f"within {timeout} s"
             ) from None
         finally:
-            await stream.aclose()
+            self._waiters.pop(message_id, None)
 
-    async def _reply(self, stream: EventStream, message_id: str) -> Event:
-        sent = id_key(message_id)
-        async with contextlib.aclosing(stream.events()) as events:
-            async for event in events:
-                self._saw(event.id)
-                reply_to = event.data.get("reply_to")
-                if event.type == "assistant.message" and reply_to == message_id:
-                    return event
-                if event.type == "session.error" and reply_to == message_id:
-                    detail = event.data.get("message") or event.data.get("errorType") or "error"
-                    raise TurnError(
-                        f"the turn of message {message_id} failed: {detail}", event=event
-                    )
-                if event.type == "abort" and id_key(event.id) > sent:
-                    raise TurnError(f"the turn of message {message_id} was aborted", event=event)
-        raise SessionNotFound(f"session {self.session_id!r} was deleted while waiting")
+    async def _wait_for(self, message_id: str) -> Event:
+        """The event that ends the turn of ``message_id``: its reply, its error, or an abort."""
+        done = self._outcomes.pop(message_id, None)
+        if done is not None:
+            return done
+        abort = self._last_abort
+        if abort is not None and id_key(abort.id) > id_key(message_id):
+            return abort
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._waiters[message_id] = future
+        self._ensure_listener()
+        return await future
+
+    def _outcome(self, message_id: str, event: Event) -> Event:
+        if event.type == "assistant.message":
+            return event
+        if event.type == "session.error":
+            detail = event.data.get("message") or event.data.get("errorType") or "error"
+            raise TurnError(f"the turn of message {message_id} failed: {detail}", event=event)
+        raise TurnError(f"the turn of message {message_id} was aborted", event=event)
+
+    def _settle(self, event: Event) -> None:
+        """Hand a turn-ending event to whoever waits for it (or keep it for a moment)."""
+        if event.type in ("assistant.message", "session.error"):
+            reply_to = event.data.get("reply_to")
+            if not isinstance(reply_to, str):
+                return
+            future = self._waiters.pop(reply_to, None)
+            if future is not None and not future.done():
+                future.set_result(event)
+            else:
+                self._outcomes[reply_to] = event
+                while len(self._outcomes) > KEPT_OUTCOMES:
+                    self._outcomes.popitem(last=False)
+        elif event.type == "abort":
+            self._last_abort = event
+            for message_id, future in list(self._waiters.items()):
+                if id_key(event.id) > id_key(message_id) and not future.done():
+                    future.set_result(event)
+                    del self._waiters[message_id]
+
+    def _fail_waiters(self, error: Exception) -> None:
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
 
     async def abort(self) -> bool:
         """Drop the pending turns; True when something was pending."""
@@ -164,29 +206,36 @@ class Session:
                 raise TypeError("event_type must be a string")
             entry = (event_type, handler)
         self._handlers.append(entry)
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(self._listen(self._cursor))
+        self._ensure_listener()
 
         def unsubscribe() -> None:
             if entry in self._handlers:
                 self._handlers.remove(entry)
-            if not self._handlers and self._listener is not None:
+            if not self._handlers and not self._keep_listening and self._listener is not None:
                 self._listener.cancel()
                 self._listener = None
 
         return unsubscribe
 
+    def _ensure_listener(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen(self._cursor))
+
     async def _listen(self, after: str | None) -> None:
         stream = EventStream(self._client, self._path, after)
+        ended: Exception = SessionNotFound(f"session {self.session_id!r} was deleted while waiting")
         try:
             async with contextlib.aclosing(stream.events()) as events:
                 async for event in events:
                     self._saw(event.id)
+                    self._settle(event)
                     await self._dispatch(event)
         except SessionError as exc:
             log.warning("event listener of session %s stopped: %s", self.session_id, exc)
+            ended = exc
         finally:
             await stream.aclose()
+            self._fail_waiters(ended)
 
     async def _dispatch(self, event: Event) -> None:
         for wanted, handler in list(self._handlers):
@@ -202,6 +251,7 @@ class Session:
     async def disconnect(self) -> None:
         """Release the handle: stop the listeners. The session's data stays."""
         self._handlers.clear()
+        self._keep_listening = False
         task, self._listener = self._listener, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()

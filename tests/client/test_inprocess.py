@@ -293,7 +293,6 @@ async def test_a_dropped_stream_resumes_from_the_last_event(
     client: SessionClient, transport: StreamingASGITransport
 ) -> None:
     session = await client.create_session(session_id="flaky")
-    await session.send_and_wait({"prompt": "one"})
     streams: list[httpx.Request] = []
 
     def cut_first_stream(request: httpx.Request, response: httpx.Response) -> httpx.Response:
@@ -310,12 +309,17 @@ async def test_a_dropped_stream_resumes_from_the_last_event(
         )
 
     transport.intercept = cut_first_stream
+    reply = await session.send_and_wait({"prompt": "one"})  # its stream drops mid-turn
+    assert reply.data["content"].startswith('You said: "one"')
+    assert len(streams) == 2
+    first_after = streams[0].headers.get("last-event-id")
+    resumed_after = streams[1].headers["last-event-id"]
+    assert resumed_after != first_after and resumed_after == streams[1].url.params["after"]
+    # the handle keeps its (resumed) stream: the next turn opens none
     reply = await session.send_and_wait({"prompt": "two"})
     assert reply.data["content"].startswith('You said: "two"')
     assert len(streams) == 2
-    first_after = streams[0].headers["last-event-id"]
-    resumed_after = streams[1].headers["last-event-id"]
-    assert resumed_after != first_after and resumed_after == streams[1].url.params["after"]
+    await session.destroy()
 
 
 class _CutAfter(httpx.AsyncByteStream):
