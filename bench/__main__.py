@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import re
 import shlex
@@ -288,7 +289,49 @@ def markdown(runs: list[GroupRun], *, command: str, started: dt.datetime, second
         out.append("|" + "|".join(["---"] * len(HEADER)) + "|")
         for r in rows(run):
             out.append("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
+    out += load_test_section()
     return "\n".join(out) + "\n"
+
+
+def load_test_section() -> list[str]:
+    """The last ``make loadtest`` run (``bench/load-results.json``), which runs apart: ten
+    minutes is too long for this runner."""
+    path = RESULTS.with_name("load-results.json")
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    errors = sum(data["errors"].values())
+    mem = data["memory_after_warmup"]
+    out = [
+        "",
+        "## load: simulated users on create / send / read / list / delete",
+        "",
+        f"Source: `bench/load_test.py`, run apart with `make loadtest` "
+        f"(`.venv/bin/python -m bench.load_test --users {data['users']} "
+        f"--seconds {data.get('requested_seconds', data['seconds']):.0f}`) on {data['date']}; "
+        f"{data['machine']}. One API process "
+        "and one worker process on a private redis-server; every request must succeed.",
+        "",
+        f"- {data['users']} users, {data['seconds']:.0f} s, {data['requests']:,} requests "
+        f"({data['requests_per_s']:.0f}/s), errors: {errors}",
+        f"- Redis memory after warm-up: {mem['min'] / 2**20:.1f}-{mem['max'] / 2**20:.1f} MiB "
+        f"(change from first to last sample: {mem['growth'] * 100:+.1f} %)",
+        "",
+        "| operation | requests | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for op, lat in data["latency_ms"].items():
+        out.append(f"| {op} | {lat['count']:,} | {lat['p50']} | {lat['p95']} | {lat['p99']} |")
+    out += ["", "Redis memory over time (every 10 s):", "", "| t (s) | used memory (MiB) | keys |",
+            "|---|---|---|"]  # fmt: skip
+    step = max(1, len(data["memory"]) // 20)
+    for sample in data["memory"][::step]:
+        out.append(
+            f"| {sample['t_s']:.0f} | {sample['used_bytes'] / 2**20:.2f} | {sample['keys']:,} |"
+        )
+    if data.get("error_samples"):
+        out += ["", "First errors:", "", *(f"- `{e}`" for e in data["error_samples"])]
+    return out
 
 
 def redis_version() -> str:

@@ -129,6 +129,7 @@ async def run(users: int, seconds: float) -> dict[str, Any]:
     return {
         "users": users,
         "seconds": round(elapsed, 1),
+        "requested_seconds": seconds,
         "requests": requests,
         "requests_per_s": round(requests / elapsed, 1),
         "errors": dict(stats.errors),
