@@ -49,7 +49,9 @@ class Tenant(BaseModel):
     key_hint: str = ""
     limits: Limits = Field(default_factory=Limits)
     retention: Retention = Field(default_factory=Retention)
-    provider_model: str | None = None
+    default_model: str | None = Field(
+        default=None, max_length=200, description="Model of sessions created without one."
+    )
 
 
 def digest(api_key: str) -> str:
@@ -87,6 +89,7 @@ class TenantRegistry:
         name: str | None = None,
         limits: Limits | None = None,
         retention: Retention | None = None,
+        default_model: str | None = None,
     ) -> tuple[Tenant, str]:
         """Create a tenant; returns it with its API key, which is never shown again."""
         validate_tenant_id(tenant_id)
@@ -99,6 +102,7 @@ class TenantRegistry:
             key_hint=api_key[-4:],
             limits=limits or Limits(),
             retention=retention or Retention(),
+            default_model=default_model,
         )
         with store_errors("create a tenant"):
             created = await self._redis.hsetnx(self._key, tenant_id, _dump(tenant))

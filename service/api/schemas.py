@@ -124,7 +124,7 @@ class TenantPublic(BaseModel):
     key_hint: str = Field(description="Last characters of the current key, to tell keys apart.")
     limits: Limits
     retention: Retention
-    provider_model: str | None
+    default_model: str | None
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantPublic:
@@ -148,6 +148,13 @@ class TenantCreate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
     limits: LimitsIn | None = None
     retention: RetentionIn | None = None
+    default_model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Model of sessions created "
+        "without one (else the deployment's SESSIONS_DEFAULT_MODEL).",
+    )
 
 
 class TenantUpdate(RequestBody):
@@ -157,6 +164,7 @@ class TenantUpdate(RequestBody):
     retention: RetentionIn | None = Field(
         default=None, description="Merged into the current retention rules."
     )
+    default_model: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class TenantWithKey(BaseModel):

@@ -143,3 +143,26 @@ async def test_max_sessions_of_tenant_is_429(
     r = await client.post("/v1/sessions", json={"session_id": "q2"}, headers=acme.headers)
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
+
+
+async def test_tenant_default_model_applies_to_sessions_created_without_one(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    r = await client.post(
+        "/v1/admin/tenants",
+        json={"id": "modeled", "default_model": "gpt-4o"},
+        headers=admin_headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["tenant"]["default_model"] == "gpt-4o"
+    headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
+    r = await client.post("/v1/sessions", json={"session_id": "a"}, headers=headers)
+    assert r.json()["model"] == "gpt-4o"
+    r = await client.post("/v1/sessions", json={"session_id": "b", "model": "x"}, headers=headers)
+    assert r.json()["model"] == "x"
+    r = await client.patch(
+        "/v1/admin/tenants/modeled", json={"default_model": "llama3"}, headers=admin_headers
+    )
+    assert r.json()["default_model"] == "llama3"
+    r = await client.post("/v1/sessions", json={"session_id": "c"}, headers=headers)
+    assert r.json()["model"] == "llama3"

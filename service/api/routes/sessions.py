@@ -32,7 +32,7 @@ async def create_session(
     """Create a session (409 when the id is taken, 429 over the tenant's session quota)."""
     info = await store.create(
         body.session_id,
-        model=body.model or settings.default_model,
+        model=body.model or tenant.default_model or settings.default_model,
         system_message=body.system_message,
         streaming=body.streaming,
         infinite=body.infinite_sessions,

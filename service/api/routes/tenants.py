@@ -33,6 +33,7 @@ async def create_tenant(body: TenantCreate, rt: RuntimeDep) -> TenantWithKey:
         name=body.name,
         limits=Limits.model_validate(body.limits.model_dump()) if body.limits else None,
         retention=Retention.model_validate(body.retention.model_dump()) if body.retention else None,
+        default_model=body.default_model,
     )
     return TenantWithKey(tenant=TenantPublic.of(tenant), api_key=api_key)
 
@@ -55,6 +56,8 @@ async def update_tenant(tenant_id: str, body: TenantUpdate, rt: RuntimeDep) -> T
         tenant.name = body.name
     if body.disabled is not None:
         tenant.disabled = body.disabled
+    if body.default_model is not None:
+        tenant.default_model = body.default_model
     if body.limits is not None:
         changes = body.limits.model_dump(exclude_unset=True)
         tenant.limits = Limits.model_validate(tenant.limits.model_dump() | changes)
