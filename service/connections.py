@@ -36,18 +36,30 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
         )
     if url is None:
         raise ValueError("no Redis URL: set SESSIONS_REDIS_URL or start the embedded Redis")
+    # A command is sent once: no ``retry_on_timeout``. A timeout does not mean the command was
+    # not run; Redis may only be slow, and a re-sent script then runs twice (a create answers
+    # 409 for the session it made, an append without Idempotency-Key is stored twice). The
+    # caller gets 503 and retries with its Idempotency-Key. No ``health_check_interval`` either:
+    # without retries it cannot repair a connection, and with them redis-py 5 pings from inside
+    # ``on_connect`` and reconnects on a ping timeout without end (redis/redis-py#3745), so
+    # requests to a Redis that stalls would hang as long as it does. A pooled connection that
+    # died meanwhile fails its next command (503) and is replaced. No ``CLIENT SETINFO`` on
+    # connect (lib name and version): redis-py 5 connects while holding its pool's lock, so
+    # with a stalled Redis each new connection would wait the socket timeout for that reply in
+    # turn, and the n-th request would fail only after n timeouts.
     common: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": 5.0,
         "socket_connect_timeout": 5.0,
-        "health_check_interval": 15,
+        "lib_name": None,
+        "lib_version": None,
     }
     if settings.redis_cluster:
         nodes = [ClusterNode(host, port) for host, port in settings.cluster_startup_nodes()]
         if nodes:
             return cast(RedisCluster, RedisCluster(startup_nodes=nodes, **common))
         return cast(RedisCluster, RedisCluster.from_url(url, **common))
-    return cast(Redis, Redis.from_url(url, retry_on_timeout=True, **common))
+    return cast(Redis, Redis.from_url(url, **common))
 
 
 async def close_redis(client: Any) -> None:
@@ -65,13 +77,25 @@ def store_errors(action: str) -> Iterator[None]:
     try:
         yield
     except rexc.ResponseError as exc:
+        # redis-py raises a class of its own for some error codes and drops the code from the
+        # text (OOM, READONLY); an error raised inside a script keeps it in its text.
         text = str(exc)
-        if text.startswith("OOM") or "OOM command not allowed" in text:
+        if (
+            isinstance(exc, rexc.OutOfMemoryError)
+            or text.startswith("OOM")
+            or "OOM command not allowed" in text
+        ):
             raise StoreFull(f"Redis is out of memory while trying to {action}") from exc
-        if text.startswith(("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")):
+        if isinstance(exc, rexc.ReadOnlyError) or text.startswith(
+            ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+        ):
             raise StoreUnavailable(f"Redis cannot {action} right now: {text}") from exc
         raise
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         raise StoreUnavailable(f"Redis is unreachable while trying to {action}") from exc
+    except rexc.WatchError as exc:
+        # redis-py raises it when the connection drops during WATCH (arq's enqueue watches the
+        # job key); a watched key that changed is handled inside arq and never reaches here.
+        raise StoreUnavailable(f"Redis connection dropped while trying to {action}") from exc
     except rexc.RedisClusterException as exc:
         raise StoreUnavailable(f"Redis Cluster cannot {action}: {exc}") from exc

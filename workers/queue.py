@@ -93,6 +93,14 @@ class TurnQueue:
             RUN_TURN, turn_job_id(tenant, session_id, message_id), tenant, session_id, message_id
         )
 
+    async def enqueue_continuation(
+        self, tenant: str, session_id: str, message_id: str, attempt: int
+    ) -> None:
+        """A turn job for a session whose previous job handed over with turns still pending
+        (``attempt`` > 0: that job was cut off by its timeout while answering this turn)."""
+        job_id = f"{turn_job_id(tenant, session_id, message_id)}:more{attempt}"
+        await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id, attempt)
+
     async def enqueue_title(self, tenant: str, session_id: str) -> None:
         await self._enqueue(SET_TITLE, f"title:{tenant}:{session_id}", tenant, session_id)
 

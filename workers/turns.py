@@ -3,7 +3,9 @@
 Ordering: a session's pending turns are a list in Redis (appended with the user message, in one
 script). The job for any of them takes the session's lease and answers the oldest pending turn,
 then the next, until none is left; a job that finds the lease taken leaves, because the holder
-will drain the list, and the holder looks again after letting go so nothing is stranded.
+will drain the list, and the holder looks again after letting go so nothing is stranded. A long
+backlog must not outlast the job's timeout (arq would cancel the job and not retry it): after
+half of it the holder lets go and enqueues a continuation job, which drains on.
 
 Exactly once: the reply is appended by ``complete_turn``, which pops the turn in the same script
 and refuses if the turn is no longer the oldest pending one. A worker killed mid-turn leaves the
@@ -33,6 +35,7 @@ from workers.queue import TurnQueue
 
 log = get_logger("workers.turns")
 CONTEXT_EVENTS = 400  # newest events read for one turn's context
+MAX_CUT_OFF = 3  # jobs cut off by their timeout on one turn before the turn fails
 KEEP_MESSAGES = 6  # messages compaction keeps verbatim
 
 _RELEASE = """
@@ -81,25 +84,71 @@ class SessionLease:
             await self._renew(keys=[self._key], args=[self._token, self._lease_ms])
 
 
-async def run_turn(ctx: dict[str, Any], tenant: str, session_id: str, message_id: str) -> str:
+async def run_turn(
+    ctx: dict[str, Any], tenant: str, session_id: str, message_id: str, attempt: int = 0
+) -> str:
     """arq job: answer the session's pending turns, oldest first. ``message_id`` names the turn
-    that enqueued this job (for logs and the job id); it may be answered by another job."""
+    that enqueued this job (for logs and the job id); it may be answered by another job.
+    ``attempt`` counts the jobs that were cut off by their timeout while answering it."""
     runtime: Runtime = ctx["runtime"]
+    queue: TurnQueue = ctx["queue"]
     store = runtime.store.tenant(tenant)
-    lease_s = max(5.0, min(30.0, ctx["settings"].job_timeout_seconds))
+    timeout = ctx["settings"].job_timeout_seconds
+    lease_s = max(5.0, min(30.0, timeout))
+    hand_over_at = time.monotonic() + timeout / 2
     answered = 0
+    current: str | None = None
     try:
         while True:
+            next_turn = None
             async with SessionLease(runtime, tenant, session_id, lease_s).hold() as held:
                 if not held:
                     return f"busy (answered {answered})"
                 while pending := await store.pending_turns(session_id):
-                    await answer(ctx, store, session_id, pending[0])
+                    if answered and time.monotonic() > hand_over_at:
+                        next_turn = pending[0]
+                        break
+                    current = pending[0]
+                    if attempt >= MAX_CUT_OFF and current == message_id:
+                        await give_up(store, session_id, current, timeout)
+                    else:
+                        await answer(ctx, store, session_id, current)
                     answered += 1
+                    current = None
+            if next_turn is not None:  # enqueued after the lease is free, so it cannot miss it
+                await queue.enqueue_continuation(tenant, session_id, next_turn, 0)
+                return f"answered {answered}, continued at {next_turn}"
             if not await store.pending_turns(session_id):
                 return f"answered {answered}"
     except SessionNotFound:
         return f"session gone (answered {answered})"
+    except asyncio.CancelledError:
+        # arq's job timeout (it does not retry a timed-out job): hand the turn that was being
+        # answered to a new job, whose try starts it over; past MAX_CUT_OFF tries it fails.
+        if current is not None:
+            tries = attempt + 1 if current == message_id else 1
+            await queue.enqueue_continuation(tenant, session_id, current, tries)
+        raise
+
+
+async def give_up(store: TenantStore, session_id: str, turn_id: str, limit_s: float) -> None:
+    """End a turn that no job could finish within its timeout, so the session moves on."""
+    await store.complete_turn(
+        session_id,
+        turn_id,
+        [
+            NewEvent(
+                type=EventType.SESSION_ERROR,
+                data={
+                    "errorType": "timeout",
+                    "message": f"the turn did not finish within the job timeout ({limit_s:g} s)",
+                    "reply_to": turn_id,
+                },
+            ),
+            NewEvent(type=EventType.ASSISTANT_TURN_END, data={"turnId": turn_id}),
+            NewEvent(type=EventType.SESSION_IDLE),
+        ],
+    )
 
 
 async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_id: str) -> None:
