@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypedDict
@@ -46,7 +47,12 @@ class NewEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Message(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the conversation. A plain dataclass: a history of thousands is built per
+    read, and pydantic validation of each was most of a read's cost (the API still serializes it
+    through its response models)."""
+
     role: str
     content: str
     id: str
