@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     options = uvicorn_options(
-        argparse.Namespace(host=args.host, port=args.port, workers=1, proxy_headers=False)
+        argparse.Namespace(
+            host=args.host, port=args.port, workers=1, proxy_headers=False, forwarded_allow_ips=None
+        )
     )
     uvicorn.run("bench.minimal_app:create_app", **options)
 
