@@ -126,6 +126,7 @@ async def run(users: int, seconds: float) -> dict[str, Any]:
         await redis.aclose()
     requests = sum(len(v) for v in stats.latency.values())
     warm = [m for t, m, _ in series if t >= min(120, seconds / 3)]
+    third = max(1, len(warm) // 3)
     return {
         "users": users,
         "seconds": round(elapsed, 1),
@@ -147,11 +148,27 @@ async def run(users: int, seconds: float) -> dict[str, Any]:
         "memory_after_warmup": {
             "min": min(warm) if warm else None,
             "max": max(warm) if warm else None,
-            "growth": (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 else None,
+            "late_vs_early": (sum(warm[-third:]) / sum(warm[:third]) - 1) if warm else None,
         },
         "machine": machine_notes(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+LOAD_RESULTS = Path(__file__).with_name("load-results.json").resolve()
+LOAD_HEADING = "\n## load:"
+
+
+def update_results_md() -> None:
+    """Replace the load section of bench/RESULTS.md (the rest is written by ``python -m bench``)
+    with this run's figures."""
+    from bench.__main__ import RESULTS, load_test_section
+
+    if not RESULTS.exists():
+        return
+    text = RESULTS.read_text()
+    head = text.split(LOAD_HEADING, 1)[0].rstrip("\n")
+    RESULTS.write_text(head + "\n" + "\n".join(load_test_section()) + "\n")
 
 
 def main() -> None:
@@ -162,6 +179,8 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.users, args.seconds))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.out.resolve() == LOAD_RESULTS:
+        update_results_md()
     print(json.dumps({k: v for k, v in result.items() if k != "memory"}, indent=2))
     if sum(result["errors"].values()):
         raise SystemExit(1)
