@@ -8,16 +8,15 @@ import asyncio
 import random
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
 from service.config import Settings
-from service.models import Event, NewEvent
-from service.runtime import Runtime, build_runtime
+from service.models import Event
+from service.runtime import Runtime
 from service.store import TenantStore
 from tests.faults.conftest import PREFIX, TENANT, Processes, RedisServers
-from tests.workers.conftest import wait_idle
+from tests.workers.conftest import send, wait_idle
 from workers.queue import TurnQueue
 
 SESSIONS = 6
@@ -28,33 +27,9 @@ WORKER_ENV = {"SESSIONS_JOB_TIMEOUT_SECONDS": "4", "SESSIONS_DEV_STREAM_DELAY_MS
 
 
 @pytest.fixture
-async def runtime(redis_servers: RedisServers) -> AsyncIterator[Runtime]:
-    redis = redis_servers.start(persistent=False)
-    rt = build_runtime(Settings(redis_url=redis.url, key_prefix=PREFIX))
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-@pytest.fixture
-async def queue(runtime: Runtime) -> AsyncIterator[TurnQueue]:
-    q = await TurnQueue.connect(runtime.settings)
-    try:
-        yield q
-    finally:
-        await q.close()
-
-
-async def send(store: TenantStore, queue: TurnQueue, session_id: str, prompt: str) -> str:
-    """What the API does for a send: the user message and its turn, then the job."""
-    res = await store.append(
-        session_id,
-        [NewEvent(type="user.message", data={"content": prompt})],
-        enqueue_turn=True,
-    )
-    await queue.enqueue_turn(store.tenant_id, session_id, res.event_ids[0])
-    return res.event_ids[0]
+def settings(redis_servers: RedisServers) -> Settings:
+    """A Redis of this test's own (the root fixtures build the runtime and queue from it)."""
+    return Settings(redis_url=redis_servers.start(persistent=False).url, key_prefix=PREFIX)
 
 
 async def all_answered(store: TenantStore, sessions: list[str]) -> bool:
