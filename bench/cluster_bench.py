@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -44,23 +43,14 @@ async def run(startup_nodes: str, repeats: int = 5) -> list[Result]:
         tenant = store.tenant("bench")
         for w in range(store_bench.WRITERS):
             await tenant.create(f"w{w}", model="m")
-        ours_rates, raw_rates = [], []
-        for r in range(repeats + 1):  # interleaved; the first round warms both up
-            t0 = time.perf_counter()
-            n = await store_bench._ours_append(store, r)
-            t1 = time.perf_counter()
-            m = await store_bench._raw_append(redis, r)
-            t2 = time.perf_counter()
-            if r:
-                ours_rates.append(n / (t1 - t0))
-                raw_rates.append(m / (t2 - t1))
+        ours_rate, raw_rate = await store_bench.append_rates(store, redis, repeats)
         results = [
             Result(
                 "cluster",
                 "append (32 writers), 3-node cluster",
-                max(ours_rates),
+                ours_rate,
                 "appends/s",
-                max(raw_rates),
+                raw_rate,
                 "raw redis-py cluster pipeline, same commands",
                 ">= 0.70",
                 notes=f"index_shards={SHARDS}; ours: session script, then index script",

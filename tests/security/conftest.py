@@ -30,6 +30,7 @@ from service.config import Settings
 from service.embedded import free_port
 from service.runtime import Runtime, build_runtime
 from service.tenants import TenantRegistry
+from tests.api.conftest import TenantKey
 from workers.queue import TurnQueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,16 +38,6 @@ PREFIX = "secu"
 ADMIN_KEY = "admin-security-suite-0123456789abcdef"
 MAX_MESSAGE_BYTES = 16 * 1024
 BODY_TIMEOUT_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class TenantKey:
-    id: str
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
 
 
 def make_settings(redis_url: str, **overrides: Any) -> Settings:
