@@ -5,18 +5,20 @@ settings except ``SESSIONS_RATE_LIMIT_PER_SECOND=0`` (so a load of thousands of 
 second is not refused); it authenticates every request's API key, validates it, records metrics
 and logs one JSON line per request (to a discarded stderr).
 Baseline: ``bench/minimal_app.py`` under uvicorn with the same options (one process, the same
-event loop and HTTP implementation), raw redis-py, no auth, no validation, no logging.
+event loop and HTTP implementation): raw redis-py sending Redis the same commands on the same
+keys, and nothing else (no key check, validation, limits, metrics or logging). Each measured load
+counts the commands Redis ran (``INFO commandstats``); the run fails unless both apps sent the
+same commands per request, so the ratio is the cost of the API's own Python.
 
 Load: ``CLIENTS`` keep-alive connections (``bench.httpload``, a lean HTTP/1.1 client running in
 this process) sending back to back for a fixed time:
 - send: ``POST /v1/sessions/{id}/messages`` with a 160-byte prompt, each client on its own
-  session. Ours appends the ``user.message`` (one script) and enqueues the turn with arq
-  (WATCH, EXISTS, MULTI/PSETEX/ZADD/EXEC); the key check reads the tenant record and the key
-  failure counter in parallel. The minimal app sends XADD + HSET + SET + ZADD in one pipeline.
-  No worker runs: the turn jobs queue up, and both queues are emptied between rounds.
-- read: ``GET /v1/sessions/{id}/events?limit=1000`` of a 1,000-event session (served from one
-  string built from a raw XRANGE) against the minimal app's XRANGE of 1,000 entries, decoded and
-  re-encoded with orjson.
+  session: one script reads the tenant record of the key and the key failure counter, one
+  appends the ``user.message`` with its pending turn, one more enqueues the turn's arq job.
+  No worker runs: the jobs queue up, and the queue is emptied between rounds.
+- read: ``GET /v1/sessions/{id}/events?limit=1000`` of a 1,000-event session: the same key read,
+  then one XRANGE (ours serves it as one string built from the raw reply; the minimal app decodes
+  every entry and re-encodes the page with orjson).
 
 Requests/s is the best of the rounds; latency percentiles pool every measured round. CPU per
 request (the server process's user+system time, and Redis's ``used_cpu_*``) goes into the notes:
@@ -147,8 +149,8 @@ async def redis_cpu_seconds(redis: Redis) -> float:
 
 # --- data --------------------------------------------------------------------------------------
 async def prepare(redis: Redis, clients: int) -> str:
-    """The tenant (returns its API key), one session per client, and the 1,000-event session,
-    for ours and the minimal app."""
+    """The tenant (returns its API key), one session per client, and the 1,000-event session;
+    both apps work on them."""
     _, api_key = await TenantRegistry(redis, PREFIX).create(TENANT)
     tenant = Store(redis, prefix=PREFIX, default_ttl=3600).tenant(TENANT)
     for c in range(clients):
@@ -158,24 +160,20 @@ async def prepare(redis: Redis, clients: int) -> str:
         await tenant.append(
             "hist", [NewEvent(type="user.message", data={"content": f"{i} {CONTENT}"})]
         )
-    for i in range(HISTORY):
-        body = orjson.dumps({"type": "user.message", "data": {"content": f"{i} {CONTENT}"}})
-        await redis.xadd("min:{hist}:events", {"e": body})
     return api_key
 
 
 async def drain_queues(redis: Redis) -> None:
-    """Drop the queued turn jobs of both apps (no worker runs in this benchmark)."""
-    for pattern in (f"{job_key_prefix}*", "min:job:*"):
-        batch: list[str] = []
-        async for key in redis.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await redis.unlink(*batch)
-                batch = []
-        if batch:
+    """Drop the queued turn jobs (no worker runs in this benchmark)."""
+    batch: list[str] = []
+    async for key in redis.scan_iter(match=f"{job_key_prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
             await redis.unlink(*batch)
-    await redis.delete(QUEUE_NAME, "min:queue")
+            batch = []
+    if batch:
+        await redis.unlink(*batch)
+    await redis.delete(QUEUE_NAME)
 
 
 # --- load --------------------------------------------------------------------------------------
@@ -204,6 +202,7 @@ class Figures:
     server_cpu_ms: list[float] = field(default_factory=list)
     redis_cpu_us: list[float] = field(default_factory=list)
     client_cpu_ms: list[float] = field(default_factory=list)
+    commands: dict[str, float] = field(default_factory=dict)
     errors: int = 0
     first_error: str = ""
 
@@ -216,14 +215,12 @@ async def measure(
     op: str,
     clients: int,
     seconds: float,
-) -> tuple[LoadResult, float, float, float]:
-    """One timed load on ``servers`` (clients split between them): the load's result, server
-    CPU ms per request (all servers together), Redis CPU µs per request, and the load
-    generator's (this process's) CPU ms per request."""
+) -> Sample:
+    """One timed load on ``servers`` (clients split between them)."""
     base, query = ROUTES[app]
     factory = send_requests(base, clients) if op == "send" else read_requests(base, query)
     cpu0 = sum(process_cpu_seconds(s.proc.pid) for s in servers)
-    rcpu0 = await redis_cpu_seconds(redis)
+    rcpu0, calls0 = await redis_cpu_seconds(redis), await command_calls(redis)
     own0 = time.process_time()
     res = await run_load(
         [(HOST, s.port) for s in servers],
@@ -235,21 +232,60 @@ async def measure(
     )
     own1 = time.process_time()
     cpu1 = sum(process_cpu_seconds(s.proc.pid) for s in servers)
-    rcpu1 = await redis_cpu_seconds(redis)
-    n = max(res.requests, 1)
-    return res, (cpu1 - cpu0) / n * 1000, (rcpu1 - rcpu0) / n * 1e6, (own1 - own0) / n * 1000
+    calls1, rcpu1 = await command_calls(redis), await redis_cpu_seconds(redis)
+    n = max(res.requests + res.errors, 1)
+    commands = {
+        name: round((calls1[name] - calls0.get(name, 0)) / n, 1)
+        for name in calls1
+        if name not in _OBSERVER_COMMANDS and calls1[name] != calls0.get(name, 0)
+    }
+    return Sample(
+        res,
+        server_cpu_ms=(cpu1 - cpu0) / n * 1000,
+        redis_cpu_us=(rcpu1 - rcpu0) / n * 1e6,
+        client_cpu_ms=(own1 - own0) / n * 1000,
+        commands={k: v for k, v in commands.items() if v},
+    )
 
 
-def _record(
-    fig: Figures, res: LoadResult, cpu_ms: float, redis_us: float, client_ms: float
-) -> None:
+@dataclass
+class Sample:
+    """One load's result; CPU per request of the servers (all together), of Redis, and of the
+    load generator (this process); Redis commands run per request, by name."""
+
+    load: LoadResult
+    server_cpu_ms: float
+    redis_cpu_us: float
+    client_cpu_ms: float
+    commands: dict[str, float]
+
+
+_OBSERVER_COMMANDS = frozenset({"info"})  # this benchmark's own
+
+
+async def command_calls(redis: Redis) -> dict[str, int]:
+    """Calls per command since Redis started (``INFO commandstats``)."""
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def _record(fig: Figures, sample: Sample) -> None:
+    res = sample.load
     fig.rates.append(res.rate)
-    fig.client_cpu_ms.append(client_ms)
     fig.latencies += res.latencies_ms
-    fig.server_cpu_ms.append(cpu_ms)
-    fig.redis_cpu_us.append(redis_us)
+    fig.server_cpu_ms.append(sample.server_cpu_ms)
+    fig.redis_cpu_us.append(sample.redis_cpu_us)
+    fig.client_cpu_ms.append(sample.client_cpu_ms)
+    fig.commands = fig.commands or sample.commands
     fig.errors += res.errors
     fig.first_error = fig.first_error or res.first_error
+
+
+def same_commands(ours: dict[str, float], minimal: dict[str, float]) -> bool:
+    """Whether two apps sent Redis the same commands per request (within 0.1 of a call: the
+    last requests of a load can straddle its counter reads)."""
+    names = set(ours) | set(minimal)
+    return all(abs(ours.get(k, 0.0) - minimal.get(k, 0.0)) <= 0.1 for k in names)
 
 
 async def run(
@@ -273,14 +309,14 @@ async def run(
                 for op in ("send", "read"):
                     order = ("ours", "minimal") if r % 2 else ("minimal", "ours")
                     for app in order:
-                        res, *cpu = await measure(
+                        sample = await measure(
                             [apps[app]], redis, api_key, app, op, clients, seconds if r else 1.0
                         )
                         if r:
-                            _record(figures[app, op], res, *cpu)
-                        if res.requests == 0:
+                            _record(figures[app, op], sample)
+                        if sample.load.requests == 0:
                             raise RuntimeError(
-                                f"{app} {op}: no request succeeded: {res.first_error}"
+                                f"{app} {op}: no request succeeded: {sample.load.first_error}"
                             )
                     await drain_queues(redis)
     finally:
@@ -300,13 +336,22 @@ def _results(
     titles = {"send": "send a message", "read": "read 1,000 events"}
     for op in ("send", "read"):
         ours, mini = figures["ours", op], figures["minimal", op]
+        if not same_commands(ours.commands, mini.commands):
+            raise RuntimeError(
+                f"{op}: the apps sent Redis different commands per request: ours "
+                f"{ours.commands}, minimal {mini.commands}"
+            )
+        commands = ", ".join(f"{k} {v:g}" for k, v in sorted(ours.commands.items()))
         cpu_note = (
             f"CPU per request: API {_median(ours.server_cpu_ms):.2f} ms "
             f"(minimal {_median(mini.server_cpu_ms):.2f}), Redis "
             f"{_median(ours.redis_cpu_us):.0f} µs (minimal {_median(mini.redis_cpu_us):.0f})"
         )
         errors = ours.errors + mini.errors
-        notes = f"{clients} clients, best of {rounds} x {seconds:g} s; {cpu_note}"
+        notes = (
+            f"{clients} clients, best of {rounds} x {seconds:g} s; {cpu_note}; Redis commands per "
+            f"request, both apps (scripts' included): {commands}"
+        )
         if op == "send":
             notes += "; no worker runs (turn jobs queue up, emptied between rounds)"
         if errors:
@@ -319,8 +364,8 @@ def _results(
         }
         out.append(
             Result("api", f"{titles[op]}: throughput, 1 API process", max(ours.rates), "req/s",
-                   max(mini.rates), "minimal FastAPI app, raw redis-py", ">= 0.70", notes=notes,
-                   extra=extra)
+                   max(mini.rates), "minimal FastAPI app, same Redis commands", ">= 0.70",
+                   notes=notes, extra=extra)
         )  # fmt: skip
         for pct in (50, 99):
             out.append(
@@ -355,11 +400,11 @@ async def send_scaling(
             figs = {n: Figures() for n in processes}
             for r in range(rounds + 1):
                 for n in processes if r % 2 else tuple(reversed(processes)):
-                    res, *cpu = await measure(
+                    sample = await measure(
                         servers[:n], redis, api_key, "ours", "send", clients, seconds if r else 1.0
                     )
                     if r:
-                        _record(figs[n], res, *cpu)
+                        _record(figs[n], sample)
                     await drain_queues(redis)
         for n, fig in figs.items():
             out[n] = {

@@ -1,46 +1,75 @@
-"""The smallest FastAPI app doing the Redis work of a send and of a history read: the API
-benchmark's baseline.
+"""The smallest FastAPI app sending Redis the same commands as the API's send and history read:
+the API benchmark's baseline.
 
-No auth, no validation, no limits, no metrics, no logging, no atomicity; raw redis-py:
-- ``POST /sessions/{sid}/messages`` with ``{"prompt": ...}``: one pipelined round trip of XADD
-  (the event, stored as the service stores it), HSET (metadata), and a queue entry shaped like
-  an arq job (a SET of the job payload with an expiry, a ZADD to the queue): the data a send
-  writes, without any of its checks. Answers 202 ``{"message_id", "duplicate"}``.
-- ``GET /sessions/{sid}/events``: XRANGE of up to 1,000 entries, each decoded and returned as
-  ``{"data": [{"id", "type", "data"}, ...]}`` (orjson both ways).
+Raw redis-py, on the same keys with the same scripts and arguments, but none of the API's
+Python around them: no key check (the tenant record and the failure counter are read, never
+looked at), no validation, no limits, no metrics, no logging.
+- ``POST /sessions/{sid}/messages`` with ``{"prompt": ...}``: reads the key failure counter of
+  the client address with the tenant record (one script), runs the append script (the
+  ``user.message`` and its pending turn) and then the enqueue script (the arq job record and
+  queue entry). Answers 202 ``{"message_id", "duplicate"}``.
+- ``GET /sessions/{sid}/events``: the same read, then XRANGE of up to 1,000 entries, each
+  decoded and returned as ``{"data": [{"id", "type", "data"}, ...]}`` (orjson both ways).
 - ``GET /readyz``: PING.
 
-Run: ``python -m bench.minimal_app --port P`` with ``BENCH_REDIS_URL`` set; it runs under
-uvicorn with the same options ``sessionctl serve`` uses.
+The benchmark checks that both apps send Redis the same commands per request. Run:
+``python -m bench.minimal_app --port P`` with the API's ``SESSIONS_*`` environment (Redis URL,
+key prefix, index shards); it runs under uvicorn with the same options ``sessionctl serve`` uses.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 from fastapi import FastAPI, Request, Response
 from redis.asyncio import Redis
 
-PREFIX = "min"
-JOB_TTL_MS = 86_400_000
+from service import keys as K
+from service.api.limits import WINDOW_READ, auth_failures_key
+from service.config import Settings
+from service.scripts import ALL as SCRIPTS
+from service.store import LIFECYCLE_MAXLEN
+from workers.queue import _ENQUEUE, QUEUE_NAME, RUN_TURN, turn_job_id
+
+APPEND_SCRIPT = next(s.text for s in SCRIPTS if s.name == "append_events")
 
 
 def create_app() -> FastAPI:
+    settings = Settings()
+    prefix = settings.key_prefix
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state["redis"] = Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
+        redis = Redis.from_url(str(settings.redis_url), decode_responses=True)
+        state.update(
+            redis=redis,
+            read_failures=redis.register_script(WINDOW_READ),
+            append=redis.register_script(APPEND_SCRIPT),
+            enqueue=redis.register_script(_ENQUEUE),
+        )
         yield
-        await state["redis"].aclose()
+        await redis.aclose()
 
     app = FastAPI(lifespan=lifespan)
+
+    async def auth_read(request: Request) -> str:
+        """The key check's read; returns the tenant the key names."""
+        key = request.headers["authorization"][len("Bearer ") :]
+        tenant = key[3:].partition("_")[0]
+        address = request.client.host if request.client else "unknown"
+        await state["read_failures"](
+            keys=[auth_failures_key(prefix, address), K.tenants_key(prefix, "records")],
+            args=[tenant],
+        )
+        return tenant
 
     @app.get("/readyz")
     async def readyz() -> Response:
@@ -49,25 +78,38 @@ def create_app() -> FastAPI:
 
     @app.post("/sessions/{sid}/messages")
     async def send(sid: str, request: Request) -> Response:
+        tenant = await auth_read(request)
         prompt = orjson.loads(await request.body())["prompt"]
-        body = orjson.dumps({"type": "user.message", "data": {"content": prompt}})
-        now = int(time.time() * 1000)
-        pipe = state["redis"].pipeline(transaction=False)
-        pipe.xadd(f"{PREFIX}:{{{sid}}}:events", {"e": body})
-        pipe.hset(f"{PREFIX}:{{{sid}}}:meta", mapping={"modified": now})
-        job_id = f"turn:{sid}:{now}:{id(request)}"
-        pipe.set(f"{PREFIX}:job:{job_id}", b"x" * 120, px=JOB_TTL_MS)
-        pipe.zadd(f"{PREFIX}:queue", {job_id: now})
-        event_id = (await pipe.execute())[0]
+        body = orjson.dumps({"type": "user.message", "data": {"content": prompt}}).decode()
+        idx = K.index_keys(prefix, tenant, K.index_shard(sid, settings.index_shards))
+        res = await state["append"](
+            keys=[
+                *K.session_keys(prefix, tenant, sid).all(),
+                idx.idx,
+                idx.exp,
+                K.lifecycle_key(prefix, tenant),
+            ],
+            args=[LIFECYCLE_MAXLEN, sid, "", "enqueue", "", "messages=1", body],
+        )
+        message_id = res[3]
+        job_id = turn_job_id(tenant, sid, message_id)
+        now = timestamp_ms()
+        job = serialize_job(RUN_TURN, (tenant, sid, message_id), {}, None, now, serializer=None)
+        await state["enqueue"](
+            keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
+            args=[job_id, now, expires_extra_ms, job],
+        )
         return Response(
-            orjson.dumps({"message_id": event_id, "duplicate": False}),
+            orjson.dumps({"message_id": message_id, "duplicate": False}),
             status_code=202,
             media_type="application/json",
         )
 
     @app.get("/sessions/{sid}/events")
-    async def events(sid: str) -> Response:
-        rows = await state["redis"].xrange(f"{PREFIX}:{{{sid}}}:events", "-", "+", count=1000)
+    async def events(sid: str, request: Request) -> Response:
+        tenant = await auth_read(request)
+        key = K.session_keys(prefix, tenant, sid).events
+        rows = await state["redis"].xrange(key, "-", "+", count=1000)
         data = [{"id": eid, **orjson.loads(fields["e"])} for eid, fields in rows]
         return Response(orjson.dumps({"data": data}), media_type="application/json")
 
