@@ -12,7 +12,8 @@ Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both valid
     P:t:{t/iN}:exp        zset    session id by expiry ms, finite sessions only none
     P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
     P:t:{t}:quota         string  request-rate window counter                   short
-    P:_tenants:{admin}:*          tenant registry (see ``service.tenants``)
+    P:_tenants:{admin}:records    hash    tenant id -> JSON (see ``service.tenants``)    none
+    P:_tenants:{admin}:failures:A string  refused API keys from client address A       window
 
 Every key of one tenant starts with ``P:t:``, so a Redis ACL pattern ``~P:t:*`` grants exactly one
 tenant. All keys of one session share the hash tag ``{t/s}``: one Cluster slot, so every change to a
@@ -82,5 +83,12 @@ def quota_key(prefix: str, tenant: str) -> str:
 
 
 def tenants_key(prefix: str, kind: str) -> str:
-    """Tenant registry keys: ``tenants`` (hash id -> JSON), ``keys`` (hash key digest -> id)."""
+    """Keys of the tenant registry's slot: ``records`` (hash id -> JSON), and the key failure
+    counters (``auth_failures_key``), which one script reads with the record."""
     return f"{prefix}:_tenants:{{admin}}:{kind}"
+
+
+def auth_failures_key(prefix: str, address: str) -> str:
+    """The counter of refused API keys from one client ``address`` (an IPv4/IPv6 literal, or
+    ``unknown``; see ``service.api.limits.client_address``)."""
+    return tenants_key(prefix, f"failures:{address}")

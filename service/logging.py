@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 from service.config import LogFormat, Settings
@@ -27,8 +28,11 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any
+    factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     if settings.log_format is LogFormat.JSON:
-        renderer = structlog.processors.JSONRenderer()
+        # orjson: one line per request is written, so its encoding is on every request's path
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
         shared.append(structlog.processors.format_exc_info)
     else:
         # plain tracebacks: rich's would print local variables, which can hold prompts or keys
@@ -38,7 +42,7 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")

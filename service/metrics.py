@@ -8,6 +8,8 @@ error types are class names of the service's own exception tree. Tenant ids are 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -36,6 +38,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.requests = Counter(
             "sessions_http_requests",
             "HTTP requests by method, route template and status class.",
@@ -73,8 +76,13 @@ class Metrics:
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         m = method_label(method)
-        self.requests.labels(m, route, status_class(status)).inc()
-        self.latency.labels(m, route).observe(seconds)
+        key = (m, route, status_class(status))
+        children = self._request_children.get(key)
+        if children is None:  # a bounded set, like the labels: looked up once each
+            children = (self.requests.labels(*key), self.latency.labels(m, route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

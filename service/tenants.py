@@ -54,6 +54,9 @@ class Tenant(BaseModel):
     )
 
 
+PARSED_RECORDS = 1024  # tenant records kept parsed per process
+
+
 def digest(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
@@ -80,7 +83,8 @@ class TenantRegistry:
 
     def __init__(self, redis: RedisClient, prefix: str) -> None:
         self._redis: Any = cast(Any, redis)
-        self._key = K.tenants_key(prefix, "records")
+        self._key = self.records_key = K.tenants_key(prefix, "records")
+        self._parsed: dict[str, Tenant] = {}
 
     async def create(
         self,
@@ -151,12 +155,28 @@ class TenantRegistry:
             raise Unauthorized("API key is malformed")
         with store_errors("check an API key"):
             raw = await self._redis.hget(self._key, tenant_id)
-        stored = _load(raw).key_digest if raw is not None else "0" * 64
-        if not hmac.compare_digest(stored, digest(api_key)) or raw is None:
+        return self.verify(api_key, raw)
+
+    def verify(self, api_key: str, record: str | None) -> Tenant:
+        """The tenant of ``record`` (the stored record of the tenant ``api_key`` names, None
+        when there is none) if the key is its key and the tenant is enabled, else
+        ``Unauthorized``. The tenant returned may be shared with other requests: read only."""
+        tenant = self._parse(record) if record is not None else None
+        stored = tenant.key_digest if tenant is not None else "0" * 64
+        if not hmac.compare_digest(stored, digest(api_key)) or tenant is None:
             raise Unauthorized("API key is not valid")
-        tenant = _load(raw)
         if tenant.disabled:
             raise Unauthorized(f"tenant {tenant.id!r} is disabled")
+        return tenant
+
+    def _parse(self, record: str) -> Tenant:
+        """A record as a tenant, parsed once per distinct record text (every request reads its
+        tenant's record; it seldom changes)."""
+        tenant = self._parsed.get(record)
+        if tenant is None:
+            if len(self._parsed) >= PARSED_RECORDS:
+                self._parsed.clear()
+            tenant = self._parsed[record] = _load(record)
         return tenant
 
 

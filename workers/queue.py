@@ -19,7 +19,7 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
 from service.config import Settings
-from service.connections import close_redis, store_errors
+from service.connections import close_redis, store_errors, use_lean_connections
 
 QUEUE_NAME = "sessions:queue"
 RUN_TURN = "run_turn"
@@ -75,6 +75,7 @@ class TurnQueue:
     async def connect(cls, settings: Settings) -> TurnQueue:
         with store_errors("connect to the queue"):
             pool = await create_pool(queue_redis_settings(settings), default_queue_name=QUEUE_NAME)
+            await use_lean_connections(pool)
         return cls(pool)
 
     async def _enqueue(self, name: str, job_id: str, *args: Any) -> bool:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,6 +40,8 @@ CONTEXT_EVENTS = 400  # newest events read for one turn's context
 MAX_CUT_OFF = 3  # jobs cut off by their timeout on one turn before the turn fails
 KEEP_MESSAGES = 6  # messages compaction keeps verbatim
 
+HOST = socket.gethostname()
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -53,13 +57,15 @@ class Aborted(Exception):
 
 
 class SessionLease:
-    """A per-session lease (SET NX PX) renewed while held; released only by its holder."""
+    """A per-session lease (SET NX PX) renewed while held; released only by its holder. Its
+    value names the holder (``host:pid:random``), so an operator can tell which worker holds a
+    session."""
 
     def __init__(self, runtime: Runtime, tenant: str, session_id: str, lease_s: float) -> None:
         self._redis: Any = runtime.store.redis
         self._key = K.turn_lock_key(runtime.settings.key_prefix, tenant, session_id)
         self._lease_ms = int(lease_s * 1000)
-        self._token = secrets.token_hex(8)
+        self._token = f"{HOST}:{os.getpid()}:{secrets.token_hex(8)}"
         self._release = self._redis.register_script(_RELEASE)
         self._renew = self._redis.register_script(_RENEW)
 

@@ -8,14 +8,12 @@ request's log lines.
 
 from __future__ import annotations
 
-import email.message
 import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException
 
 from service.api.limits import RequestLimits
 from service.config import Settings
@@ -95,50 +93,78 @@ async def bearer_key(credentials: Credentials) -> str | None:
 KeyDep = Annotated[str | None, Depends(bearer_key)]
 
 
-def _ready(request: Request) -> tuple[ApiState, Runtime, RequestLimits]:
+def _ready(request: Request) -> tuple[ApiState, Runtime, RequestLimits, TurnQueue]:
     state: ApiState = request.app.state.api
-    if state.runtime is None or state.limits is None:
+    if state.runtime is None or state.limits is None or state.queue is None:
         raise StoreUnavailable("the service is starting")
-    return state, state.runtime, state.limits
+    return state, state.runtime, state.limits, state.queue
 
 
-async def current_tenant(request: Request, credentials: Credentials) -> Tenant:
-    """The tenant of the bearer key (401 without a valid one), within its request rate (429).
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    """What a tenant's request works with: its tenant, its store, the turn queue, settings and
+    metrics."""
 
-    On every request's path, so it reads the app state itself instead of through five more
-    dependencies (each one FastAPI resolves per request)."""
-    state, rt, limits = _ready(request)
-    if credentials is None:
-        state.metrics.auth_failures.inc()
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    address = request.client.host if request.client else None
-    try:
-        tenant = await limits.guard_auth(address, rt.tenants.authenticate(credentials.credentials))
-    except Unauthorized:
-        state.metrics.auth_failures.inc()
-        await limits.record_auth_failure(address)
-        raise
-    request.state.tenant_id = tenant.id
-    bind_request(tenant=tenant.id)
-    rate = tenant.limits.rate_limit_per_second
-    default = state.settings.rate_limit_per_second
-    await limits.hit_tenant(tenant.id, default if rate is None else rate)
-    return tenant
+    tenant: Tenant
+    store: TenantStore
+    queue: TurnQueue
+    settings: Settings
+    metrics: Metrics
+
+
+class TenantAuth(HTTPBearer):
+    """The bearer key of a tenant, as a dependency: its ``TenantContext`` (401 without a valid
+    key), within its request rate (429).
+
+    On every tenant request's path, so it is the security scheme itself and reads the app state
+    directly: FastAPI resolves each dependency anew per request, at a cost that shows in the
+    send throughput."""
+
+    async def __call__(self, request: Request) -> TenantContext:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        state, rt, limits, queue = _ready(request)
+        if credentials is None:
+            state.metrics.auth_failures.inc()
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        address = request.client.host if request.client else None
+        try:
+            tenant = await limits.authenticate(address, credentials.credentials, rt.tenants)
+        except Unauthorized:
+            state.metrics.auth_failures.inc()
+            await limits.record_auth_failure(address)
+            raise
+        request.state.tenant_id = tenant.id
+        bind_request(tenant=tenant.id)
+        rate = tenant.limits.rate_limit_per_second
+        default = state.settings.rate_limit_per_second
+        await limits.hit_tenant(tenant.id, default if rate is None else rate)
+        store = rt.store.tenant(tenant.id)
+        return TenantContext(tenant, store, queue, state.settings, state.metrics)
+
+
+_tenant_auth = TenantAuth(
+    auto_error=False, scheme_name="HTTPBearer", description=_bearer.model.description
+)
+TenantCtx = Annotated[TenantContext, Depends(_tenant_auth)]
+
+
+async def current_tenant(ctx: TenantCtx) -> Tenant:
+    return ctx.tenant
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 
 
-async def tenant_store(request: Request, tenant: TenantDep) -> TenantStore:
-    return _ready(request)[1].store.tenant(tenant.id)
+async def tenant_store(ctx: TenantCtx) -> TenantStore:
+    return ctx.store
 
 
 StoreDep = Annotated[TenantStore, Depends(tenant_store)]
 
 
-async def lifecycle_reader(request: Request, tenant: TenantDep) -> LifecycleReader:
+async def lifecycle_reader(request: Request, ctx: TenantCtx) -> LifecycleReader:
     rt = _ready(request)[1]
-    return LifecycleReader(rt.redis, rt.settings.key_prefix, tenant.id)
+    return LifecycleReader(rt.redis, rt.settings.key_prefix, ctx.tenant.id)
 
 
 LifecycleDep = Annotated[LifecycleReader, Depends(lifecycle_reader)]
@@ -180,24 +206,3 @@ async def require_admin(
 
 
 AdminDep = Depends(require_admin)
-
-
-async def require_json(request: Request) -> None:
-    """415 for a body that is not JSON. An empty body passes: the model says what is missing."""
-    content_type = request.headers.get("content-type")
-    if not await request.body():
-        return
-    if content_type:
-        msg = email.message.Message()
-        msg["content-type"] = content_type
-        subtype = msg.get_content_subtype()
-        if msg.get_content_maintype() == "application" and (
-            subtype == "json" or subtype.endswith("+json")
-        ):
-            return
-    raise HTTPException(
-        415, f"request body must be application/json (got {content_type or 'no content type'})"
-    )
-
-
-JsonBody = Depends(require_json)

@@ -6,7 +6,8 @@
   one request per five seconds. 0 switches the limit off.
 - API key failures per client IP: after ``AUTH_FAILURES_PER_WINDOW`` refused keys within
   ``AUTH_FAILURE_WINDOW_MS``, every request from that address is refused with 429 until the window
-  ends, whether its key is right or not, so keys cannot be guessed at speed.
+  ends, whether its key is right or not, so keys cannot be guessed at speed. The counter lives in
+  the tenant registry's slot, so one script reads it with the tenant record of the key.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, TypeVar, cast
 
 from service import keys as K
 from service.connections import RedisClient, store_errors
-from service.errors import LimitExceeded, StoreFull
+from service.errors import LimitExceeded, StoreFull, Unauthorized
 from service.metrics import Metrics
+from service.tenants import Tenant, TenantRegistry, tenant_of_key
 
 T = TypeVar("T")
 
@@ -45,13 +47,19 @@ return {n, ttl}
 """
 
 WINDOW_READ = """
--- Read a window counter without counting.
--- KEYS[1]: the counter
--- Returns {count in this window (0 when none), ms until the window ends (0 when none)}.
+-- Read a window counter without counting, and a hash field beside it (in the same slot).
+-- KEYS[1]: the counter, KEYS[2]: the hash.  ARGV[1]: the field ('' reads nothing).
+-- Returns {count in this window (0 when none), ms until the window ends (0 when none), the
+-- field's value (left out when there is none)}.
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then ttl = 0 end
-return {n, ttl}
+local ttl = 0
+if n > 0 then
+  ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then ttl = 0 end
+end
+local value = false
+if ARGV[1] ~= '' then value = redis.call('HGET', KEYS[2], ARGV[1]) end
+return {n, ttl, value}
 """
 
 
@@ -78,8 +86,8 @@ def client_address(host: str | None) -> str:
 
 
 def auth_failures_key(prefix: str, address: str) -> str:
-    """``P:_auth:failures:<address>``; no tenant id starts with ``_``, so this is no tenant's."""
-    return f"{prefix}:_auth:failures:{client_address(address)}"
+    """The failure counter of a client address (``P:_tenants:{admin}:failures:<address>``)."""
+    return K.auth_failures_key(prefix, client_address(address))
 
 
 class RequestLimits:
@@ -113,6 +121,21 @@ class RequestLimits:
                 limit="requests",
             )
 
+    async def authenticate(
+        self, address: str | None, api_key: str, tenants: TenantRegistry
+    ) -> Tenant:
+        """The tenant of ``api_key`` (``Unauthorized`` for a key that is not valid now), unless
+        ``address`` has failed too often (``LimitExceeded``, whatever the key). One round trip:
+        the failure counter and the tenant record the key names are read by one script."""
+        tenant_id = tenant_of_key(api_key)
+        key = auth_failures_key(self._prefix, address or "unknown")
+        with store_errors("check an API key"):
+            reply = await self._read(keys=[key, tenants.records_key], args=[tenant_id or ""])
+        self._check_failures(int(reply[0]), int(reply[1]))
+        if tenant_id is None:
+            raise Unauthorized("API key is malformed")
+        return tenants.verify(api_key, reply[2] if len(reply) > 2 else None)
+
     async def guard_auth(self, address: str | None, check: Awaitable[T]) -> T:
         """Run a key check, refusing it with 429 when ``address`` has failed too often; the
         counter is read alongside the check, so it adds no round trip."""
@@ -120,7 +143,12 @@ class RequestLimits:
         counter, result = await asyncio.gather(self._failures(key), check, return_exceptions=True)
         if isinstance(counter, BaseException):
             raise counter
-        failures, ms_left = counter
+        self._check_failures(*counter)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _check_failures(self, failures: int, ms_left: int) -> None:
         if failures >= AUTH_FAILURES_PER_WINDOW:
             self._refused("auth_failures")
             raise LimitExceeded(
@@ -128,14 +156,11 @@ class RequestLimits:
                 retry_after=retry_after_seconds(ms_left),
                 limit="auth_failures",
             )
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     async def _failures(self, key: str) -> tuple[int, int]:
         with store_errors("read the key failure counter"):
-            count, ms_left = await self._read(keys=[key])
-        return int(count), int(ms_left)
+            reply = await self._read(keys=[key, key], args=[""])
+        return int(reply[0]), int(reply[1])
 
     def _refused(self, limit: str) -> None:
         if self._metrics is not None:

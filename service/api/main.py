@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from service.api import problems
 from service.api.deps import ApiState
-from service.api.middleware import BodyLimit, RequestContext
+from service.api.middleware import RequestBody, RequestContext
 from service.api.routes import (
     bookmarks,
     events,
@@ -72,17 +72,18 @@ def create_app(
     app.state.api = state
     problems.install(app)
     app.add_middleware(
-        BodyLimit,
+        RequestBody,
         max_bytes=settings.max_message_bytes + BODY_HEADROOM,
         timeout_seconds=settings.body_timeout_seconds,
     )
     app.add_middleware(RequestContext, metrics=state.metrics)
 
+    # Starlette tries routes in order: the most requested first.
     for router in (
-        health.router,
-        sessions.router,
         messages.router,
         events.router,
+        sessions.router,
+        health.router,
         bookmarks.router,
         export.router,
         tenants.router,

@@ -1,10 +1,12 @@
-"""Pure ASGI middleware: request context (id, logs, metrics, unexpected errors) and the body size
-limit. Pure ASGI rather than ``BaseHTTPMiddleware``, so streamed responses pass straight through.
+"""Pure ASGI middleware: request context (id, logs, metrics, unexpected errors) and the request
+body's bounds and type. Pure ASGI rather than ``BaseHTTPMiddleware``, so streamed responses pass
+straight through.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.message
 import re
 import time
 import uuid
@@ -94,12 +96,29 @@ class RequestContext:
         )
 
 
-class BodyLimit:
-    """Bounds of a request body, before anything parses it: 413 for one over ``max_bytes`` (at
-    once from ``Content-Length``, else as soon as the chunks pass it), 408 for one that has not
-    fully arrived ``timeout_seconds`` after the request began, so a client that sends slowly or
-    stalls cannot hold a request open. A body is read here, up to the limit, and replayed; both
-    refusals close the connection, so the unread rest of the body is never read."""
+def is_json(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` is JSON: ``application/json`` or ``application/*+json``, with
+    any parameters."""
+    if content_type is None:
+        return False
+    if content_type == "application/json" or content_type.startswith("application/json;"):
+        return True
+    msg = email.message.Message()
+    msg["content-type"] = content_type
+    subtype = msg.get_content_subtype()
+    return msg.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+class RequestBody:
+    """Bounds and type of a request body, before anything parses it: 413 for one over
+    ``max_bytes`` (at once from ``Content-Length``, else as soon as the chunks pass it), 408 for
+    one that has not fully arrived ``timeout_seconds`` after the request began, so a client that
+    sends slowly or stalls cannot hold a request open, and 415 for a body that is not JSON (every
+    body this API accepts is; an empty one passes, and the route says what is missing). A body is
+    read here, up to the limit, and replayed; 413 and 408 close the connection, so the unread
+    rest of the body is never read."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_seconds: float) -> None:
         self.app = app
@@ -140,6 +159,21 @@ class BodyLimit:
             return
         if messages is None:
             await self._too_large(scope, receive, send)
+            return
+        content_type = headers.get("content-type")
+        if messages[0].get("body") and not is_json(content_type):
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                415,
+                f"request body must be application/json (got {content_type or 'no content type'})",
+                title="Unsupported Media Type",
+                type_="about:blank",
+                error="HTTPException",
+                extra={},
+                close=False,
+            )
             return
         await self.app(scope, _replay(messages, receive), send)
 
@@ -185,6 +219,7 @@ class BodyLimit:
         type_: str,
         error: str,
         extra: dict[str, Any],
+        close: bool = True,
     ) -> None:
         _state(scope)["error_type"] = error
         response = problems.problem(
@@ -192,7 +227,7 @@ class BodyLimit:
             detail,
             title=title,
             type_=type_,
-            headers={"Connection": "close"},
+            headers={"Connection": "close"} if close else None,
             extra=extra,
         )
         await response(scope, receive, send)

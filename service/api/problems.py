@@ -5,8 +5,7 @@
   ``extra`` values join the body. 429 adds ``Retry-After``, 401 adds ``WWW-Authenticate``.
 - Request validation: malformed JSON is 400, any other invalid input 422, with ``errors`` listing
   location, message and type of each problem (never the input itself, which may be a prompt).
-- Starlette HTTP errors (unknown route 404, 405, the 415 of ``deps.require_json``) keep their
-  status.
+- Starlette HTTP errors (unknown route 404, 405) keep their status.
 - Anything else is a 500 without internals; the caller logs it (``middleware``).
 
 Routes never build error responses: they raise, and these handlers answer.

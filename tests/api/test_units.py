@@ -61,8 +61,8 @@ def test_client_address_and_key() -> None:
     assert client_address("::1") == "::1"
     for bad in (None, "", "a b", "x" * 46, "host.example*", "{tag}"):
         assert client_address(bad) == "unknown"
-    assert auth_failures_key("sess", "10.0.0.1") == "sess:_auth:failures:10.0.0.1"
-    assert auth_failures_key("sess", "*") == "sess:_auth:failures:unknown"
+    assert auth_failures_key("sess", "10.0.0.1") == "sess:_tenants:{admin}:failures:10.0.0.1"
+    assert auth_failures_key("sess", "*") == "sess:_tenants:{admin}:failures:unknown"
 
 
 @pytest.mark.parametrize(

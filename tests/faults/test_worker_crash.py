@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from service import keys as K
 from service.config import Settings
 from service.models import Event
 from service.runtime import Runtime
@@ -75,20 +76,33 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
                 found[sid] = last[0]["id"]
         return found
 
+    def holder(lease: str | None) -> subprocess.Popen[bytes] | None:
+        """The live worker whose pid a session lease names (``host:pid:token``)."""
+        pid = int(lease.split(":")[1]) if lease else None
+        return next((w for w in workers if w.pid == pid and w.poll() is None), None)
+
     producing = asyncio.create_task(producer())
     kills = landed = 0
     try:
-        # A few kills of a random worker; a kill "lands" when it froze a turn mid-stream (the
-        # dead worker's lease keeps its session still, where a live one streams every 20 ms).
-        # Should none of them land, a few more are made, so the test never proves nothing.
+        # A few kills of the worker streaming a turn, found through the session's lease; a kill
+        # "lands" when it froze that turn mid-stream (the dead worker's lease keeps its session
+        # still, where a live one streams every 20 ms). Should none land (a turn can end just
+        # before its worker is killed), a few more are made, so the test never proves nothing.
         while kills < KILLS or (not landed and kills < KILLS + 4):
             await asyncio.sleep(rng.uniform(1.0, 2.0))
+            victim = None
             for _ in range(50):
                 streaming = await mid_turn()
-                if streaming:
+                for sid in streaming:
+                    lock = K.turn_lock_key(PREFIX, TENANT, sid)
+                    victim = holder(await runtime.redis.get(lock))
+                    if victim is not None:
+                        streaming = {sid: streaming[sid]}
+                        break
+                if victim is not None:
                     break
                 await asyncio.sleep(0.02)
-            victim = rng.choice([w for w in workers if w.poll() is None])
+            victim = victim or rng.choice([w for w in workers if w.poll() is None])
             procs.kill(victim)
             kills += 1
             await asyncio.sleep(0.5)

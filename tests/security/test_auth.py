@@ -58,7 +58,7 @@ async def test_every_route_refuses_a_missing_or_wrong_key(
                 assert_problem(r, 401)
                 assert r.headers["WWW-Authenticate"] == "Bearer"
             # Wrong keys count against this address (the next test's subject): reset the count.
-            await real_redis.delete(f"{PREFIX}:_auth:failures:127.0.0.1")
+            await real_redis.delete(f"{PREFIX}:_tenants:{{admin}}:failures:127.0.0.1")
         for path in ("/livez", "/readyz", "/metrics", "/openapi.json"):
             assert (await http.get(path)).status_code == 200  # the only open routes
 
@@ -83,8 +83,10 @@ async def test_key_guessing_is_limited_per_address_and_not_by_forwarded_headers(
         )
         assert_problem(r, 429)
         assert (await http.get("/livez")).status_code == 200
-    counters = [k async for k in real_redis.scan_iter(match=f"{PREFIX}:_auth:*")]
-    assert counters == [f"{PREFIX}:_auth:failures:127.0.0.1"]
+    counters = [
+        k async for k in real_redis.scan_iter(match=f"{PREFIX}:_tenants:{{admin}}:failures:*")
+    ]
+    assert counters == [f"{PREFIX}:_tenants:{{admin}}:failures:127.0.0.1"]
 
 
 async def test_keys_are_stored_as_digests_only(
@@ -262,5 +264,7 @@ async def test_behind_a_proxy_failures_count_per_forwarded_client(
             assert r.status_code == 200
     finally:
         stop_server(server)
-    counters = sorted([k async for k in real_redis.scan_iter(match=f"{PREFIX}:_auth:*")])
-    assert counters == [f"{PREFIX}:_auth:failures:198.51.100.66"]
+    counters = sorted(
+        [k async for k in real_redis.scan_iter(match=f"{PREFIX}:_tenants:{{admin}}:failures:*")]
+    )
+    assert counters == [f"{PREFIX}:_tenants:{{admin}}:failures:198.51.100.66"]

@@ -174,7 +174,7 @@ LAYOUT = re.compile(
     r":(meta|events|bookmarks|idem|turns|lock|lifecycle|quota)"
     rf"|{PREFIX}:(?P<u>[a-z0-9][a-z0-9-]{{0,39}}):\{{(?P=u)/i[0-9]+\}}:(idx|exp)"
     rf"|{PREFIX}:_tenants:\{{admin\}}:records"
-    rf"|{PREFIX}:_auth:failures:([0-9A-Fa-f.:]+|unknown)"
+    rf"|{PREFIX}:_tenants:\{{admin\}}:failures:([0-9A-Fa-f.:]+|unknown)"
     rf"|{re.escape(QUEUE_NAME)}|arq:.*"
 )
 
@@ -220,7 +220,7 @@ async def test_tenant_part_of_a_key_cannot_be_forged(
     after = await snapshot(real_redis)
     # Only the failure counter of this client's address changed.
     assert {k for k in after if after[k] != before.get(k)} == {
-        f"{PREFIX}:_auth:failures:127.0.0.1".encode()
+        f"{PREFIX}:_tenants:{{admin}}:failures:127.0.0.1".encode()
     }
 
 

@@ -13,7 +13,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from service.api.limits import MAX_WINDOW_MS, window_for
-from service.api.middleware import BodyLimit
+from service.api.middleware import RequestBody
 from service.errors import InvalidInput
 from service.ids import validate_stream_id
 from service.paging import decode_cursor, encode_cursor
@@ -79,7 +79,7 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def call(
-    app: BodyLimit, messages: list[Message], headers: dict[str, str], *, stall: bool = False
+    app: RequestBody, messages: list[Message], headers: dict[str, str], *, stall: bool = False
 ) -> tuple[int, dict[str, str], Any]:
     pending = list(messages)
 
@@ -109,11 +109,17 @@ async def call(
 
 
 async def test_body_bound_in_any_asgi_server() -> None:
-    app = BodyLimit(echo, max_bytes=10, timeout_seconds=0.2)
+    app = RequestBody(echo, max_bytes=10, timeout_seconds=0.2)
     chunk = {"type": "http.request", "body": b"12345", "more_body": True}
     last = {"type": "http.request", "body": b"", "more_body": False}
-    assert await call(app, [chunk, last], {"content-length": "5"}) == (200, {}, "5")
-    assert (await call(app, [chunk, chunk, last], {"transfer-encoding": "chunked"}))[2] == "10"
+    json_type = {"content-type": "application/json"}
+    assert await call(app, [chunk, last], {"content-length": "5", **json_type}) == (200, {}, "5")
+    chunked = {"transfer-encoding": "chunked", **json_type}
+    assert (await call(app, [chunk, chunk, last], chunked))[2] == "10"
+    status, headers, problem = await call(app, [chunk, last], {"content-length": "5"})
+    assert (status, problem["title"]) == (415, "Unsupported Media Type")
+    assert "connection" not in headers  # the body was read: the connection stays usable
+    assert await call(app, [last], {"content-length": "0"}) == (200, {}, "0")
 
     status, headers, problem = await call(app, [], {"content-length": "11"})
     assert (status, headers["connection"], problem["limit"]) == (413, "close", 10)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from service.api.deps import JsonBody, StoreDep
+from service.api.deps import StoreDep
 from service.api.routes import V1
 from service.api.schemas import BookmarkList, BookmarkSet, EventList, MessageList
 from service.models import Bookmark, messages_from_events
@@ -16,7 +16,7 @@ router = APIRouter(prefix=V1 + "/sessions/{session_id}/bookmarks", tags=["bookma
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.put("/{name}", response_model=Bookmark, dependencies=[JsonBody])
+@router.put("/{name}", response_model=Bookmark)
 async def set_bookmark(
     session_id: str,
     name: str,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 
-from service.api.deps import JsonBody, MetricsDep, QueueDep, SettingsDep, StoreDep, TenantDep
+from service.api.deps import StoreDep, TenantCtx
 from service.api.routes import V1
 from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMessage
 from service.errors import PayloadTooLarge
@@ -16,24 +16,20 @@ from service.store import MAX_PAGE
 router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
 
 
-@router.post("/messages", status_code=202, response_model=SendAccepted, dependencies=[JsonBody])
+@router.post("/messages", status_code=202, response_model=SendAccepted)
 async def send_message(
     session_id: str,
     body: SendMessage,
-    tenant: TenantDep,
-    store: StoreDep,
-    queue: QueueDep,
-    settings: SettingsDep,
-    m: MetricsDep,
+    ctx: TenantCtx,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> SendAccepted:
+) -> Response:
     """Append the prompt as a ``user.message`` and queue its turn. A repeated
     ``Idempotency-Key`` returns the first message id (``duplicate: true``), never a second turn."""
-    limit = tenant.limits.max_message_bytes or settings.max_message_bytes
+    limit = ctx.tenant.limits.max_message_bytes or ctx.settings.max_message_bytes
     size = len(body.prompt.encode())
     if size > limit:
         raise PayloadTooLarge(f"prompt of {size} bytes is over the limit of {limit}", limit=limit)
-    result = await store.append(
+    result = await ctx.store.append(
         session_id,
         [NewEvent(type=EventType.USER_MESSAGE.value, data={"content": body.prompt})],
         idempotency_key=idempotency_key,
@@ -42,9 +38,11 @@ async def send_message(
     message_id = result.event_ids[0]
     # Also for a duplicate: the job id is deterministic, so this never runs a turn twice, and
     # it heals a crash between the append and the enqueue of the first request.
-    await queue.enqueue_turn(tenant.id, session_id, message_id)
-    m.turns_enqueued.inc()
-    return SendAccepted(message_id=message_id, duplicate=result.duplicate)
+    await ctx.queue.enqueue_turn(ctx.tenant.id, session_id, message_id)
+    ctx.metrics.turns_enqueued.inc()
+    # A response of its own: FastAPI would check the model built here once more (every send).
+    accepted = SendAccepted(message_id=message_id, duplicate=result.duplicate)
+    return Response(accepted.model_dump_json(), 202, media_type="application/json")
 
 
 SCAN_PAGES = 10  # event pages one request reads at most while looking for messages

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from service.api.deps import JsonBody, SettingsDep, StoreDep, TenantDep
+from service.api.deps import SettingsDep, StoreDep, TenantDep
 from service.api.routes import V1
 from service.api.schemas import SessionCreate, SessionList, SessionPublic, SessionUpdate
 from service.errors import InvalidInput
@@ -25,7 +25,7 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-@router.post("", status_code=201, response_model=SessionPublic, dependencies=[JsonBody])
+@router.post("", status_code=201, response_model=SessionPublic)
 async def create_session(
     body: SessionCreate, tenant: TenantDep, store: StoreDep, settings: SettingsDep
 ) -> SessionPublic:
@@ -61,7 +61,7 @@ async def get_session(session_id: str, store: StoreDep) -> SessionPublic:
     return SessionPublic.of(await store.get(session_id))
 
 
-@router.patch("/{session_id}", response_model=SessionPublic, dependencies=[JsonBody])
+@router.patch("/{session_id}", response_model=SessionPublic)
 async def update_session(session_id: str, body: SessionUpdate, store: StoreDep) -> SessionPublic:
     """Change name, summary, labels, TTL or the infinite flag; unset fields stay as they are."""
     info = await store.update(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import AdminDep, JsonBody, RuntimeDep, TenantDep
+from service.api.deps import AdminDep, RuntimeDep, TenantDep
 from service.api.routes import V1
 from service.api.schemas import (
     TenantCreate,
@@ -25,7 +25,7 @@ async def own_tenant(tenant: TenantDep) -> TenantPublic:
     return TenantPublic.of(tenant)
 
 
-@admin.post("", status_code=201, response_model=TenantWithKey, dependencies=[JsonBody])
+@admin.post("", status_code=201, response_model=TenantWithKey)
 async def create_tenant(body: TenantCreate, rt: RuntimeDep) -> TenantWithKey:
     """Create a tenant; the response holds its API key, which is never shown again."""
     tenant, api_key = await rt.tenants.create(
@@ -48,7 +48,7 @@ async def get_tenant(tenant_id: str, rt: RuntimeDep) -> TenantPublic:
     return TenantPublic.of(await rt.tenants.get(tenant_id))
 
 
-@admin.patch("/{tenant_id}", response_model=TenantPublic, dependencies=[JsonBody])
+@admin.patch("/{tenant_id}", response_model=TenantPublic)
 async def update_tenant(tenant_id: str, body: TenantUpdate, rt: RuntimeDep) -> TenantPublic:
     """Rename, disable or enable, or change limits and retention (merged field by field)."""
     tenant = await rt.tenants.get(tenant_id)
