@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -73,7 +74,7 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
 
 
 async def use_lean_connections(client: Redis) -> None:
-    """Make a client's pool open ``_LeanWrites`` connections from now on (for a client made
+    """Make a client's pool open ``_LeanIO`` connections from now on (for a client made
     elsewhere, such as arq's queue pool); the connections it holds are closed."""
     pool = client.connection_pool
     lean = _LEAN.get(pool.connection_class)
@@ -84,13 +85,15 @@ async def use_lean_connections(client: Redis) -> None:
     pool.connection_class = lean
 
 
-class _LeanWrites(AbstractConnection):
-    """The data client's connection: as redis-py's, with a cheaper way to send a command.
+class _LeanIO(AbstractConnection):
+    """The data client's connection: as redis-py's, with cheaper ways to send a command.
 
     redis-py 5 packs every command in Python and, with a socket timeout set, sends it inside
     ``asyncio.wait_for``, which on Python 3.11 starts a task per command. Here hiredis packs
     it, and only a write that has to wait for the socket is timed (with ``asyncio.timeout``,
-    no task). What fails, and how, is redis-py's."""
+    no task). Before handing out a pooled connection, redis-py checks that it holds no unread
+    data with a zero-timeout read, a trip through the event loop per command; here the check
+    looks at what the event loop has already received. What fails, and how, is redis-py's."""
 
     _packer = HiredisRespSerializer()
 
@@ -128,16 +131,29 @@ class _LeanWrites(AbstractConnection):
             await self.disconnect(nowait=True)
             raise
 
+    async def can_read_destructive(self) -> bool:
+        """Whether this idle connection holds unread data or was closed (the pool then
+        reconnects it), as far as the event loop has received: data or an end of stream it has
+        not yet seen fails the next read instead (the command's request gets a 503), where
+        redis-py would wait one loop iteration on every command to look."""
+        stream: Any = self._reader
+        reader: Any = getattr(self._parser, "_reader", None)  # hiredis' (else redis-py's own)
+        if stream is None or not hasattr(reader, "has_data") or not hasattr(stream, "_buffer"):
+            return bool(await super().can_read_destructive())  # type: ignore[no-untyped-call]
+        if not getattr(self._parser, "_connected", False):
+            raise rexc.ConnectionError("Connection closed by server.")
+        return bool(stream.at_eof() or stream.exception() or stream._buffer or reader.has_data())
 
-class _LeanConnection(_LeanWrites, Connection):
+
+class _LeanConnection(_LeanIO, Connection):
     pass
 
 
-class _LeanSSLConnection(_LeanWrites, SSLConnection):
+class _LeanSSLConnection(_LeanIO, SSLConnection):
     pass
 
 
-class _LeanUnixConnection(_LeanWrites, UnixDomainSocketConnection):
+class _LeanUnixConnection(_LeanIO, UnixDomainSocketConnection):
     pass
 
 
@@ -155,6 +171,29 @@ async def close_redis(client: Any) -> None:
     await client.aclose()
     for sentinel in getattr(manager, "sentinels", []):
         await sentinel.aclose()
+
+
+class LuaScript:
+    """A Lua script run by its SHA1 (EVALSHA), loaded into Redis when Redis does not know it.
+
+    What redis-py's ``register_script`` does, minus its per-call ``isinstance`` check against
+    its pipeline class, which goes through ``typing.Protocol`` machinery and was a visible
+    share of every request (three scripts run per send)."""
+
+    def __init__(self, client: Any, text: str) -> None:
+        self._client = client
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(
+        self, keys: Sequence[str] = (), args: Sequence[str | int | float | bytes] = ()
+    ) -> Any:
+        try:
+            return await self._client.evalsha(self.sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            # a Redis restarted without its script cache, or a new Cluster node
+            await self._client.script_load(self.text)
+            return await self._client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 @contextmanager

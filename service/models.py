@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypedDict
@@ -42,9 +42,13 @@ class Event(TypedDict):
     data: dict[str, Any]
 
 
-class NewEvent(BaseModel):
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append (the store assigns its id and time). A plain dataclass: events are
+    built by the service itself, never parsed from a request, and one is made per send."""
+
     type: str
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

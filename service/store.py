@@ -13,12 +13,13 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service import keys as K
 from service import scripts
-from service.connections import RedisClient, store_errors
+from service.connections import LuaScript, RedisClient, store_errors
 from service.errors import (
     BookmarkNotFound,
     Conflict,
@@ -51,11 +52,16 @@ MAX_PAGE = 1_000
 MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_event(event: NewEvent, max_bytes: int) -> str:
-    """The stored form of an event; refuses one larger than ``max_bytes``."""
-    body = json.dumps(
-        {"type": event.type, "data": event.data}, separators=(",", ":"), ensure_ascii=False
-    )
+    """The stored form of an event (compact JSON); refuses one larger than ``max_bytes``."""
+    doc = {"type": event.type, "data": event.data}
+    try:
+        body = orjson.dumps(doc).decode()
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, keys that are not strings
+        body = _JSON.encode(doc)
     size = len(body.encode())
     if size > max_bytes:
         raise PayloadTooLarge(
@@ -86,7 +92,7 @@ class Store:
         self.default_ttl = default_ttl
         self.max_event_bytes = max_event_bytes
         self.max_sessions = max_sessions
-        self.scripts = {s.name: self.redis.register_script(s.text) for s in scripts.ALL}
+        self.scripts = {s.name: LuaScript(self.redis, s.text) for s in scripts.ALL}
         self.reader: Any = _raw_stream_reader(redis)
 
     def tenant(self, tenant_id: str) -> TenantStore:

@@ -19,7 +19,7 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
 from service.config import Settings
-from service.connections import close_redis, store_errors, use_lean_connections
+from service.connections import LuaScript, close_redis, store_errors, use_lean_connections
 
 QUEUE_NAME = "sessions:queue"
 RUN_TURN = "run_turn"
@@ -69,7 +69,7 @@ class TurnQueue:
 
     def __init__(self, pool: ArqRedis) -> None:
         self.pool = pool
-        self._enqueue_script = pool.register_script(_ENQUEUE)
+        self._enqueue_script = LuaScript(pool, _ENQUEUE)
 
     @classmethod
     async def connect(cls, settings: Settings) -> TurnQueue:

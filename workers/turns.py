@@ -26,6 +26,7 @@ from typing import Any
 
 from service import keys as K
 from service.config import Settings
+from service.connections import LuaScript
 from service.errors import ProviderError, SessionNotFound
 from service.logging import get_logger
 from service.models import Event, EventType, NewEvent, SessionInfo
@@ -66,8 +67,8 @@ class SessionLease:
         self._key = K.turn_lock_key(runtime.settings.key_prefix, tenant, session_id)
         self._lease_ms = int(lease_s * 1000)
         self._token = f"{HOST}:{os.getpid()}:{secrets.token_hex(8)}"
-        self._release = self._redis.register_script(_RELEASE)
-        self._renew = self._redis.register_script(_RENEW)
+        self._release = LuaScript(self._redis, _RELEASE)
+        self._renew = LuaScript(self._redis, _RENEW)
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[bool]:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
 
 from service import keys as K
-from service.connections import RedisClient, store_errors
+from service.connections import LuaScript, RedisClient, store_errors
 from service.errors import LimitExceeded, StoreFull, Unauthorized
 from service.metrics import Metrics
 from service.tenants import Tenant, TenantRegistry, tenant_of_key
@@ -97,8 +97,8 @@ class RequestLimits:
         self._redis: Any = cast(Any, redis)
         self._prefix = prefix
         self._metrics = metrics
-        self._count = self._redis.register_script(WINDOW_COUNT)
-        self._read = self._redis.register_script(WINDOW_READ)
+        self._count = LuaScript(self._redis, WINDOW_COUNT)
+        self._read = LuaScript(self._redis, WINDOW_READ)
 
     async def hit_tenant(self, tenant_id: str, rate_per_second: float) -> None:
         """Count a request of ``tenant_id``; ``LimitExceeded`` when it is over its rate."""

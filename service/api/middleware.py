@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import email.message
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -27,10 +27,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def request_id_from(value: str | None) -> str:
-    """The caller's request id when it is a sane token, else a fresh one."""
+    """The caller's request id when it is a sane token, else a fresh one (32 hex digits)."""
     if value is not None and _REQUEST_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def route_template(scope: Scope) -> str:
