@@ -49,6 +49,7 @@ LIFECYCLE_MAXLEN = 10_000
 LIST_SCAN_BUDGET = 1_000
 EXPORT_PAGE = 500
 MAX_PAGE = 1_000
+KEPT_TENANT_STORES = 10_000
 MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s
 
 
@@ -94,9 +95,16 @@ class Store:
         self.max_sessions = max_sessions
         self.scripts = {s.name: LuaScript(self.redis, s.text) for s in scripts.ALL}
         self.reader: Any = _raw_stream_reader(redis)
+        self._tenants: dict[str, TenantStore] = {}
 
     def tenant(self, tenant_id: str) -> TenantStore:
-        return TenantStore(self, tenant_id)
+        """The store of one tenant (kept: one is asked for on every request)."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            if len(self._tenants) >= KEPT_TENANT_STORES:
+                self._tenants.clear()
+            tenant = self._tenants[tenant_id] = TenantStore(self, tenant_id)
+        return tenant
 
     async def ping(self) -> None:
         with store_errors("answer a ping"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import email.message
+import itertools
 import os
 import re
 import time
@@ -26,11 +27,39 @@ _BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+class _RequestIds:
+    """Fresh request ids: 32 hex digits, a random per-process half and a counter (no system
+    call per request; ids are for correlation, not secrets)."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+_request_ids = _RequestIds()
+
+
 def request_id_from(value: str | None) -> str:
     """The caller's request id when it is a sane token, else a fresh one (32 hex digits)."""
     if value is not None and _REQUEST_ID.fullmatch(value):
         return value
-    return os.urandom(16).hex()
+    return _request_ids.next()
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header by its lower-case name (ASGI servers lower-case them)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
 
 
 def route_template(scope: Scope) -> str:
@@ -52,7 +81,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = request_id_from(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        request_id = request_id_from(header(scope, b"x-request-id"))
         clear_request()
         bind_request(request_id=request_id)
         started = time.perf_counter()
