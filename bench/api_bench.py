@@ -3,7 +3,7 @@
 Ours: ``sessionctl serve`` (``python -m service.cli.main serve``) as a subprocess, with default
 settings except ``SESSIONS_RATE_LIMIT_PER_SECOND=0`` (so a load of thousands of requests per
 second is not refused); it authenticates every request's API key, validates it, records metrics
-and logs one JSON line per request (to a discarded stderr).
+and logs one JSON line per request (stderr goes to a temporary file).
 Baseline: ``bench/minimal_app.py`` under uvicorn with the same options (one process, the same
 event loop and HTTP implementation): raw redis-py sending Redis the same commands on the same
 keys, and nothing else (no key check, validation, limits, metrics or logging). Each measured load
