@@ -27,7 +27,7 @@ from service.api.routes import (
 from service.config import Settings
 from service.logging import configure_logging
 from service.metrics import Metrics
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime, build_runtime, settle_heap
 from workers.queue import TurnQueue
 
 BODY_HEADROOM = 64 * 1024  # JSON framing and other fields around the largest message
@@ -98,4 +98,6 @@ def app() -> FastAPI:
     """The uvicorn factory: settings from the environment, logging configured, then the app."""
     settings = Settings()
     configure_logging(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    settle_heap()
+    return app

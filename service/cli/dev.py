@@ -19,7 +19,7 @@ from service.config import LogFormat, Settings
 from service.embedded import RedisProcess, free_port
 from service.errors import TenantNotFound
 from service.logging import configure_logging
-from service.runtime import Runtime, build_runtime
+from service.runtime import Runtime, build_runtime, settle_heap
 from service.tenants import digest, tenant_of_key
 
 DEV_TENANT = "dev"
@@ -104,6 +104,7 @@ async def _serve(settings: Settings, args: argparse.Namespace, data_dir: Path) -
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
     )
     worker = build_worker(settings, runtime=runtime, handle_signals=False)
+    settle_heap()
     url = f"http://{args.host}:{args.port}"
     print(
         f"\nSession service (dev) on {url}  docs: {url}/docs\n"

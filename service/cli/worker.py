@@ -9,6 +9,7 @@ from typing import Any
 
 from service.config import Settings
 from service.logging import configure_logging
+from service.runtime import settle_heap
 
 
 def register(sub: Any) -> None:
@@ -43,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
         return 0 if healthy else 1
     configure_logging(settings)
     worker = build_worker(settings, burst=args.burst)
+    settle_heap()
     worker.run()
     return 0
