@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,16 @@ async def wait_ready(api: Api, procs: Processes, timeout: float = 30.0) -> None:
                     return
             await asyncio.sleep(0.05)
     raise AssertionError(f"{api.name} did not become ready:\n{procs.output()}")
+
+
+async def until(check: Callable[[], bool], what: str, procs: Processes, timeout: float) -> None:
+    """Until ``check()`` holds; fails with every child's log after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{procs.output()}")
+        await asyncio.sleep(0.02)
 
 
 async def all_events(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:

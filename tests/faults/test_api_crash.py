@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from tests.faults.conftest import (
     all_events,
     auth,
     create_tenant,
+    until,
     wait_ready,
 )
 
@@ -71,15 +72,6 @@ async def producing(http: httpx.AsyncClient) -> AsyncIterator[asyncio.Task[None]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def wait_for(check: Callable[[], bool], what: str, procs: Processes, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{procs.output()}")
-        await asyncio.sleep(0.02)
 
 
 async def settled(http: httpx.AsyncClient, procs: Processes) -> list[dict[str, Any]]:
@@ -141,7 +133,7 @@ async def test_a_replica_killed_mid_stream_loses_and_repeats_no_event(cluster: C
         following = asyncio.create_task(follower.follow([api1.url, api2.url]))
         try:
             async with producing(http) as produce:
-                await wait_for(
+                await until(
                     lambda: mid_turn([e["type"] for e in follower.events]),
                     "a turn mid-stream",
                     procs,
@@ -150,7 +142,7 @@ async def test_a_replica_killed_mid_stream_loses_and_repeats_no_event(cluster: C
                 procs.kill(api1.proc)
                 await asyncio.wait_for(produce, 30)
             stored = await settled(http, procs)
-            await wait_for(lambda: len(follower.events) >= len(stored), "the follower", procs, 30)
+            await until(lambda: len(follower.events) >= len(stored), "the follower", procs, 30)
         finally:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
@@ -202,7 +194,7 @@ async def test_session_on_resumes_on_another_replica_without_gap_or_repeat(
         unsubscribe = session.on(received.append)
         try:
             async with producing(http) as produce:
-                await wait_for(
+                await until(
                     lambda: mid_turn([e.type for e in received]), "a turn mid-stream", procs, 30
                 )
                 assert transport.current == 0  # still on replica 1
@@ -210,7 +202,7 @@ async def test_session_on_resumes_on_another_replica_without_gap_or_repeat(
                 await asyncio.wait_for(produce, 30)
             stored = await settled(http, procs)
             expected = [e for e in stored if e["id"] != start]
-            await wait_for(lambda: len(received) >= len(expected), "the listener", procs, 30)
+            await until(lambda: len(received) >= len(expected), "the listener", procs, 30)
         finally:
             unsubscribe()
             await session.disconnect()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -24,6 +23,7 @@ from tests.faults.conftest import (
     auth,
     create_tenant,
     redis_client,
+    until,
     wait_ready,
 )
 
@@ -71,15 +71,6 @@ async def sender(n: int, url: str, key: str, ledger: Ledger, stop: asyncio.Event
                         ledger.unexpected.append(f"{content}: {resp.status_code} {resp.text}")
                 await asyncio.sleep(RETRY_PAUSE_S)
             i += 1
-
-
-async def until(check: Callable[[], bool], what: str, procs: Processes, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{procs.output()}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.slow
