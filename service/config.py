@@ -112,7 +112,9 @@ class Settings(BaseSettings):
     job_timeout_seconds: float = Field(
         default=120,
         gt=0,
-        description="Timeout of a worker job; a dead worker's turn is retried after it + 10 s.",
+        description=(
+            "Deadline of one turn (seconds); past it the turn is retried, three times at most."
+        ),
     )
     sweep_interval_seconds: int = Field(
         default=60, ge=1, description="Period of the expiry sweep cron."

@@ -31,7 +31,7 @@ def health_key(host: str | None = None) -> str:
 
 
 def functions(settings: Settings) -> list[Any]:
-    timeout = settings.job_timeout_seconds
+    timeout = turns.job_backstop_seconds(settings.job_timeout_seconds)
     return [
         func(turns.run_turn, name=queue.RUN_TURN, timeout=timeout, max_tries=5, keep_result=60),
         func(background.set_title, name=queue.SET_TITLE, timeout=timeout, max_tries=3),
@@ -53,7 +53,7 @@ def cron_jobs_for(settings: Settings) -> list[Any]:
 
     Their timeouts stay at the turn job's: arq retries a dead worker's jobs after the LARGEST
     function timeout + 10 s, so a long cron timeout would delay the recovery of every turn."""
-    timeout = settings.job_timeout_seconds
+    timeout = turns.job_backstop_seconds(settings.job_timeout_seconds)
     return [
         cron(
             cron_jobs.sweep_expired_job,
@@ -102,7 +102,7 @@ def build_worker(
         "on_startup": startup,
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_concurrency,
-        "job_timeout": settings.job_timeout_seconds,
+        "job_timeout": turns.job_backstop_seconds(settings.job_timeout_seconds),
         "poll_delay": settings.worker_poll_delay_seconds,
         "keep_result": 60,
         "burst": burst,

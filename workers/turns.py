@@ -3,9 +3,15 @@
 Ordering: a session's pending turns are a list in Redis (appended with the user message, in one
 script). The job for any of them takes the session's lease and answers the oldest pending turn,
 then the next, until none is left; a job that finds the lease taken leaves, because the holder
-will drain the list, and the holder looks again after letting go so nothing is stranded. A long
-backlog must not outlast the job's timeout (arq would cancel the job and not retry it): after
-half of it the holder lets go and enqueues a continuation job, which drains on.
+will drain the list, and the holder looks again after letting go so nothing is stranded.
+
+Deadlines: one turn may run for ``job_timeout_seconds`` (the turn deadline), enforced here with
+``asyncio.timeout``, so the job is never cancelled in the middle of its own hand-over: a turn past
+its deadline is handed to a continuation job (counted as a cut-off; past ``MAX_CUT_OFF`` of them
+the turn ends with a timeout error) while this job still runs normally. A job starts another turn
+only within the first ``HAND_OVER_SHARE`` of the deadline, then lets go and enqueues a
+continuation, which drains on. arq's own job timeout (``job_backstop_seconds``) lies beyond the
+longest such job and is only a backstop.
 
 Exactly once: the reply is appended by ``complete_turn``, which pops the turn in the same script
 and refuses if the turn is no longer the oldest pending one. A worker killed mid-turn leaves the
@@ -38,7 +44,17 @@ from workers.queue import TurnQueue
 
 log = get_logger("workers.turns")
 CONTEXT_EVENTS = 400  # newest events read for one turn's context
-MAX_CUT_OFF = 3  # jobs cut off by their timeout on one turn before the turn fails
+MAX_CUT_OFF = 3  # deadlines one turn may pass before it fails
+HAND_OVER_SHARE = 0.25  # share of the turn deadline after which a job starts no further turn
+JOB_GRACE_S = 10.0  # arq's backstop beyond the longest job this module runs
+
+
+def job_backstop_seconds(turn_deadline_s: float) -> float:
+    """arq's timeout for a turn job: a job starts a turn within ``HAND_OVER_SHARE`` of the
+    deadline, the turn runs to the deadline at most, then the hand-over's few writes follow."""
+    return turn_deadline_s * (1 + HAND_OVER_SHARE) + JOB_GRACE_S
+
+
 KEEP_MESSAGES = 6  # messages compaction keeps verbatim
 
 HOST = socket.gethostname()
@@ -96,18 +112,18 @@ async def run_turn(
 ) -> str:
     """arq job: answer the session's pending turns, oldest first. ``message_id`` names the turn
     that enqueued this job (for logs and the job id); it may be answered by another job.
-    ``attempt`` counts the jobs that were cut off by their timeout while answering it."""
+    ``attempt`` counts the turn deadlines already passed while answering it."""
     runtime: Runtime = ctx["runtime"]
     queue: TurnQueue = ctx["queue"]
     store = runtime.store.tenant(tenant)
-    timeout = ctx["settings"].job_timeout_seconds
-    lease_s = max(5.0, min(30.0, timeout))
-    hand_over_at = time.monotonic() + timeout / 2
+    deadline_s = ctx["settings"].job_timeout_seconds
+    lease_s = max(5.0, min(30.0, deadline_s))
+    hand_over_at = time.monotonic() + deadline_s * HAND_OVER_SHARE
     answered = 0
     current: str | None = None
     try:
         while True:
-            next_turn = None
+            next_turn, tries = None, 0
             async with SessionLease(runtime, tenant, session_id, lease_s).hold() as held:
                 if not held:
                     return f"busy (answered {answered})"
@@ -117,23 +133,39 @@ async def run_turn(
                         break
                     current = pending[0]
                     if attempt >= MAX_CUT_OFF and current == message_id:
-                        await give_up(store, session_id, current, timeout)
+                        await give_up(store, session_id, current, deadline_s)
                     else:
-                        await answer(ctx, store, session_id, current)
+                        try:
+                            async with asyncio.timeout(deadline_s) as turn_deadline:
+                                await answer(ctx, store, session_id, current)
+                        except TimeoutError:
+                            if not turn_deadline.expired():
+                                raise
+                            next_turn = current
+                            tries = attempt + 1 if current == message_id else 1
+                            log.warning(
+                                "turn.deadline",
+                                tenant=tenant,
+                                session=session_id,
+                                turn=current,
+                                tries=tries,
+                            )
+                            break
                     answered += 1
                     current = None
             if next_turn is not None:  # enqueued after the lease is free, so it cannot miss it
-                await queue.enqueue_continuation(tenant, session_id, next_turn, 0)
+                await queue.enqueue_continuation(tenant, session_id, next_turn, tries)
                 return f"answered {answered}, continued at {next_turn}"
             if not await store.pending_turns(session_id):
                 return f"answered {answered}"
     except SessionNotFound:
         return f"session gone (answered {answered})"
     except asyncio.CancelledError:
-        # arq's job timeout (it does not retry a timed-out job): hand the turn that was being
-        # answered to a new job, whose try starts it over; past MAX_CUT_OFF tries it fails.
+        # The worker is shutting down (or arq's backstop fired): hand the turn that was being
+        # answered to a new job, whose try starts it over. A shutdown is no cut-off, so the
+        # turn's count of passed deadlines stays as it was.
         if current is not None:
-            tries = attempt + 1 if current == message_id else 1
+            tries = attempt if current == message_id else 0
             await queue.enqueue_continuation(tenant, session_id, current, tries)
         raise
 

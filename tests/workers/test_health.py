@@ -24,9 +24,12 @@ async def test_check_health_sees_this_hosts_worker_only(
 
 def test_crash_retry_delay_is_bound_to_the_job_timeout(settings: Settings) -> None:
     """arq retries a dead worker's job after its largest function timeout + 10 s: the cron jobs
-    must not stretch that beyond the turn job's own timeout."""
+    must not stretch that beyond the turn job's own backstop."""
     from workers.settings import build_worker
+    from workers.turns import job_backstop_seconds
 
     worker = build_worker(settings)
-    assert worker.in_progress_timeout_s == settings.job_timeout_seconds + 10
+    backstop = job_backstop_seconds(settings.job_timeout_seconds)
+    assert backstop > settings.job_timeout_seconds
+    assert worker.in_progress_timeout_s == backstop + 10
     assert {c.name for c in worker.cron_jobs} == {"sweep_expired", "apply_retention"}
