@@ -116,6 +116,12 @@ class Settings(BaseSettings):
             "Deadline of one turn (seconds); past it the turn is retried, three times at most."
         ),
     )
+    watchdog_interval_seconds: int = Field(
+        default=2,
+        ge=1,
+        le=60,
+        description="Period of the watchdog that hands stranded turns to a worker.",
+    )
     sweep_interval_seconds: int = Field(
         default=60, ge=1, description="Period of the expiry sweep cron."
     )

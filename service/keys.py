@@ -7,11 +7,11 @@ Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both valid
     P:t:{t/s}:bookmarks   hash    bookmark name -> JSON                    session TTL
     P:t:{t/s}:idem        hash    idempotency key -> event id              session TTL
     P:t:{t/s}:turns       list    pending turn message ids (oldest first)  session TTL
-    P:t:{t/s}:lock        string  lease of the worker running its turns    lease (seconds)
     P:t:{t/iN}:idx        zset    session id by modified ms (index shard N)     none
     P:t:{t/iN}:exp        zset    session id by expiry ms, finite sessions only none
     P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
     P:t:{t}:quota         string  request-rate window counter                   short
+    P:t:{t}:pending       zset    session id by ms registered with pending turns none
     P:_tenants:{admin}:records    hash    tenant id -> JSON (see ``service.tenants``)    none
     P:_tenants:{admin}:failures:A string  refused API keys from client address A       window
 
@@ -58,12 +58,6 @@ def session_keys(prefix: str, tenant: str, session_id: str) -> SessionKeys:
     return SessionKeys(*(f"{base}:{kind}" for kind in SESSION_KEY_KINDS))
 
 
-def turn_lock_key(prefix: str, tenant: str, session_id: str) -> str:
-    """The lease a worker holds while it runs a session's turns (same slot as the session; its
-    own short TTL, so a crashed holder frees it)."""
-    return f"{tenant_prefix(prefix, tenant)}{{{tenant}/{validate_session_id(session_id)}}}:lock"
-
-
 def index_shard(session_id: str, shards: int) -> int:
     """The index shard of a session: stable across processes (CRC32, not ``hash()``)."""
     return zlib.crc32(session_id.encode()) % shards if shards > 1 else 0
@@ -76,6 +70,11 @@ def index_keys(prefix: str, tenant: str, shard: int) -> IndexKeys:
 
 def lifecycle_key(prefix: str, tenant: str) -> str:
     return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:lifecycle"
+
+
+def pending_key(prefix: str, tenant: str) -> str:
+    """The tenant's registry of sessions that may have pending turns (``service.pending``)."""
+    return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:pending"
 
 
 def quota_key(prefix: str, tenant: str) -> str:

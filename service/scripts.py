@@ -7,6 +7,12 @@ Session scripts share one KEYS layout (built by ``SessionStore._keys``):
                                                           where the index is updated in the same
                                                           script; on a Cluster they live in other
                                                           slots and ``TOUCH_INDEX`` updates them)
+    KEYS[9]     the tenant's pending-turn registry       (single Redis only, like KEYS[6..8];
+                                                          see ``service.pending``)
+
+The worker answering a session's turns holds a lease in the metadata field ``lease``
+(``<token>|<expiry ms>``, see ``LEASE``); a running turn's writes name the token and are refused
+once another worker holds the lease, so a worker that lost it writes nothing more.
 
 Times come from the server (``TIME``), so replicas of the API with skewed clocks agree. Domain
 outcomes are returned as tables whose first element is a status word (``ok``, ``missing``,
@@ -48,6 +54,21 @@ local function refresh(sid, now)
   return deadline
 end
 
+-- The tenant's registry of sessions with pending turns (the watchdog's input, single Redis only).
+local function pending_add(sid, now)
+  if #KEYS >= 9 then redis.call('ZADD', KEYS[9], now, sid) end
+end
+local function pending_settle(sid)
+  if #KEYS >= 9 and redis.call('LLEN', KEYS[5]) == 0 then redis.call('ZREM', KEYS[9], sid) end
+end
+
+-- Whether ``token`` holds the session's turn lease (expired or not: only another holder that
+-- took it over after it expired makes it lost).
+local function holds(token)
+  local held = redis.call('HGET', KEYS[1], 'lease')
+  return held ~= false and string.sub(held, 1, #token + 1) == token .. '|'
+end
+
 local function lifecycle(kind, sid, now)
   if #KEYS >= 8 then
     redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[1], '*',
@@ -80,10 +101,11 @@ return {'ok', now, id, deadline}
 
 APPEND_EVENTS = r"""
 -- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), turn_op, turn_id, counters,
---       then one JSON per event.
+--       lease_token ('' = none), then one JSON per event.
 -- turn_op: 'none'; 'enqueue' (the first event starts a pending turn); 'guard' (append only while
--- turn_id is the oldest pending turn); 'complete' (guard, then pop it: a retried or aborted turn
--- cannot reply twice); 'abort' (append only if turns are pending, then drop them all).
+-- turn_id is the oldest pending turn, and lease_token, when given, holds the lease); 'complete'
+-- (guard, then pop it: a retried or aborted turn cannot reply twice); 'abort' (append only if
+-- turns are pending, then drop them all).
 -- counters: 'name=n,name=n' increments of metadata counters (messages, tokens).
 -- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'}
 local sid = ARGV[2]
@@ -94,26 +116,27 @@ if idem ~= '' then
   if prev then return {'dup', prev} end
 end
 local op = ARGV[4]
-if (op == 'complete' or op == 'guard') and redis.call('LINDEX', KEYS[5], 0) ~= ARGV[5] then
-  return {'stale'}
+if op == 'complete' or op == 'guard' then
+  if redis.call('LINDEX', KEYS[5], 0) ~= ARGV[5] then return {'stale'} end
+  if ARGV[7] ~= '' and not holds(ARGV[7]) then return {'stale'} end
 end
 if op == 'abort' and redis.call('LLEN', KEYS[5]) == 0 then return {'stale'} end
 local now = now_ms()
 local out = {'ok', now, 0}
 local last
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   last = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
   out[#out + 1] = last
 end
 redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', last)
-redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 6)
+redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 7)
 for name, n in string.gmatch(ARGV[6], '([%w_]+)=(%-?%d+)') do
   redis.call('HINCRBY', KEYS[1], name, n)
 end
 if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
-if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4])
-elseif op == 'complete' then redis.call('LPOP', KEYS[5])
-elseif op == 'abort' then redis.call('DEL', KEYS[5]) end
+if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4]); pending_add(sid, now)
+elseif op == 'complete' then redis.call('LPOP', KEYS[5]); pending_settle(sid)
+elseif op == 'abort' then redis.call('DEL', KEYS[5]); pending_settle(sid) end
 out[3] = refresh(sid, now)
 return out
 """
@@ -151,6 +174,7 @@ if #KEYS >= 7 then
   redis.call('ZREM', KEYS[6], sid)
   redis.call('ZREM', KEYS[7], sid)
 end
+pending_settle(sid)
 lifecycle('session.deleted', sid, now_ms())
 return 1
 """
@@ -255,6 +279,7 @@ SWEEP_SESSION = r"""
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+pending_settle(sid)
 if #KEYS < 7 then return 0 end
 local removed = redis.call('ZREM', KEYS[7], sid)
 redis.call('ZREM', KEYS[6], sid)
@@ -276,6 +301,65 @@ local t = redis.call('TIME')
 if tonumber(dl) > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+LEASE = r"""
+-- ARGV: lifecycle_maxlen, sid, op ('take' | 'renew' | 'release'), token, lease_ms.
+-- The lease of the worker answering the session's turns: the metadata field 'lease' =
+-- '<token>|<expiry ms>' (it goes with the session and costs no key of its own). 'take' sets it
+-- unless another token's lease is still live; 'renew' extends it while this token holds it (a
+-- lease that expired during a Redis stall and that nobody took over is still this token's);
+-- 'release' drops it while this token holds it.
+-- Returns 1 (taken, renewed, released) | 0 (another token holds it) | -1 (no such session).
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local now = now_ms()
+local op, token = ARGV[3], ARGV[4]
+local held = redis.call('HGET', KEYS[1], 'lease')
+if held and string.sub(held, 1, #token + 1) ~= token .. '|' then
+  local expiry = tonumber(string.match(held, '|(%d+)$') or '0')
+  if op ~= 'take' or expiry > now then return 0 end
+elseif not held and op ~= 'take' then
+  return 0
+end
+if op == 'release' then redis.call('HDEL', KEYS[1], 'lease'); return 1 end
+redis.call('HSET', KEYS[1], 'lease', token .. '|' .. (now + tonumber(ARGV[5])))
+return 1
+"""
+
+TURN_STATE = r"""
+-- ARGV: lifecycle_maxlen, sid.  Read only: what the watchdog decides on.
+-- Returns {exists(0|1), pending turns, oldest pending turn ('' = none), lease live(0|1)}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, '', 0} end
+local held = redis.call('HGET', KEYS[1], 'lease')
+local live = 0
+if held and tonumber(string.match(held, '|(%d+)$') or '0') > now_ms() then live = 1 end
+return {1, redis.call('LLEN', KEYS[5]), redis.call('LINDEX', KEYS[5], 0) or '', live}
+"""
+
+PENDING_REGISTER = r"""
+-- Cluster mode (the registry lives in another slot than the session). KEYS: registry.
+-- ARGV: sid. Registers the session before its turn is appended, by the server clock.
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+return 1
+"""
+
+PENDING_SETTLE = r"""
+-- KEYS: registry.  ARGV: sid, score seen, op ('prune' | 'bump').
+-- 'prune' removes the entry only if nobody registered the session again since it was read (its
+-- score is unchanged); 'bump' moves a still registered entry to now (a rescue was dispatched).
+-- Returns 1 when changed, else 0.
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+if ARGV[3] == 'prune' then
+  if tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+  ARGV[1])
 return 1
 """
 
@@ -302,4 +386,8 @@ ALL = (
     ScriptSource("touch_index", TOUCH_INDEX, session=False),
     ScriptSource("sweep_session", SWEEP_SESSION, session=True),
     ScriptSource("sweep_index", SWEEP_INDEX, session=False),
+    ScriptSource("lease", LEASE, session=True),
+    ScriptSource("turn_state", TURN_STATE, session=True),
+    ScriptSource("pending_register", PENDING_REGISTER, session=False),
+    ScriptSource("pending_settle", PENDING_SETTLE, session=False),
 )

@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -43,6 +44,7 @@ from service.models import (
     session_info_from_hash,
 )
 from service.paging import ShardPage, decode_cursor, merge_shards
+from service.pending import PendingRegistry
 from service.retention import SessionFacts
 
 LIFECYCLE_MAXLEN = 10_000
@@ -69,6 +71,16 @@ def encode_event(event: NewEvent, max_bytes: int) -> str:
             f"event of {size} bytes is over the limit of {max_bytes} bytes", limit=max_bytes
         )
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class TurnState:
+    """A session's turns as the watchdog sees them."""
+
+    exists: bool
+    pending: int
+    oldest: str
+    lease_live: bool
 
 
 class Store:
@@ -106,6 +118,16 @@ class Store:
             tenant = self._tenants[tenant_id] = TenantStore(self, tenant_id)
         return tenant
 
+    def pending(self, tenant_id: str) -> PendingRegistry:
+        """The registry of ``tenant_id``'s sessions with pending turns."""
+        return PendingRegistry(self.redis, self.scripts, self.prefix, tenant_id)
+
+    async def server_time_ms(self) -> int:
+        """Now, by the Redis server's clock (on a Cluster, by one of its nodes)."""
+        with store_errors("read the server time"):
+            sec, usec = await self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
     async def ping(self) -> None:
         with store_errors("answer a ping"):
             await self.redis.ping()
@@ -132,7 +154,12 @@ class TenantStore:
         keys = self._session_keys(session_id).all()
         if not self._s.cluster:
             idx = self._index_keys(session_id)
-            keys += [idx.idx, idx.exp, K.lifecycle_key(self._s.prefix, self.tenant_id)]
+            keys += [
+                idx.idx,
+                idx.exp,
+                K.lifecycle_key(self._s.prefix, self.tenant_id),
+                K.pending_key(self._s.prefix, self.tenant_id),
+            ]
         return keys
 
     async def _run(self, name: str, session_id: str, args: Sequence[str | int], action: str) -> Any:
@@ -163,6 +190,10 @@ class TenantStore:
             ]
             if lifecycle is not None:
                 calls.append(self._lifecycle(lifecycle, session_id, now))
+            if remove:  # a deleted session has no pending turn left
+                calls.append(
+                    self._s.redis.zrem(K.pending_key(self._s.prefix, self.tenant_id), session_id)
+                )
             await asyncio.gather(*calls)
 
     async def _lifecycle(self, kind: str, session_id: str, now: int) -> None:
@@ -298,6 +329,13 @@ class TenantStore:
     ) -> AppendResult:
         """Append events atomically, in one round trip; with ``enqueue_turn`` the first event
         (a user message) becomes the newest pending turn."""
+        if enqueue_turn and self._s.cluster:
+            # The registry lives in another slot: registered first, so a turn can never be
+            # pending unseen by the watchdog (an entry without a turn is pruned by it).
+            with store_errors("register a pending turn"):
+                await self._s.scripts["pending_register"](
+                    keys=[K.pending_key(self._s.prefix, self.tenant_id)], args=[session_id]
+                )
         res = await self._append(
             session_id, events, idempotency_key, "enqueue" if enqueue_turn else "none", ""
         )
@@ -306,11 +344,12 @@ class TenantStore:
         return res
 
     async def guarded_append(
-        self, session_id: str, turn_id: str, events: Sequence[NewEvent]
+        self, session_id: str, turn_id: str, events: Sequence[NewEvent], *, lease: str = ""
     ) -> AppendResult | None:
-        """Append only while ``turn_id`` is the oldest pending turn (a running turn's progress);
-        None once it is not (aborted, or completed by another try)."""
-        return await self._append(session_id, events, None, "guard", turn_id)
+        """Append only while ``turn_id`` is the oldest pending turn (a running turn's progress)
+        and, when given, the ``lease`` token holds the session's lease; None once either is
+        not so (aborted, completed by another try, or the lease was taken over)."""
+        return await self._append(session_id, events, None, "guard", turn_id, lease=lease)
 
     async def complete_turn(
         self,
@@ -318,14 +357,35 @@ class TenantStore:
         turn_id: str,
         events: Sequence[NewEvent],
         counters: dict[str, int] | None = None,
+        *,
+        lease: str = "",
     ) -> AppendResult | None:
         """Append a turn's final events and pop it, only while ``turn_id`` is the oldest pending
-        turn. None when it is not (already completed by an earlier try, or aborted)."""
-        return await self._append(session_id, events, None, "complete", turn_id, counters)
+        turn (and ``lease``, when given, holds the lease). None when it is not (already
+        completed by an earlier try, aborted, or the lease was taken over)."""
+        return await self._append(
+            session_id, events, None, "complete", turn_id, counters, lease=lease
+        )
 
     async def abort_turns(self, session_id: str, events: Sequence[NewEvent]) -> AppendResult | None:
         """Drop every pending turn and append ``events``; None when no turn was pending."""
         return await self._append(session_id, events, None, "abort", "")
+
+    async def lease(self, session_id: str, op: str, token: str, lease_ms: int = 0) -> bool:
+        """Take, renew or release the session's turn lease for ``token`` (see the ``lease``
+        script); False when another token holds it. ``SessionNotFound`` when the session is
+        gone."""
+        res = int(await self._run("lease", session_id, [op, token, lease_ms], "hold a lease"))
+        if res == -1:
+            raise _missing(session_id)
+        return res == 1
+
+    async def turn_state(self, session_id: str) -> TurnState:
+        """What the watchdog decides on, read atomically."""
+        exists, pending, oldest, live = await self._run(
+            "turn_state", session_id, [], "read a session's turns"
+        )
+        return TurnState(bool(exists), int(pending), str(oldest), bool(live))
 
     async def pending_turns(self, session_id: str) -> list[str]:
         """Message ids of pending turns, oldest first."""
@@ -343,6 +403,8 @@ class TenantStore:
         turn_op: str,
         turn_id: str,
         counters: dict[str, int] | None = None,
+        *,
+        lease: str = "",
     ) -> AppendResult | None:
         if not events:
             raise InvalidInput("append needs at least one event")
@@ -359,6 +421,7 @@ class TenantStore:
                 turn_op,
                 turn_id,
                 ",".join(f"{k}={int(v)}" for k, v in counts.items() if v),
+                lease,
                 *bodies,
             ],
             "append events",

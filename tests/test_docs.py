@@ -25,5 +25,6 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_every_key_kind_is_in_the_architecture_doc() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text()
-    for kind in ("meta", "events", "bookmarks", "idem", "turns", "lock", "idx", "exp", "lifecycle"):
+    kinds = ("meta", "events", "bookmarks", "idem", "turns", "idx", "exp", "lifecycle", "pending")
+    for kind in kinds:
         assert f":{kind}`" in doc, kind

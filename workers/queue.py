@@ -102,6 +102,13 @@ class TurnQueue:
         job_id = f"{turn_job_id(tenant, session_id, message_id)}:more{attempt}"
         await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id, attempt)
 
+    async def enqueue_rescue(
+        self, tenant: str, session_id: str, message_id: str, at_ms: int
+    ) -> None:
+        """A turn job the watchdog hands a stranded session (``at_ms`` makes its id new)."""
+        job_id = f"{turn_job_id(tenant, session_id, message_id)}:wd{at_ms}"
+        await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id)
+
     async def enqueue_title(self, tenant: str, session_id: str) -> None:
         await self._enqueue(SET_TITLE, f"title:{tenant}:{session_id}", tenant, session_id)
 

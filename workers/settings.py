@@ -19,7 +19,7 @@ from arq.worker import Worker, async_check_health
 from service.config import Settings
 from service.logging import get_logger
 from service.runtime import Runtime, build_runtime
-from workers import background, cron_jobs, queue, turns
+from workers import background, cron_jobs, queue, turns, watchdog
 from workers.providers import build_provider
 
 log = get_logger("workers")
@@ -48,8 +48,9 @@ def every(seconds: int) -> dict[str, set[int]]:
 
 
 def cron_jobs_for(settings: Settings) -> list[Any]:
-    """The sweep (every ``sweep_interval_seconds``) and retention (every 15 minutes). arq runs
-    each tick once across all workers; both jobs are safe to overlap and to interrupt.
+    """The sweep (every ``sweep_interval_seconds``), the watchdog (every
+    ``watchdog_interval_seconds``) and retention (every 15 minutes). arq runs each tick once
+    across all workers; the jobs are safe to overlap and to interrupt.
 
     Their timeouts stay at the turn job's: arq retries a dead worker's jobs after the LARGEST
     function timeout + 10 s, so a long cron timeout would delay the recovery of every turn."""
@@ -60,6 +61,12 @@ def cron_jobs_for(settings: Settings) -> list[Any]:
             name="sweep_expired",
             timeout=timeout,
             **every(settings.sweep_interval_seconds),  # type: ignore[arg-type]
+        ),
+        cron(
+            watchdog.watchdog_job,
+            name="watchdog",
+            timeout=timeout,
+            **every(settings.watchdog_interval_seconds),  # type: ignore[arg-type]
         ),
         cron(
             cron_jobs.apply_retention_job,

@@ -14,31 +14,28 @@ continuation, which drains on. arq's own job timeout (``job_backstop_seconds``) 
 longest such job and is only a backstop.
 
 Exactly once: the reply is appended by ``complete_turn``, which pops the turn in the same script
-and refuses if the turn is no longer the oldest pending one. A worker killed mid-turn leaves the
-turn pending; arq retries the job, which answers it once. An abort drops the pending turns, so a
-running turn's progress and reply are refused and the turn ends quietly.
+and refuses if the turn is no longer the oldest pending one, or if this job's lease was taken
+over (``workers.lease``). A worker killed mid-turn leaves the turn pending and its lease expiring;
+the watchdog (``workers.watchdog``) then hands the turn to a new job, which answers it once. An
+abort drops the pending turns, so a running turn's progress and reply are refused and the turn
+ends quietly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from service import keys as K
 from service.config import Settings
-from service.connections import LuaScript
-from service.errors import ProviderError, SessionNotFound
+from service.errors import ProviderError, SessionNotFound, StoreUnavailable
 from service.logging import get_logger
 from service.models import Event, EventType, NewEvent, SessionInfo
 from service.runtime import Runtime
 from service.store import TenantStore
 from workers.context import build_context, compaction_split, needs_compaction, next_event_id
+from workers.lease import LeaseLost, SessionLease
 from workers.providers import Provider
 from workers.queue import TurnQueue
 
@@ -56,55 +53,11 @@ def job_backstop_seconds(turn_deadline_s: float) -> float:
 
 
 KEEP_MESSAGES = 6  # messages compaction keeps verbatim
-
-HOST = socket.gethostname()
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
+STORE_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # pauses before a job tries again after Redis failed
 
 
 class Aborted(Exception):
     """The turn is no longer pending (aborted, or answered by another try)."""
-
-
-class SessionLease:
-    """A per-session lease (SET NX PX) renewed while held; released only by its holder. Its
-    value names the holder (``host:pid:random``), so an operator can tell which worker holds a
-    session."""
-
-    def __init__(self, runtime: Runtime, tenant: str, session_id: str, lease_s: float) -> None:
-        self._redis: Any = runtime.store.redis
-        self._key = K.turn_lock_key(runtime.settings.key_prefix, tenant, session_id)
-        self._lease_ms = int(lease_s * 1000)
-        self._token = f"{HOST}:{os.getpid()}:{secrets.token_hex(8)}"
-        self._release = LuaScript(self._redis, _RELEASE)
-        self._renew = LuaScript(self._redis, _RENEW)
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[bool]:
-        got = bool(await self._redis.set(self._key, self._token, nx=True, px=self._lease_ms))
-        if not got:
-            yield False
-            return
-        keeper = asyncio.create_task(self._keep())
-        try:
-            yield True
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            await self._release(keys=[self._key], args=[self._token])
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self._lease_ms / 3000)
-            await self._renew(keys=[self._key], args=[self._token, self._lease_ms])
 
 
 async def run_turn(
@@ -112,19 +65,50 @@ async def run_turn(
 ) -> str:
     """arq job: answer the session's pending turns, oldest first. ``message_id`` names the turn
     that enqueued this job (for logs and the job id); it may be answered by another job.
-    ``attempt`` counts the turn deadlines already passed while answering it."""
+    ``attempt`` counts the turn deadlines already passed while answering it.
+
+    Redis failing (a timeout, a reset, a failover) is retried here with growing pauses; should
+    it outlast them, the job ends and the watchdog hands the turn to a new one later."""
     runtime: Runtime = ctx["runtime"]
-    queue: TurnQueue = ctx["queue"]
     store = runtime.store.tenant(tenant)
+    lease = SessionLease(store, session_id)
+    bound = log.bind(tenant=tenant, session=session_id, turn=message_id)
+    for pause in (*STORE_RETRY_S, None):
+        try:
+            return await _drain(ctx, store, session_id, lease, message_id, attempt)
+        except SessionNotFound:
+            return "session gone"
+        except LeaseLost:
+            bound.warning("turn.lease_lost")
+            return "lease lost to another worker"
+        except StoreUnavailable as exc:
+            if pause is None:
+                bound.error("turn.store_unavailable", error=exc.detail, action="left to watchdog")
+                return "store unavailable: left to the watchdog"
+            bound.warning("turn.store_retry", error=exc.detail, pause_s=pause)
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _drain(
+    ctx: dict[str, Any],
+    store: TenantStore,
+    session_id: str,
+    lease: SessionLease,
+    message_id: str,
+    attempt: int,
+) -> str:
+    """One pass of ``run_turn``: hold the lease and answer turns until none is pending, or hand
+    the rest over to a continuation job."""
+    queue: TurnQueue = ctx["queue"]
     deadline_s = ctx["settings"].job_timeout_seconds
-    lease_s = max(5.0, min(30.0, deadline_s))
     hand_over_at = time.monotonic() + deadline_s * HAND_OVER_SHARE
     answered = 0
     current: str | None = None
     try:
         while True:
             next_turn, tries = None, 0
-            async with SessionLease(runtime, tenant, session_id, lease_s).hold() as held:
+            async with lease.hold() as held:
                 if not held:
                     return f"busy (answered {answered})"
                 while pending := await store.pending_turns(session_id):
@@ -133,11 +117,14 @@ async def run_turn(
                         break
                     current = pending[0]
                     if attempt >= MAX_CUT_OFF and current == message_id:
-                        await give_up(store, session_id, current, deadline_s)
+                        await give_up(store, session_id, current, deadline_s, lease.token)
                     else:
                         try:
-                            async with asyncio.timeout(deadline_s) as turn_deadline:
-                                await answer(ctx, store, session_id, current)
+                            async with (
+                                lease.fenced(),
+                                asyncio.timeout(deadline_s) as turn_deadline,
+                            ):
+                                await answer(ctx, store, session_id, current, lease.token)
                         except TimeoutError:
                             if not turn_deadline.expired():
                                 raise
@@ -145,7 +132,7 @@ async def run_turn(
                             tries = attempt + 1 if current == message_id else 1
                             log.warning(
                                 "turn.deadline",
-                                tenant=tenant,
+                                tenant=store.tenant_id,
                                 session=session_id,
                                 turn=current,
                                 tries=tries,
@@ -154,24 +141,26 @@ async def run_turn(
                     answered += 1
                     current = None
             if next_turn is not None:  # enqueued after the lease is free, so it cannot miss it
-                await queue.enqueue_continuation(tenant, session_id, next_turn, tries)
+                await queue.enqueue_continuation(store.tenant_id, session_id, next_turn, tries)
                 return f"answered {answered}, continued at {next_turn}"
             if not await store.pending_turns(session_id):
                 return f"answered {answered}"
-    except SessionNotFound:
-        return f"session gone (answered {answered})"
     except asyncio.CancelledError:
-        # The worker is shutting down (or arq's backstop fired): hand the turn that was being
-        # answered to a new job, whose try starts it over. A shutdown is no cut-off, so the
-        # turn's count of passed deadlines stays as it was.
+        # The worker is shutting down (or arq's backstop fired); the lease was let go on the
+        # way out. Hand the turn on to a new job at once, which starts it over; a shutdown is no
+        # cut-off, so the turn's count of passed deadlines stays. Should this write fail, the
+        # watchdog hands the turn on once the lease has expired.
         if current is not None:
             tries = attempt if current == message_id else 0
-            await queue.enqueue_continuation(tenant, session_id, current, tries)
+            with contextlib.suppress(Exception):
+                await queue.enqueue_continuation(store.tenant_id, session_id, current, tries)
         raise
 
 
-async def give_up(store: TenantStore, session_id: str, turn_id: str, limit_s: float) -> None:
-    """End a turn that no job could finish within its timeout, so the session moves on."""
+async def give_up(
+    store: TenantStore, session_id: str, turn_id: str, limit_s: float, lease: str
+) -> None:
+    """End a turn that no job could finish within its deadline, so the session moves on."""
     await store.complete_turn(
         session_id,
         turn_id,
@@ -180,18 +169,22 @@ async def give_up(store: TenantStore, session_id: str, turn_id: str, limit_s: fl
                 type=EventType.SESSION_ERROR,
                 data={
                     "errorType": "timeout",
-                    "message": f"the turn did not finish within the job timeout ({limit_s:g} s)",
+                    "message": f"the turn did not finish within its deadline ({limit_s:g} s)",
                     "reply_to": turn_id,
                 },
             ),
             NewEvent(type=EventType.ASSISTANT_TURN_END, data={"turnId": turn_id}),
             NewEvent(type=EventType.SESSION_IDLE),
         ],
+        lease=lease,
     )
 
 
-async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_id: str) -> None:
-    """Run one turn: context, provider call (streamed when asked), final events."""
+async def answer(
+    ctx: dict[str, Any], store: TenantStore, session_id: str, turn_id: str, lease: str = ""
+) -> None:
+    """Run one turn: context, provider call (streamed when asked), final events. Every write
+    names the ``lease`` token, so none lands once another worker has taken the session over."""
     provider: Provider = ctx["provider"]
     settings: Settings = ctx["settings"]
     started = time.perf_counter()
@@ -214,7 +207,7 @@ async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_
     bound = log.bind(tenant=store.tenant_id, session=session_id, turn=turn_id)
 
     async def progress(*new: NewEvent) -> None:
-        if await store.guarded_append(session_id, turn_id, new) is None:
+        if await store.guarded_append(session_id, turn_id, new, lease=lease) is None:
             raise Aborted
 
     try:
@@ -247,6 +240,7 @@ async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_
                 NewEvent(type=EventType.ASSISTANT_TURN_END, data={"turnId": turn_id}),
                 NewEvent(type=EventType.SESSION_IDLE),
             ],
+            lease=lease,
         )
         return
     usage = completion.usage
@@ -270,6 +264,7 @@ async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_
             NewEvent(type=EventType.SESSION_IDLE),
         ],
         counters,
+        lease=lease,
     )
     if done is None:
         bound.info("turn.superseded")

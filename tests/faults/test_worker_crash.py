@@ -77,7 +77,7 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
         return found
 
     def holder(lease: str | None) -> subprocess.Popen[bytes] | None:
-        """The live worker whose pid a session lease names (``host:pid:token``)."""
+        """The live worker whose pid a session lease names (``host:pid:token|expiry``)."""
         pid = int(lease.split(":")[1]) if lease else None
         return next((w for w in workers if w.pid == pid and w.poll() is None), None)
 
@@ -94,8 +94,8 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
             for _ in range(50):
                 streaming = await mid_turn()
                 for sid in streaming:
-                    lock = K.turn_lock_key(PREFIX, TENANT, sid)
-                    victim = holder(await runtime.redis.get(lock))
+                    meta = K.session_keys(PREFIX, TENANT, sid).meta
+                    victim = holder(await runtime.redis.hget(meta, "lease"))
                     if victim is not None:
                         streaming = {sid: streaming[sid]}
                         break

@@ -32,4 +32,4 @@ def test_crash_retry_delay_is_bound_to_the_job_timeout(settings: Settings) -> No
     backstop = job_backstop_seconds(settings.job_timeout_seconds)
     assert backstop > settings.job_timeout_seconds
     assert worker.in_progress_timeout_s == backstop + 10
-    assert {c.name for c in worker.cron_jobs} == {"sweep_expired", "apply_retention"}
+    assert {c.name for c in worker.cron_jobs} == {"sweep_expired", "watchdog", "apply_retention"}
