@@ -116,6 +116,13 @@ class Settings(BaseSettings):
             "Deadline of one turn (seconds); past it the turn is retried, three times at most."
         ),
     )
+    allow_eviction: bool = Field(
+        default=False,
+        description=(
+            "Accept a Redis maxmemory-policy other than noeviction (it may delete live session "
+            "keys); without it /readyz fails on such a Redis."
+        ),
+    )
     watchdog_interval_seconds: int = Field(
         default=2,
         ge=1,

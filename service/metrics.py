@@ -70,6 +70,11 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.eviction_unsafe = Gauge(
+            "sessions_redis_eviction_unsafe",
+            "1 when the data Redis' maxmemory-policy may evict session keys (read by /readyz).",
+            registry=r,
+        )
         self.streams_open = Gauge(
             "sessions_sse_streams_open", "Server-Sent Event streams being served.", registry=r
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.connections import RedisClient, close_redis, create_data_redis
+from service.eviction import EvictionCheck
 from service.store import Store
 from service.tenants import TenantRegistry
 
@@ -18,6 +19,7 @@ class Runtime:
     redis: RedisClient
     store: Store
     tenants: TenantRegistry
+    eviction: EvictionCheck
 
     async def close(self) -> None:
         await close_redis(self.redis)
@@ -33,7 +35,13 @@ def build_runtime(settings: Settings, redis: RedisClient | None = None) -> Runti
         max_event_bytes=settings.max_message_bytes,
         max_sessions=settings.max_sessions_per_tenant,
     )
-    return Runtime(settings, client, store, TenantRegistry(client, settings.key_prefix))
+    return Runtime(
+        settings,
+        client,
+        store,
+        TenantRegistry(client, settings.key_prefix),
+        EvictionCheck(settings.allow_eviction),
+    )
 
 
 def settle_heap() -> None:

@@ -10,6 +10,7 @@ on Kubernetes) every few seconds; ``sessionctl worker --check`` reads it for a l
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -17,6 +18,7 @@ from arq import cron, func
 from arq.worker import Worker, async_check_health
 
 from service.config import Settings
+from service.errors import ServiceError
 from service.logging import get_logger
 from service.runtime import Runtime, build_runtime
 from workers import background, cron_jobs, queue, turns, watchdog
@@ -93,6 +95,8 @@ def build_worker(
         ctx["runtime"] = runtime if runtime is not None else build_runtime(settings)
         ctx["provider"] = build_provider(settings)
         ctx["queue"] = queue.TurnQueue(ctx["redis"])
+        with contextlib.suppress(ServiceError):  # Redis not up yet: turns retry and wait
+            await ctx["runtime"].eviction.run(ctx["runtime"].redis, process="worker")
         log.info("worker.started", provider=settings.provider, queue=queue.QUEUE_NAME)
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ Run it with ``sessionctl serve``, or ``uvicorn service.api.main:app --factory``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,9 @@ from service.api.routes import (
     sessions,
     tenants,
 )
+from service.api.shutdown import end_streams_on_signals
 from service.config import Settings
+from service.errors import ServiceError
 from service.logging import configure_logging
 from service.metrics import Metrics
 from service.runtime import Runtime, build_runtime, settle_heap
@@ -55,6 +58,9 @@ def create_app(
             if q is None:
                 q = await TurnQueue.connect(settings)
             state.attach(rt, q)
+            with contextlib.suppress(ServiceError):  # Redis not up yet: /readyz checks again
+                if not await rt.eviction.run(rt.redis, process="api"):
+                    state.metrics.eviction_unsafe.set(1)
             yield
         finally:
             state.runtime = state.queue = state.limits = None
@@ -99,5 +105,6 @@ def app() -> FastAPI:
     settings = Settings()
     configure_logging(settings)
     app = create_app(settings)
+    end_streams_on_signals()
     settle_heap()
     return app

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from service.api.shutdown import stopping
 from service.errors import ServiceError, Unauthorized
 from service.lifecycle import ENDING_TYPES, LifecycleEvent, LifecycleReader
 from service.logging import get_logger
@@ -88,6 +89,7 @@ async def session_events(
     follow.metrics.streams_open.inc()
     events: asyncio.Task[Any] | None = None
     ends: asyncio.Task[list[LifecycleEvent]] | None = None
+    stop = _task(stopping().wait())
     quiet_since = time.monotonic()
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
@@ -96,7 +98,9 @@ async def session_events(
                 events = _task(store.wait_events(session_id, after, timeout_ms=WAIT_SLICE_MS))
             if ends is None:
                 ends = _task(lifecycle.wait(lifecycle_after, timeout_ms=WAIT_SLICE_MS))
-            done, _ = await asyncio.wait({events, ends}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({events, ends, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop in done:  # the server is stopping: the client resumes elsewhere
+                return
             got_any = False
             if events in done:
                 batch, events = events.result(), None
@@ -124,7 +128,7 @@ async def session_events(
     except ServiceError as exc:
         log.warning("event stream ended by an error", error=type(exc).__name__)
     finally:
-        _cancel(events, ends)
+        _cancel(events, ends, stop)
         follow.metrics.streams_open.dec()
 
 
@@ -133,11 +137,17 @@ async def lifecycle_events(
 ) -> AsyncIterator[bytes]:
     """Every lifecycle entry after ``after``, live, until the client leaves."""
     follow.metrics.streams_open.inc()
+    stop = _task(stopping().wait())
     quiet_since = time.monotonic()
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         while True:
-            entries = await lifecycle.wait(after, timeout_ms=WAIT_SLICE_MS)
+            waiting = _task(lifecycle.wait(after, timeout_ms=WAIT_SLICE_MS))
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():  # the server is stopping: the client resumes elsewhere
+                waiting.cancel()
+                return
+            entries = waiting.result()
             for entry in entries:
                 yield lifecycle_frame(entry)
                 after = entry.id
@@ -151,6 +161,7 @@ async def lifecycle_events(
     except ServiceError as exc:
         log.warning("lifecycle stream ended by an error", error=type(exc).__name__)
     finally:
+        _cancel(stop)
         follow.metrics.streams_open.dec()
 
 

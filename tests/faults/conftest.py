@@ -84,6 +84,13 @@ class Processes:
         proc = self.spawn("api", args, self.env(redis_url, **env))
         return Api(proc, port, self.procs[-1][0])
 
+    def api_processes(self, redis_url: str, workers: int, **env: str) -> Api:
+        """``serve --workers N``: uvicorn's process manager in front of N API processes."""
+        port = free_port()
+        args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        proc = self.spawn("api", args, self.env(redis_url, **env))
+        return Api(proc, port, self.procs[-1][0])
+
     def worker(self, redis_url: str, **env: str) -> subprocess.Popen[bytes]:
         return self.spawn("worker", ["worker"], self.env(redis_url, **env))
 

@@ -20,14 +20,19 @@ async def livez() -> Health:
 
 
 @router.get("/readyz", response_model=Health)
-async def readyz(rt: RuntimeDep, queue: QueueDep) -> Health:
-    """Ready when the data Redis and the queue Redis answer PING (503 problem otherwise)."""
+async def readyz(rt: RuntimeDep, queue: QueueDep, m: MetricsDep) -> Health:
+    """Ready when the data Redis and the queue Redis answer PING, and the data Redis will not
+    evict session keys (``maxmemory-policy noeviction``, or ``SESSIONS_ALLOW_EVICTION``); a
+    503 problem otherwise."""
 
     async def ping_queue() -> None:
         with store_errors("answer a ping on the queue"):
             await queue.pool.ping()
 
     await asyncio.gather(rt.store.ping(), ping_queue())
+    await rt.eviction.run(rt.redis, process="api")
+    m.eviction_unsafe.set(0 if not rt.eviction.unsafe else 1)
+    rt.eviction.refuse_unless_ready()
     return Health(status="ok")
 
 
