@@ -341,9 +341,13 @@ return {1, redis.call('LLEN', KEYS[5]), redis.call('LINDEX', KEYS[5], 0) or '', 
 PENDING_REGISTER = r"""
 -- Cluster mode (the registry lives in another slot than the session). KEYS: registry.
 -- ARGV: sid. Registers the session before its turn is appended, by the server clock.
+-- Returns {score set, 1 if the session was registered already else 0}.
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
-return 1
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local had = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if had then return {now, 1} end
+return {now, 0}
 """
 
 PENDING_SETTLE = r"""

@@ -44,7 +44,7 @@ from service.models import (
     session_info_from_hash,
 )
 from service.paging import ShardPage, decode_cursor, merge_shards
-from service.pending import PendingRegistry
+from service.pending import PendingRegistry, Registered
 from service.retention import SessionFacts
 
 LIFECYCLE_MAXLEN = 10_000
@@ -329,13 +329,6 @@ class TenantStore:
     ) -> AppendResult:
         """Append events atomically, in one round trip; with ``enqueue_turn`` the first event
         (a user message) becomes the newest pending turn."""
-        if enqueue_turn and self._s.cluster:
-            # The registry lives in another slot: registered first, so a turn can never be
-            # pending unseen by the watchdog (an entry without a turn is pruned by it).
-            with store_errors("register a pending turn"):
-                await self._s.scripts["pending_register"](
-                    keys=[K.pending_key(self._s.prefix, self.tenant_id)], args=[session_id]
-                )
         res = await self._append(
             session_id, events, idempotency_key, "enqueue" if enqueue_turn else "none", ""
         )
@@ -413,6 +406,15 @@ class TenantStore:
         counts["messages"] = sum(1 for e in events if e.type in MESSAGE_ROLES)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput("Idempotency-Key must be 1-200 characters")
+        registered = None
+        if turn_op == "enqueue" and self._s.cluster:
+            # The registry lives in another slot: registered first (once the input is known to
+            # be good), so a turn can never be pending unseen by the watchdog.
+            self._session_keys(session_id)  # validates the id
+            with store_errors("register a pending turn"):
+                registered = await self._s.scripts["pending_register"](
+                    keys=[K.pending_key(self._s.prefix, self.tenant_id)], args=[session_id]
+                )
         res = await self._run(
             "append_events",
             session_id,
@@ -427,6 +429,10 @@ class TenantStore:
             "append events",
         )
         if res[0] == "missing":
+            if registered is not None and not int(registered[1]):  # a send to no session
+                await self._s.pending(self.tenant_id).prune(
+                    Registered(session_id, int(registered[0]))
+                )
             raise _missing(session_id)
         if res[0] == "dup":
             return AppendResult(event_ids=[res[1]], duplicate=True)
