@@ -154,7 +154,12 @@ def test_sessions_commands_and_only_an_explicit_delete_removes_an_infinite_sessi
 
     assert cli("sessions", "list", "--tenant", "acme", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [s["session_id"] for s in listed] == ["forever000", "s002", "s001", "s000"]
+    # newest modified first (ties by id, newest first); the three s... sessions are seeded
+    # concurrently, so their own order is whatever their writes' times were
+    assert sorted(s["session_id"] for s in listed) == ["forever000", "s000", "s001", "s002"]
+    assert listed[0]["session_id"] == "forever000"
+    order = [(s["modified_at"], s["session_id"]) for s in listed]
+    assert order == sorted(order, reverse=True)
     assert cli("sessions", "list", "--tenant", "acme", "--label", "team=a", "--limit", "2") == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("SESSION") and len(table) == 3
