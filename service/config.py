@@ -116,6 +116,12 @@ class Settings(BaseSettings):
             "Deadline of one turn (seconds); past it the turn is retried, three times at most."
         ),
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics (unset: not served).",
+    )
     sweep_interval_seconds: int = Field(
         default=60, ge=1, description="Period of the expiry sweep cron."
     )

@@ -1,5 +1,11 @@
-"""Prometheus metrics of one API process, in their own registry (one per app, so several apps in
-one process, as in tests, never collide).
+"""Prometheus metrics of the API, in their own registry (one per app, so several apps in one
+process, as in tests, never collide).
+
+``sessionctl serve --workers N`` runs N processes behind one port, and a scrape reaches any one
+of them: there the processes write their figures to files in ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus-client's multiprocess mode, which ``serve`` sets up), and a scrape adds up every
+process's files. A single process keeps its figures in memory and adds the process and GC
+collectors (in multiprocess mode these would describe only the process that answered).
 
 Every label set is bounded: routes are path templates (``/v1/sessions/{session_id}``, never a
 session id), methods outside the HTTP verbs fold into ``OTHER``, statuses into classes (``2xx``),
@@ -8,16 +14,31 @@ error types are class names of the service's own exception tree. Tenant ids are 
 
 from __future__ import annotations
 
+import glob
+import os
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# A ``*_created`` series per counter and histogram doubles the series count for a timestamp
+# nobody graphs; off for every registry of the process.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
@@ -38,6 +59,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.multiprocess = multiprocess_dir() is not None
+        if not self.multiprocess:
+            for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+                r.register(collector)
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.requests = Counter(
             "sessions_http_requests",
@@ -71,7 +96,10 @@ class Metrics:
             registry=r,
         )
         self.streams_open = Gauge(
-            "sessions_sse_streams_open", "Server-Sent Event streams being served.", registry=r
+            "sessions_sse_streams_open",
+            "Server-Sent Event streams being served.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -84,6 +112,66 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def close(self) -> None:
+        """The process is ending: its live gauges (open streams) stop counting."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    def render(self, *extra: CollectorRegistry) -> tuple[bytes, str]:
+        """The exposition text (of every process in multiprocess mode, then of ``extra``
+        registries made for this scrape) and its content type."""
+        if self.multiprocess:
+            merged = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            text = generate_latest(merged)
+        else:
+            text = generate_latest(self.registry)
+        return text + b"".join(generate_latest(r) for r in extra), CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def prepare_multiprocess(processes: int) -> str | None:
+    """Before ``serve`` starts ``processes`` API processes: with more than one, every process
+    must write to one ``PROMETHEUS_MULTIPROC_DIR`` (a new temporary folder unless it is set).
+    A set folder is emptied of an earlier run's files. Returns the folder, or None when the
+    single process keeps its figures in memory."""
+    folder = multiprocess_dir()
+    if folder is None and processes <= 1:
+        return None
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="sessions-metrics-")
+        os.environ[MULTIPROC_ENV] = folder
+    os.makedirs(folder, exist_ok=True)
+    for old in glob.glob(os.path.join(folder, "*.db")):
+        os.remove(old)
+    return folder
+
+
+class QueueFigures:
+    """The queue's figures, read from Redis for one scrape (a collector, so no value lands in
+    the multiprocess files): the queue belongs to no process, so they are collected once per
+    scrape by the process answering it, instead of kept by every worker."""
+
+    def __init__(self, depth: int, oldest_age_s: float) -> None:
+        self.depth = depth
+        self.oldest_age_s = oldest_age_s
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "sessions_queue_jobs",
+            "Jobs waiting in the queue, not yet picked up by a worker.",
+            value=self.depth,
+        )
+        yield GaugeMetricFamily(
+            "sessions_queue_oldest_job_age_seconds",
+            "Age of the oldest job waiting in the queue (0 when none waits).",
+            value=self.oldest_age_s,
+        )
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return registry

@@ -38,6 +38,7 @@ from service.logging import get_logger
 from service.models import Event, EventType, NewEvent, SessionInfo
 from service.runtime import Runtime
 from service.store import TenantStore
+from workers import metrics
 from workers.context import build_context, compaction_split, needs_compaction, next_event_id
 from workers.providers import Provider
 from workers.queue import TurnQueue
@@ -134,6 +135,7 @@ async def run_turn(
                     current = pending[0]
                     if attempt >= MAX_CUT_OFF and current == message_id:
                         await give_up(store, session_id, current, deadline_s)
+                        metrics.turn_ended("timed_out")
                     else:
                         try:
                             async with asyncio.timeout(deadline_s) as turn_deadline:
@@ -143,6 +145,7 @@ async def run_turn(
                                 raise
                             next_turn = current
                             tries = attempt + 1 if current == message_id else 1
+                            metrics.turn_ended("deadline")
                             log.warning(
                                 "turn.deadline",
                                 tenant=tenant,
@@ -233,9 +236,11 @@ async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_
         completion = await provider.complete(context.messages, model=model, on_delta=on_delta)
     except Aborted:
         bound.info("turn.aborted")
+        metrics.turn_ended("aborted", started)
         return
     except ProviderError as exc:
         bound.warning("turn.provider_error", kind=exc.kind, detail=exc.detail)
+        metrics.turn_ended("provider_error", started)
         await store.complete_turn(
             session_id,
             turn_id,
@@ -273,8 +278,10 @@ async def answer(ctx: dict[str, Any], store: TenantStore, session_id: str, turn_
     )
     if done is None:
         bound.info("turn.superseded")
+        metrics.turn_ended("superseded", started)
         return
     bound.info("turn.done", ms=round((time.perf_counter() - started) * 1000, 1))
+    metrics.turn_ended("answered", started)
     await _follow_ups(ctx, store, info, context.history_tokens, events)
 
 

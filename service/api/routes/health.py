@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, Response
 
-from service.api.deps import MetricsDep, QueueDep, RuntimeDep
+from service.api.deps import QueueDep, RuntimeDep, StateDep
 from service.api.schemas import Health
 from service.connections import store_errors
+from service.errors import StoreUnavailable
+from service.metrics import QueueFigures
 
 router = APIRouter(tags=["ops"])
+QUEUE_FIGURES_TIMEOUT_S = 2.0
 
 
 @router.get("/livez", response_model=Health)
@@ -32,7 +36,14 @@ async def readyz(rt: RuntimeDep, queue: QueueDep) -> Health:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(m: MetricsDep) -> Response:
-    """Prometheus exposition text."""
-    body, content_type = m.render()
+async def metrics(state: StateDep) -> Response:
+    """Prometheus exposition text: the API's figures, and the queue's, read for this scrape
+    (left out while the queue Redis does not answer)."""
+    extra = []
+    if state.queue is not None:
+        with contextlib.suppress(StoreUnavailable, TimeoutError):
+            async with asyncio.timeout(QUEUE_FIGURES_TIMEOUT_S):
+                depth, oldest = await state.queue.figures()
+            extra.append(QueueFigures(depth, oldest).registry())
+    body, content_type = state.metrics.render(*extra)
     return Response(body, media_type=content_type)
