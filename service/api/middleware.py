@@ -138,6 +138,9 @@ class RequestContext:
         error = state.get("error_type")
         if error is not None:
             self.metrics.errors.labels(str(error)).inc()
+        ids: dict[str, str] = {}
+        if (session := scope.get("path_params", {}).get("session_id")) is not None:
+            ids["session"] = session
         log.info(
             "request",
             method=scope["method"],
@@ -145,7 +148,7 @@ class RequestContext:
             status=status,
             duration_ms=round(seconds * 1000, 2),
             tenant=state.get("tenant_id"),
-            session=scope.get("path_params", {}).get("session_id"),
+            **ids,
         )
 
 
