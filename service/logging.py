@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -104,8 +105,19 @@ def configure_logging(settings: Settings) -> None:
         named.handlers.clear()
         named.propagate = True
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    """An exception that ends the process: one log line with its traceback, like every other."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    logging.getLogger("service").critical("uncaught exception", exc_info=(kind, value, traceback))
 
 
 def get_logger(name: str) -> Any:
