@@ -18,6 +18,7 @@ import glob
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -32,7 +33,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -150,26 +151,92 @@ def prepare_multiprocess(processes: int) -> str | None:
     return folder
 
 
+@dataclass
 class QueueFigures:
-    """The queue's figures, read from Redis for one scrape (a collector, so no value lands in
-    the multiprocess files): the queue belongs to no process, so they are collected once per
-    scrape by the process answering it, instead of kept by every worker."""
+    """The queue's figures (``TurnQueue.figures``)."""
 
-    def __init__(self, depth: int, oldest_age_s: float) -> None:
-        self.depth = depth
-        self.oldest_age_s = oldest_age_s
+    waiting: int
+    running: int
+    oldest_age_s: float
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(
-            "sessions_queue_jobs",
-            "Jobs waiting in the queue, not yet picked up by a worker.",
-            value=self.depth,
-        )
-        yield GaugeMetricFamily(
-            "sessions_queue_oldest_job_age_seconds",
-            "Age of the oldest job waiting in the queue (0 when none waits).",
-            value=self.oldest_age_s,
-        )
+
+@dataclass
+class RedisFigures:
+    """The data Redis's memory figures, from INFO, summed over a Cluster's nodes."""
+
+    policies: dict[str, int]  # maxmemory-policy -> nodes
+    used_bytes: int
+    max_bytes: int  # 0: a node without a limit
+    evicted_keys: int
+
+
+async def read_redis_figures(client: Any) -> RedisFigures:
+    """INFO memory and stats of the data Redis (every node of a Cluster)."""
+    memory = await client.info("memory")
+    stats = await client.info("stats")
+    mem_nodes = [memory] if "maxmemory_policy" in memory else list(memory.values())
+    stat_nodes = [stats] if "evicted_keys" in stats else list(stats.values())
+    policies: dict[str, int] = {}
+    for node in mem_nodes:
+        policy = str(node.get("maxmemory_policy", "unknown"))
+        policies[policy] = policies.get(policy, 0) + 1
+    return RedisFigures(
+        policies=policies,
+        used_bytes=sum(int(n.get("used_memory", 0)) for n in mem_nodes),
+        max_bytes=sum(int(n.get("maxmemory", 0)) for n in mem_nodes),
+        evicted_keys=sum(int(n.get("evicted_keys", 0)) for n in stat_nodes),
+    )
+
+
+class ScrapeFigures:
+    """Figures read from Redis for one scrape, by the process answering it: the queue and the
+    data Redis belong to no process, so they are not kept by every worker. A collector, so no
+    value lands in the multiprocess files."""
+
+    def __init__(self, queue: QueueFigures | None, redis: RedisFigures | None) -> None:
+        self.queue = queue
+        self.redis = redis
+
+    def collect(self) -> Iterator[Metric]:
+        if self.queue is not None:
+            q = self.queue
+            yield GaugeMetricFamily(
+                "sessions_queue_jobs",
+                "Jobs waiting in the queue, not yet picked up by a worker.",
+                value=q.waiting,
+            )
+            yield GaugeMetricFamily(
+                "sessions_queue_running_jobs", "Jobs workers are running.", value=q.running
+            )
+            yield GaugeMetricFamily(
+                "sessions_queue_oldest_job_age_seconds",
+                "Age of the oldest job waiting in the queue (0 when none waits).",
+                value=q.oldest_age_s,
+            )
+        if self.redis is not None:
+            r = self.redis
+            policy = GaugeMetricFamily(
+                "sessions_redis_maxmemory_policy",
+                "Data Redis nodes by maxmemory-policy (anything but noeviction may drop "
+                "session data).",
+                labels=["policy"],
+            )
+            for name, nodes in sorted(r.policies.items()):
+                policy.add_metric([name], nodes)
+            yield policy
+            yield GaugeMetricFamily(
+                "sessions_redis_used_memory_bytes", "Memory the data Redis uses.", r.used_bytes
+            )
+            yield GaugeMetricFamily(
+                "sessions_redis_maxmemory_bytes",
+                "maxmemory of the data Redis (0: no limit).",
+                r.max_bytes,
+            )
+            yield CounterMetricFamily(
+                "sessions_redis_evicted_keys",
+                "Keys the data Redis evicted since it started.",
+                r.evicted_keys,
+            )
 
     def registry(self) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=False)

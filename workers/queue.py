@@ -27,6 +27,7 @@ from service import tracing
 from service.config import Settings
 from service.connections import LuaScript, close_redis, store_errors, use_lean_connections
 from service.logging import request_id
+from service.metrics import QueueFigures
 
 QUEUE_NAME = "sessions:queue"
 RUN_TURN = "run_turn"
@@ -134,10 +135,10 @@ class TurnQueue:
             COMPACT, f"compact:{tenant}:{session_id}:{through}", tenant, session_id, through
         )
 
-    async def figures(self) -> tuple[int, float]:
-        """Jobs waiting (queued, not running) and the age in seconds of the oldest of them that
-        is due. Running jobs stay in arq's queue until they end: those among the oldest
-        ``FIGURES_SCAN`` are told apart by their in-progress key."""
+    async def figures(self) -> QueueFigures:
+        """Jobs waiting (queued, not running), jobs running, and the age in seconds of the
+        oldest waiting job that is due. Running jobs stay in arq's queue until they end: those
+        among the oldest ``FIGURES_SCAN`` are told apart by their in-progress key."""
         now = timestamp_ms()
         with store_errors("read the queue's figures"):
             async with self.pool.pipeline(transaction=False) as pipe:
@@ -150,8 +151,9 @@ class TurnQueue:
                 running = await pipe.execute()
         waiting = [score for (_, score), busy in zip(head, running, strict=True) if not busy]
         due = [score for score in waiting if score <= now]
+        busy = len(head) - len(waiting)
         oldest = (now - min(due)) / 1000 if due else 0.0
-        return int(total) - (len(head) - len(waiting)), oldest
+        return QueueFigures(waiting=int(total) - busy, running=busy, oldest_age_s=oldest)
 
     async def close(self) -> None:
         await close_redis(self.pool)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import APIRouter, Response
+from redis.exceptions import RedisError
 
 from service.api.deps import QueueDep, RuntimeDep, StateDep
 from service.api.schemas import Health
 from service.connections import store_errors
 from service.errors import StoreUnavailable
-from service.metrics import QueueFigures
+from service.metrics import ScrapeFigures, read_redis_figures
 
 router = APIRouter(tags=["ops"])
-QUEUE_FIGURES_TIMEOUT_S = 2.0
+SCRAPE_READ_TIMEOUT_S = 2.0
+T = TypeVar("T")
 
 
 @router.get("/livez", response_model=Health)
@@ -37,13 +40,20 @@ async def readyz(rt: RuntimeDep, queue: QueueDep) -> Health:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(state: StateDep) -> Response:
-    """Prometheus exposition text: the API's figures, and the queue's, read for this scrape
-    (left out while the queue Redis does not answer)."""
-    extra = []
-    if state.queue is not None:
-        with contextlib.suppress(StoreUnavailable, TimeoutError):
-            async with asyncio.timeout(QUEUE_FIGURES_TIMEOUT_S):
-                depth, oldest = await state.queue.figures()
-            extra.append(QueueFigures(depth, oldest).registry())
-    body, content_type = state.metrics.render(*extra)
+    """Prometheus exposition text: the API's figures, then the queue's and the data Redis's,
+    read for this scrape (each left out while its Redis does not answer in time)."""
+    queue = redis = None
+    if state.queue is not None and state.runtime is not None:
+        queue, redis = await asyncio.gather(
+            _in_time(state.queue.figures()), _in_time(read_redis_figures(state.runtime.redis))
+        )
+    body, content_type = state.metrics.render(ScrapeFigures(queue, redis).registry())
     return Response(body, media_type=content_type)
+
+
+async def _in_time(read: Awaitable[T]) -> T | None:
+    try:
+        async with asyncio.timeout(SCRAPE_READ_TIMEOUT_S):
+            return await read
+    except (TimeoutError, StoreUnavailable, RedisError, OSError):
+        return None
