@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -130,15 +131,22 @@ def content(text: str) -> str:
     return text if _log_content else f"<{len(text)} chars>"
 
 
+# The bound request id on its own as well: read on every send (into the turn job), where
+# structlog's get_contextvars would copy and scan the whole context.
+_request_id: ContextVar[str | None] = ContextVar("sessions_request_id", default=None)
+
+
 def bind_request(**values: str) -> None:
     structlog.contextvars.bind_contextvars(**values)
+    if "request_id" in values:
+        _request_id.set(values["request_id"])
 
 
 def clear_request() -> None:
     structlog.contextvars.clear_contextvars()
+    _request_id.set(None)
 
 
 def request_id() -> str | None:
     """The request id bound to the current request or job, if any."""
-    value = structlog.contextvars.get_contextvars().get("request_id")
-    return value if isinstance(value, str) else None
+    return _request_id.get()
