@@ -221,13 +221,15 @@ class MeteredProvider:
 
 class RetryCounter(logging.Filter):
     """Counts the provider's retry records (``attempt`` and ``kind`` in their ``extra``) as
-    they are logged; lets every record through."""
+    they are logged. The provider's logger lets warnings through whatever the log level (so
+    every retry is counted); this filter then drops what the root logger's level would not
+    print."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         kind = getattr(record, "kind", None)
         if getattr(record, "attempt", None) is not None and isinstance(kind, str):
             PROVIDER_RETRIES.labels(kind).inc()
-        return True
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
 _RETRY_LOGGER = "workers.providers.openai"
@@ -236,6 +238,7 @@ _RETRY_LOGGER = "workers.providers.openai"
 def count_retries() -> None:
     """Attach the ``RetryCounter`` to the provider's logger (once)."""
     logger = logging.getLogger(_RETRY_LOGGER)
+    logger.setLevel(logging.WARNING)
     if not any(isinstance(f, RetryCounter) for f in logger.filters):
         logger.addFilter(RetryCounter())
 

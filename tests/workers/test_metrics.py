@@ -141,6 +141,38 @@ async def test_periodic_jobs_count_their_runs(runtime: Runtime) -> None:
     )
 
 
+def test_retries_are_counted_whatever_the_log_level() -> None:
+    """A retry logged while the level is ERROR is counted all the same, and not printed."""
+    import logging
+
+    root = logging.getLogger()
+    old_level = root.level
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    root.addHandler(keep)
+    root.setLevel(logging.ERROR)
+    try:
+        before = metrics.REGISTRY.get_sample_value(
+            "sessions_worker_provider_retries_total", {"kind": "connection"}
+        )
+        logging.getLogger("workers.providers.openai").warning(
+            "provider call failed, retrying", extra={"kind": "connection", "attempt": 1}
+        )
+        after = metrics.REGISTRY.get_sample_value(
+            "sessions_worker_provider_retries_total", {"kind": "connection"}
+        )
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old_level)
+    assert (after or 0) - (before or 0) == 1
+    assert not [r for r in seen if r.name == "workers.providers.openai"]
+
+
 def test_no_created_series_and_process_collectors_are_there() -> None:
     from prometheus_client import generate_latest
 
