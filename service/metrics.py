@@ -61,6 +61,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.multiprocess = multiprocess_dir() is not None
+        # the figures read from Redis for the last scrape, and when (time.monotonic())
+        self.scraped: tuple[float, ScrapeFigures] | None = None
         if not self.multiprocess:
             for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
                 r.register(collector)

@@ -3,8 +3,12 @@ Redis's figures read at scrape time."""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
 
+import httpx
+import pytest
+
+from service.api.routes import health
 from service.runtime import Runtime
 from tests.api.conftest import TenantKey
 from workers.queue import QUEUE_NAME, TurnQueue
@@ -18,13 +22,21 @@ def sample(text: str, series: str) -> float | None:
 
 
 async def test_metrics_read_the_queue_and_redis_at_scrape_time(
-    client: httpx.AsyncClient, queue: TurnQueue, runtime: Runtime, acme: TenantKey
+    client: httpx.AsyncClient,
+    queue: TurnQueue,
+    runtime: Runtime,
+    acme: TenantKey,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(health, "SCRAPE_READ_EVERY_S", 0.2)
     before = (await client.get("/metrics")).text
     waiting = sample(before, "sessions_queue_jobs")
     assert waiting is not None
     await queue.enqueue_turn(acme.id, "no-such-session", "1-0")
     await queue.enqueue_turn(acme.id, "no-such-session", "2-0")
+    again = (await client.get("/metrics")).text
+    assert sample(again, "sessions_queue_jobs") == waiting, "read again within the interval"
+    await asyncio.sleep(0.25)
     after = (await client.get("/metrics")).text
     assert sample(after, "sessions_queue_jobs") == waiting + 2
     age = sample(after, "sessions_queue_oldest_job_age_seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ from service.metrics import ScrapeFigures, read_redis_figures
 
 router = APIRouter(tags=["ops"])
 SCRAPE_READ_TIMEOUT_S = 2.0
+SCRAPE_READ_EVERY_S = 1.0
 T = TypeVar("T")
 
 
@@ -41,13 +43,19 @@ async def readyz(rt: RuntimeDep, queue: QueueDep) -> Health:
 @router.get("/metrics", response_class=Response)
 async def metrics(state: StateDep) -> Response:
     """Prometheus exposition text: the API's figures, then the queue's and the data Redis's,
-    read for this scrape (each left out while its Redis does not answer in time)."""
-    queue = redis = None
-    if state.queue is not None and state.runtime is not None:
-        queue, redis = await asyncio.gather(
-            _in_time(state.queue.figures()), _in_time(read_redis_figures(state.runtime.redis))
-        )
-    body, content_type = state.metrics.render(ScrapeFigures(queue, redis).registry())
+    read for this scrape (each left out while its Redis does not answer in time). Scrapes
+    within ``SCRAPE_READ_EVERY_S`` of a read reuse its figures, so frequent requests to this
+    unauthenticated route cost Redis nothing more."""
+    m = state.metrics
+    now = time.monotonic()
+    if m.scraped is None or now - m.scraped[0] >= SCRAPE_READ_EVERY_S:
+        queue = redis = None
+        if state.queue is not None and state.runtime is not None:
+            queue, redis = await asyncio.gather(
+                _in_time(state.queue.figures()), _in_time(read_redis_figures(state.runtime.redis))
+            )
+        m.scraped = (now, ScrapeFigures(queue, redis))
+    body, content_type = m.render(m.scraped[1].registry())
     return Response(body, media_type=content_type)
 
 
