@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         le=60,
         description="Period of the watchdog that hands stranded turns to a worker.",
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics (unset: not served).",
+    )
     sweep_interval_seconds: int = Field(
         default=60, ge=1, description="Period of the expiry sweep cron."
     )

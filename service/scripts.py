@@ -312,20 +312,23 @@ LEASE = r"""
 -- unless another token's lease is still live; 'renew' extends it while this token holds it (a
 -- lease that expired during a Redis stall and that nobody took over is still this token's);
 -- 'release' drops it while this token holds it.
--- Returns 1 (taken, renewed, released) | 0 (another token holds it) | -1 (no such session).
+-- Returns 1 (taken, renewed, released) | 2 (taken over from another token whose lease had
+-- expired) | 0 (another token holds it) | -1 (no such session).
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = now_ms()
 local op, token = ARGV[3], ARGV[4]
 local held = redis.call('HGET', KEYS[1], 'lease')
+local result = 1
 if held and string.sub(held, 1, #token + 1) ~= token .. '|' then
   local expiry = tonumber(string.match(held, '|(%d+)$') or '0')
   if op ~= 'take' or expiry > now then return 0 end
+  result = 2  -- taken over from a holder whose lease expired
 elseif not held and op ~= 'take' then
   return 0
 end
 if op == 'release' then redis.call('HDEL', KEYS[1], 'lease'); return 1 end
 redis.call('HSET', KEYS[1], 'lease', token .. '|' .. (now + tonumber(ARGV[5])))
-return 1
+return result
 """
 
 TURN_STATE = r"""

@@ -364,14 +364,14 @@ class TenantStore:
         """Drop every pending turn and append ``events``; None when no turn was pending."""
         return await self._append(session_id, events, None, "abort", "")
 
-    async def lease(self, session_id: str, op: str, token: str, lease_ms: int = 0) -> bool:
+    async def lease(self, session_id: str, op: str, token: str, lease_ms: int = 0) -> int:
         """Take, renew or release the session's turn lease for ``token`` (see the ``lease``
-        script); False when another token holds it. ``SessionNotFound`` when the session is
-        gone."""
+        script): 1 done, 2 taken over from a holder whose lease had expired, 0 another token
+        holds it. ``SessionNotFound`` when the session is gone."""
         res = int(await self._run("lease", session_id, [op, token, lease_ms], "hold a lease"))
         if res == -1:
             raise _missing(session_id)
-        return res == 1
+        return res
 
     async def turn_state(self, session_id: str) -> TurnState:
         """What the watchdog decides on, read atomically."""

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from service.errors import ServiceError, SessionNotFound
 from service.logging import get_logger
 from service.store import TenantStore
+from workers import metrics
 
 log = get_logger("workers.lease")
 HOST = socket.gethostname()
@@ -53,9 +54,13 @@ class SessionLease:
     async def hold(self) -> AsyncIterator[bool]:
         """Take the lease (False: another worker holds it) and keep it until the block ends;
         leaving always stops the keeper and releases what is held."""
-        if not await self._store.lease(self._session_id, "take", self.token, self._ms):
+        taken = await self._store.lease(self._session_id, "take", self.token, self._ms)
+        if not taken:
             yield False
             return
+        if taken == 2:
+            log.warning("lease.takeover", session=self._session_id, token=self.token)
+            metrics.LEASE_TAKEOVERS.inc()
         self._lost = False
         keeper = asyncio.create_task(self._keep())
         try:

@@ -14,12 +14,20 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.constants import (
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
+from service import tracing
 from service.config import Settings
 from service.connections import LuaScript, close_redis, store_errors, use_lean_connections
+from service.logging import request_id
+from service.metrics import QueueFigures
 
 QUEUE_NAME = "sessions:queue"
 RUN_TURN = "run_turn"
@@ -60,6 +68,18 @@ return 1
 """
 
 
+def job_context() -> dict[str, Any]:
+    """A job's keyword arguments from the context that enqueues it: the request id (so the
+    worker's log lines carry it) and the trace context, each only when there is one. Workers
+    older than these arguments refuse such jobs: roll workers out before the API."""
+    context: dict[str, Any] = {}
+    if (rid := request_id()) is not None:
+        context["request_id"] = rid
+    if (trace := tracing.carrier()) is not None:
+        context["trace"] = trace
+    return context
+
+
 def turn_job_id(tenant: str, session_id: str, message_id: str) -> str:
     return f"turn:{tenant}:{session_id}:{message_id}"
 
@@ -79,14 +99,19 @@ class TurnQueue:
         return cls(pool)
 
     async def _enqueue(self, name: str, job_id: str, *args: Any) -> bool:
-        """Queue ``name(*args)`` under ``job_id`` unless that job exists; True when queued."""
+        """Queue ``name(*args)`` under ``job_id`` unless that job exists; True when queued.
+        The job carries the request id and trace context of the enqueueing request or job as
+        keyword arguments (``workers.jobs`` takes them off)."""
         now = timestamp_ms()
-        job = serialize_job(name, args, {}, None, now, serializer=self.pool.job_serializer)
-        with store_errors("enqueue a job"):
-            done = await self._enqueue_script(
-                keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
-                args=[job_id, now, expires_extra_ms, job],
-            )
+        with tracing.span("enqueue " + name, kind="producer") as current:
+            tracing.set_attributes(current, **{"messaging.message.id": job_id})
+            kwargs = job_context()
+            job = serialize_job(name, args, kwargs, None, now, serializer=self.pool.job_serializer)
+            with store_errors("enqueue a job"):
+                done = await self._enqueue_script(
+                    keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
+                    args=[job_id, now, expires_extra_ms, job],
+                )
         return bool(done)
 
     async def enqueue_turn(self, tenant: str, session_id: str, message_id: str) -> None:
@@ -117,5 +142,32 @@ class TurnQueue:
             COMPACT, f"compact:{tenant}:{session_id}:{through}", tenant, session_id, through
         )
 
+    async def figures(self) -> QueueFigures:
+        """Jobs waiting (queued, not running), jobs running, and the age in seconds of the
+        oldest waiting job that is due. Running jobs stay in arq's queue until they end: those
+        among the oldest ``FIGURES_SCAN`` are told apart by their in-progress key."""
+        now = timestamp_ms()
+        with store_errors("read the queue's figures"):
+            async with self.pool.pipeline(transaction=False) as pipe:
+                pipe.zcard(QUEUE_NAME)
+                pipe.zrange(QUEUE_NAME, 0, FIGURES_SCAN - 1, withscores=True)
+                total, head = await pipe.execute()
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job_id, _ in head:
+                    pipe.exists(in_progress_key_prefix + _text(job_id))
+                running = await pipe.execute()
+        waiting = [score for (_, score), busy in zip(head, running, strict=True) if not busy]
+        due = [score for score in waiting if score <= now]
+        busy = len(head) - len(waiting)
+        oldest = (now - min(due)) / 1000 if due else 0.0
+        return QueueFigures(waiting=int(total) - busy, running=busy, oldest_age_s=oldest)
+
     async def close(self) -> None:
         await close_redis(self.pool)
+
+
+FIGURES_SCAN = 1000
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -21,7 +21,8 @@ from service.config import Settings
 from service.errors import ServiceError
 from service.logging import get_logger
 from service.runtime import Runtime, build_runtime
-from workers import background, cron_jobs, queue, turns, watchdog
+from workers import background, cron_jobs, metrics, queue, turns, watchdog
+from workers.jobs import with_context
 from workers.providers import build_provider
 
 log = get_logger("workers")
@@ -34,10 +35,13 @@ def health_key(host: str | None = None) -> str:
 
 def functions(settings: Settings) -> list[Any]:
     timeout = turns.job_backstop_seconds(settings.job_timeout_seconds)
+    turn = with_context(queue.RUN_TURN, turns.run_turn, ("tenant", "session", "message"))
+    title = with_context(queue.SET_TITLE, background.set_title, ("tenant", "session"))
+    compact = with_context(queue.COMPACT, background.compact_session, ("tenant", "session"))
     return [
-        func(turns.run_turn, name=queue.RUN_TURN, timeout=timeout, max_tries=5, keep_result=60),
-        func(background.set_title, name=queue.SET_TITLE, timeout=timeout, max_tries=3),
-        func(background.compact_session, name=queue.COMPACT, timeout=timeout, max_tries=3),
+        func(turn, name=queue.RUN_TURN, timeout=timeout, max_tries=5, keep_result=60),
+        func(title, name=queue.SET_TITLE, timeout=timeout, max_tries=3),
+        func(compact, name=queue.COMPACT, timeout=timeout, max_tries=3),
     ]
 
 
@@ -59,19 +63,19 @@ def cron_jobs_for(settings: Settings) -> list[Any]:
     timeout = turns.job_backstop_seconds(settings.job_timeout_seconds)
     return [
         cron(
-            cron_jobs.sweep_expired_job,
+            metrics.cron_job("sweep", cron_jobs.sweep_expired_job),
             name="sweep_expired",
             timeout=timeout,
             **every(settings.sweep_interval_seconds),  # type: ignore[arg-type]
         ),
         cron(
-            watchdog.watchdog_job,
+            metrics.cron_job("watchdog", watchdog.watchdog_job),
             name="watchdog",
             timeout=timeout,
             **every(settings.watchdog_interval_seconds),  # type: ignore[arg-type]
         ),
         cron(
-            cron_jobs.apply_retention_job,
+            metrics.cron_job("retention", cron_jobs.apply_retention_job),
             name="apply_retention",
             minute={0, 15, 30, 45},
             second={30},
@@ -93,7 +97,7 @@ def build_worker(
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["runtime"] = runtime if runtime is not None else build_runtime(settings)
-        ctx["provider"] = build_provider(settings)
+        ctx["provider"] = metrics.MeteredProvider(build_provider(settings))
         ctx["queue"] = queue.TurnQueue(ctx["redis"])
         with contextlib.suppress(ServiceError):  # Redis not up yet: turns retry and wait
             await ctx["runtime"].eviction.run(ctx["runtime"].redis, process="worker")

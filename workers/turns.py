@@ -34,6 +34,7 @@ from service.logging import get_logger
 from service.models import Event, EventType, NewEvent, SessionInfo
 from service.runtime import Runtime
 from service.store import TenantStore
+from workers import metrics
 from workers.context import build_context, compaction_split, needs_compaction, next_event_id
 from workers.lease import LeaseLost, SessionLease
 from workers.providers import Provider
@@ -118,6 +119,7 @@ async def _drain(
                     current = pending[0]
                     if attempt >= MAX_CUT_OFF and current == message_id:
                         await give_up(store, session_id, current, deadline_s, lease.token)
+                        metrics.turn_ended("timed_out")
                     else:
                         try:
                             async with (
@@ -130,6 +132,7 @@ async def _drain(
                                 raise
                             next_turn = current
                             tries = attempt + 1 if current == message_id else 1
+                            metrics.turn_ended("deadline")
                             log.warning(
                                 "turn.deadline",
                                 tenant=store.tenant_id,
@@ -226,9 +229,11 @@ async def answer(
         completion = await provider.complete(context.messages, model=model, on_delta=on_delta)
     except Aborted:
         bound.info("turn.aborted")
+        metrics.turn_ended("aborted", started)
         return
     except ProviderError as exc:
         bound.warning("turn.provider_error", kind=exc.kind, detail=exc.detail)
+        metrics.turn_ended("provider_error", started)
         await store.complete_turn(
             session_id,
             turn_id,
@@ -268,8 +273,10 @@ async def answer(
     )
     if done is None:
         bound.info("turn.superseded")
+        metrics.turn_ended("superseded", started)
         return
     bound.info("turn.done", ms=round((time.perf_counter() - started) * 1000, 1))
+    metrics.turn_ended("answered", started)
     await _follow_ups(ctx, store, info, context.history_tokens, events)
 
 

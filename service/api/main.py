@@ -31,6 +31,7 @@ from service.errors import ServiceError
 from service.logging import configure_logging
 from service.metrics import Metrics
 from service.runtime import Runtime, build_runtime, settle_heap
+from service.tracing import configure_tracing
 from workers.queue import TurnQueue
 
 BODY_HEADROOM = 64 * 1024  # JSON framing and other fields around the largest message
@@ -51,6 +52,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if state.runtime is not None:  # both handed in: theirs to close
             yield
+            state.metrics.close()
             return
         rt = runtime if runtime is not None else build_runtime(settings)
         q = queue
@@ -59,11 +61,11 @@ def create_app(
                 q = await TurnQueue.connect(settings)
             state.attach(rt, q)
             with contextlib.suppress(ServiceError):  # Redis not up yet: /readyz checks again
-                if not await rt.eviction.run(rt.redis, process="api"):
-                    state.metrics.eviction_unsafe.set(1)
+                await rt.eviction.run(rt.redis, process="api")
             yield
         finally:
             state.runtime = state.queue = state.limits = None
+            state.metrics.close()
             if queue is None and q is not None:
                 await q.close()
             if runtime is None:
@@ -104,6 +106,7 @@ def app() -> FastAPI:
     """The uvicorn factory: settings from the environment, logging configured, then the app."""
     settings = Settings()
     configure_logging(settings)
+    configure_tracing("redis-sessions-api")
     app = create_app(settings)
     end_streams_on_signals()
     settle_heap()

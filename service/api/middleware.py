@@ -16,6 +16,7 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.api import problems
 from service.logging import bind_request, clear_request, get_logger
 from service.metrics import UNMATCHED_ROUTE, Metrics
@@ -81,7 +82,28 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not tracing.enabled():
+            await self._handle(scope, receive, send)
+            return
+        parent = {"traceparent": value} if (value := header(scope, b"traceparent")) else None
+        with tracing.span(scope["method"], kind="server", parent=parent) as current:
+            status = await self._handle(scope, receive, send)
+            route = route_template(scope)
+            current.update_name(f"{scope['method']} {route}")
+            tracing.set_attributes(
+                current,
+                **{
+                    "http.request.method": scope["method"],
+                    "http.route": route,
+                    "http.response.status_code": status,
+                    "request_id": tracing_request_id(scope),
+                },
+            )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """The request with its context; returns the response status."""
         request_id = request_id_from(header(scope, b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = request_id
         clear_request()
         bind_request(request_id=request_id)
         started = time.perf_counter()
@@ -107,6 +129,7 @@ class RequestContext:
         finally:
             self._record(scope, status, time.perf_counter() - started)
             clear_request()
+        return status
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = route_template(scope)
@@ -115,6 +138,9 @@ class RequestContext:
         error = state.get("error_type")
         if error is not None:
             self.metrics.errors.labels(str(error)).inc()
+        ids: dict[str, str] = {}
+        if (session := scope.get("path_params", {}).get("session_id")) is not None:
+            ids["session"] = session
         log.info(
             "request",
             method=scope["method"],
@@ -122,7 +148,13 @@ class RequestContext:
             status=status,
             duration_ms=round(seconds * 1000, 2),
             tenant=state.get("tenant_id"),
+            **ids,
         )
+
+
+def tracing_request_id(scope: Scope) -> str | None:
+    value = _state(scope).get("request_id")
+    return value if isinstance(value, str) else None
 
 
 def is_json(content_type: str | None) -> bool:

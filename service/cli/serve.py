@@ -68,5 +68,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings)
     import uvicorn
 
+    from service.metrics import prepare_multiprocess
+
+    prepare_multiprocess(args.workers)
     uvicorn.run(APP_FACTORY, **uvicorn_options(args))
     return 0

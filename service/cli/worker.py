@@ -7,9 +7,11 @@ import asyncio
 import sys
 from typing import Any
 
+from service.cli.serve import port_arg
 from service.config import Settings
 from service.logging import configure_logging
 from service.runtime import settle_heap
+from service.tracing import configure_tracing
 
 
 def register(sub: Any) -> None:
@@ -24,6 +26,14 @@ def register(sub: Any) -> None:
         help="exit 0 if this host's worker recorded its health recently, else 1 (liveness probe)",
     )
     parser.add_argument("--burst", action="store_true", help="run queued jobs, then exit")
+    parser.add_argument(
+        "--metrics-port",
+        type=port_arg,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (default: SESSIONS_WORKER_METRICS_PORT, "
+        "else none)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         print("healthy" if healthy else "unhealthy: no recent health record for this host")
         return 0 if healthy else 1
     configure_logging(settings)
+    configure_tracing("redis-sessions-worker")
+    port = args.metrics_port or settings.worker_metrics_port
+    if port is not None:
+        from workers.metrics import serve
+
+        serve(port)
     worker = build_worker(settings, burst=args.burst)
     settle_heap()
     worker.run()

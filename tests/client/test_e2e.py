@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from service.client import ServerError, SessionClient
 from service.embedded import free_port
 from service.tenants import TenantRegistry
+from tests.logcheck import assert_json_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "persisting_sessions.py"
@@ -45,7 +46,8 @@ class Service:
             "SESSIONS_REDIS_URL": redis_url,
             "SESSIONS_KEY_PREFIX": PREFIX,
             "SESSIONS_JOB_TIMEOUT_SECONDS": "5",  # a turn killed mid-way is retried soon
-            "SESSIONS_LOG_LEVEL": "WARNING",
+            "SESSIONS_LOG_LEVEL": "INFO",
+            "SESSIONS_LOG_FORMAT": "json",
         }
         self.procs: list[asyncio.subprocess.Process] = []
         self.starts = 0
@@ -100,6 +102,7 @@ async def service(
         yield svc
     finally:
         await svc.kill()
+    assert_json_logs(logs)  # every line the processes printed is a JSON log line
 
 
 @pytest.fixture

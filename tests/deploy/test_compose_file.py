@@ -94,7 +94,8 @@ def test_api_and_worker_share_image_build_and_settings(
     assert context == deploy_dir.parent.resolve(), "build context is the repository root"
     assert (context / build["dockerfile"]).resolve() == (deploy_dir / "Dockerfile").resolve()
     assert api["command"] == ["sessionctl", "serve", "--host", "0.0.0.0", "--port", "8000"]
-    assert worker["command"] == ["sessionctl", "worker"]
+    assert worker["command"] == ["sessionctl", "worker", "--metrics-port", "9100"]
+    assert "ports" not in worker, "scaled workers cannot share a published port"
     if "cleanup" in services:
         assert services["cleanup"]["image"] == api["image"]
         assert services["cleanup"]["entrypoint"] == ["sessionctl", "cleanup"]

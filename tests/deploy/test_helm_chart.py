@@ -58,7 +58,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "settings.indexShards": 16,
     },
     "everything-off": {"cleanup.enabled": False, "serviceAccount.create": False},
+    "worker-keda": {"worker.keda.enabled": True, "worker.serviceMonitor.enabled": True},
+    "worker-metrics-off": {"worker.metrics.enabled": False},
 }
+# Custom resources: no built-in schema; their shape is checked by their own tests.
+CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 
 
 def all_renders(render: Any, production_values: Path) -> dict[str, list[Manifest]]:
@@ -86,8 +90,8 @@ def test_rendered_objects_match_kubernetes_schemas(
     failures = []
     for name, objects in all_renders(render, production_values).items():
         for obj in objects:
-            if obj["apiVersion"].startswith("monitoring.coreos.com/"):
-                continue  # a CRD: no built-in schema; its shape is checked below
+            if obj["apiVersion"].startswith(CRD_GROUPS):
+                continue  # a CRD: no built-in schema; its shape is checked in its own tests
             try:
                 kubernetes_validate.validate(obj, k8s_version, strict=True)
             except kubernetes_validate.ValidationError as exc:
@@ -102,10 +106,18 @@ def test_default_render_has_core_objects(default_objects: list[Manifest]) -> Non
     one(default_objects, "Deployment", "worker")
     one(default_objects, "Service", "api")
     one(default_objects, "CronJob", "cleanup")
-    one(default_objects, "ConfigMap")
+    one(default_objects, "ConfigMap", "config")
     one(default_objects, "ServiceAccount")
-    for optional in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress", "ServiceMonitor"):
+    for optional in (
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Ingress",
+        "ServiceMonitor",
+        "ScaledObject",
+        "PrometheusRule",
+    ):
         assert kinds[optional] == 0, f"{optional} must be off by default"
+    assert kinds["ConfigMap"] == 1, "the dashboard ConfigMap must be off by default"
     assert kinds["StatefulSet"] == 0, "the bundled Redis must be off by default"
     assert kinds["Secret"] == 0, "the chart must not create a Secret by default"
 
@@ -154,7 +166,7 @@ def test_components_share_image_and_settings(
     render: Any, production_values: Path, values: str
 ) -> None:
     objects = render([production_values] if values == "production" else [])
-    configmap = one(objects, "ConfigMap")["metadata"]["name"]
+    configmap = one(objects, "ConfigMap", "config")["metadata"]["name"]
     seen = {}
     for component, workload in app_workloads(objects).items():
         (container,) = containers(workload)
@@ -164,7 +176,7 @@ def test_components_share_image_and_settings(
 
 
 def test_configmap_holds_the_settings(default_objects: list[Manifest]) -> None:
-    data = one(default_objects, "ConfigMap")["data"]
+    data = one(default_objects, "ConfigMap", "config")["data"]
     assert all(key.startswith("SESSIONS_") for key in data)
     assert all(isinstance(value, str) for value in data.values())
     assert data["SESSIONS_KEY_PREFIX"] == "sess"
@@ -175,7 +187,7 @@ def test_configmap_holds_the_settings(default_objects: list[Manifest]) -> None:
 
 def test_large_numbers_are_not_rendered_in_exponent_form(render: Any) -> None:
     objects = render(set_values={"settings.maxSessionsPerTenant": 10000000})
-    data = one(objects, "ConfigMap")["data"]
+    data = one(objects, "ConfigMap", "config")["data"]
     assert data["SESSIONS_MAX_SESSIONS_PER_TENANT"] == "10000000"
 
 
@@ -225,7 +237,7 @@ def test_cluster_mode_reads_queue_url_from_secret(render: Any) -> None:
     env = {item["name"]: item for item in container["env"]}
     ref = env["SESSIONS_QUEUE_REDIS_URL"]["valueFrom"]["secretKeyRef"]
     assert ref["key"] == "queue-redis-url"
-    data = one(objects, "ConfigMap")["data"]
+    data = one(objects, "ConfigMap", "config")["data"]
     assert data["SESSIONS_REDIS_CLUSTER"] == "true"
     assert data["SESSIONS_REDIS_CLUSTER_NODES"] == "r1:6379,r2:6379"
 

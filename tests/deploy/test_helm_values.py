@@ -55,6 +55,19 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "export-without-claim": ({"cleanup.export.enabled": True}, ["persistentVolumeClaim"]),
     "trial-secret-without-values": ({"secrets.create": True}, ["secrets.values"]),
+    "keda-and-hpa": (
+        {"worker.keda.enabled": True, "worker.autoscaling.enabled": True},
+        ["worker.keda", "worker.autoscaling.enabled"],
+    ),
+    "keda-min-above-max": (
+        {"worker.keda.enabled": True, "worker.keda.minReplicas": 9, "worker.keda.maxReplicas": 3},
+        ["worker.keda", "minReplicas"],
+    ),
+    "service-monitor-without-metrics": (
+        {"worker.serviceMonitor.enabled": True, "worker.metrics.enabled": False},
+        ["worker.serviceMonitor", "worker.metrics.enabled"],
+    ),
+    "bad-keda-threshold": ({"worker.keda.prometheus.threshold": "many"}, ["threshold"]),
 }
 
 

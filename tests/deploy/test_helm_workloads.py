@@ -15,7 +15,7 @@ def test_probes(default_objects: list[Manifest]) -> None:
     assert api["startupProbe"]["httpGet"]["path"] == "/livez"
     assert api["command"] == ["sessionctl", "serve", "--host", "0.0.0.0", "--port", "8000"]
     (worker,) = containers(one(default_objects, "Deployment", "worker"))
-    assert worker["command"] == ["sessionctl", "worker"]
+    assert worker["command"] == ["sessionctl", "worker", "--metrics-port", "9100"]
     check = ["sessionctl", "worker", "--check"]
     assert worker["livenessProbe"]["exec"]["command"] == check
     assert worker["startupProbe"]["exec"]["command"] == check

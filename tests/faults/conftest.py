@@ -1,5 +1,6 @@
 """Fault tests: real processes (``sessionctl serve`` / ``worker``) on a dedicated real Redis per
-test, killed and restarted on purpose. Everything listens on 127.0.0.1 only.
+test, killed and restarted on purpose. Everything listens on 127.0.0.1 only. Every line the
+children print must be a JSON log line in the production format (checked at teardown).
 
 ``Processes`` starts the children of one test and kills every one of them at teardown, whatever
 the test did; ``RedisServers`` does the same for the test's own redis-server processes.
@@ -25,6 +26,7 @@ from redis.asyncio import Redis
 
 from service.embedded import RedisProcess, free_port
 from service.tenants import TenantRegistry
+from tests.logcheck import assert_json_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "flt"
@@ -61,7 +63,7 @@ class Processes:
             "SESSIONS_KEY_PREFIX": PREFIX,
             "SESSIONS_RATE_LIMIT_PER_SECOND": "0",
             "SESSIONS_WORKER_POLL_DELAY_SECONDS": "0.005",
-            "SESSIONS_LOG_LEVEL": "WARNING",
+            "SESSIONS_LOG_LEVEL": "INFO",  # every line is checked at teardown
             **extra,
         }
 
@@ -143,6 +145,7 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         yield p
     finally:
         p.kill_all()
+    assert_json_logs(logs)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ async def test_an_evicting_redis_fails_readiness_and_is_logged(
     assert "allkeys-lru" in body["detail"] and "noeviction" in body["detail"]
     async with httpx.AsyncClient(base_url=api.url, timeout=5) as http:
         metrics = (await http.get("/metrics")).text
-    assert "sessions_redis_eviction_unsafe 1.0" in metrics
+    assert 'sessions_redis_maxmemory_policy{policy="allkeys-lru"} 1.0' in metrics
     await until(
         lambda: procs.output().count("redis.eviction_policy_unsafe") >= 2,
         "the API and the worker to log the policy",

@@ -14,6 +14,7 @@ import pytest
 
 from service.config import Settings
 from service.runtime import Runtime
+from tests.logcheck import assert_json_logs
 from tests.workers.conftest import send, wait_idle
 from workers.queue import TurnQueue
 
@@ -34,7 +35,8 @@ class Workers:
             "SESSIONS_REDIS_URL": self.redis_url,
             "SESSIONS_KEY_PREFIX": "wt",
             "SESSIONS_WORKER_POLL_DELAY_SECONDS": "0.005",
-            "SESSIONS_LOG_LEVEL": "WARNING",
+            "SESSIONS_LOG_LEVEL": "INFO",  # every line is checked after the test
+            "SESSIONS_LOG_FORMAT": "json",
             **env,
         }
         log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
@@ -59,6 +61,7 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        assert_json_logs(self.tmp, "worker-*.log")
 
 
 @pytest.fixture

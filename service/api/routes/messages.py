@@ -11,6 +11,7 @@ from service.api.deps import StoreDep, TenantCtx
 from service.api.routes import V1
 from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMessage
 from service.errors import PayloadTooLarge
+from service.logging import bind_request
 from service.models import EventType, Message, NewEvent, messages_from_events
 from service.store import MAX_PAGE
 
@@ -51,6 +52,7 @@ async def send_message(
         enqueue_turn=True,
     )
     message_id = result.event_ids[0]
+    bind_request(message=message_id)  # for the request's log line and the turn job
     # Also for a duplicate: the job id is deterministic, so this never runs a turn twice, and
     # it heals a crash between the append and the enqueue of the first request.
     await ctx.queue.enqueue_turn(ctx.tenant.id, session_id, message_id)
