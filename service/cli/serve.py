@@ -9,6 +9,7 @@ from service.cli.support import UsageError, fail, load_settings, positive_int
 from service.logging import configure_logging
 
 APP_FACTORY = "service.api.main:app"
+KEEP_ALIVE_S = 65
 
 
 def port_arg(text: str) -> int:
@@ -55,6 +56,10 @@ def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_headers": args.proxy_headers,
         "forwarded_allow_ips": args.forwarded_allow_ips,
         "access_log": False,  # the app logs one line per request itself
+        # Longer than the idle timeouts of clients' connection pools (httpx: 5 s) and of load
+        # balancers (60 s is common): the side that closes an idle connection must be the
+        # client, or a request sent just as the server closes it fails with a reset.
+        "timeout_keep_alive": KEEP_ALIVE_S,
         "log_config": None,  # keep the service's logging configuration
         "timeout_graceful_shutdown": 20,
     }
