@@ -234,16 +234,17 @@ async def test_live_streams_end_when_the_key_stops_working(
 async def test_behind_a_proxy_failures_count_per_forwarded_client(
     redis_server_url: str, real_redis: Redis, tmp_path: Path
 ) -> None:
-    """``sessionctl serve --proxy-headers`` with the proxy's address in FORWARDED_ALLOW_IPS:
-    the client address is the one the proxy appends to X-Forwarded-For, so one client's guesses
-    lock out that client only, and what a client writes into the header itself changes nothing.
-    Without the flag every client shares the proxy's address, and so its failure counter."""
+    """``sessionctl serve --proxy-headers`` with the proxy's address in
+    SESSIONS_FORWARDED_ALLOW_IPS: the client address is the one the proxy appends to
+    X-Forwarded-For, so one client's guesses lock out that client only, and what a client writes
+    into the header itself changes nothing. Without the flag every client shares the proxy's
+    address, and so its failure counter."""
     tenant = await new_tenant(real_redis, "alpha")
     server = spawn_server(
         redis_server_url,
         tmp_path / "proxied.log",
         "--proxy-headers",
-        env={"FORWARDED_ALLOW_IPS": "127.0.0.1"},
+        env={"SESSIONS_FORWARDED_ALLOW_IPS": "127.0.0.1"},
     )
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
