@@ -304,6 +304,19 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
+COUNT_LIVE = r"""
+-- Read only. KEYS: idx shard, exp shard.  ARGV: now_ms ('' = the server's TIME).
+-- Returns {index entries, expiry entries, expiry entries past their deadline}: the live count is
+-- the first minus the last, by the clock of the server holding the shard, never the API host's.
+local now = tonumber(ARGV[1])
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCOUNT', KEYS[2], '-inf', now)}
+"""
+
 
 LEASE = r"""
 -- ARGV: lifecycle_maxlen, sid, op ('take' | 'renew' | 'release'), token, lease_ms.
@@ -397,4 +410,5 @@ ALL = (
     ScriptSource("turn_state", TURN_STATE, session=True),
     ScriptSource("pending_register", PENDING_REGISTER, session=False),
     ScriptSource("pending_settle", PENDING_SETTLE, session=False),
+    ScriptSource("count_live", COUNT_LIVE, session=False),
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -195,6 +194,11 @@ class TenantStore:
                     self._s.redis.zrem(K.pending_key(self._s.prefix, self.tenant_id), session_id)
                 )
             await asyncio.gather(*calls)
+
+    async def _server_ms(self) -> int:
+        """The data Redis' clock (``TIME``) in ms: times come from Redis, never the API host."""
+        seconds, micros = await self._s.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def _lifecycle(self, kind: str, session_id: str, now: int) -> None:
         await self._s.redis.xadd(
@@ -625,17 +629,26 @@ class TenantStore:
         return [session_info_from_hash(r) for r in raws if r]
 
     async def count_live(self) -> int:
-        """Live sessions of the tenant: index size minus entries past their deadline."""
-        total = 0
+        """Live sessions of the tenant: index size minus entries past their deadline (by the
+        server's clock)."""
+        return sum(card - expired for card, _, expired in await self._index_counts(None))
+
+    async def _index_counts(self, now_ms: int | None) -> list[tuple[int, int, int]]:
+        """Per shard: (index entries, expiry entries, expiry entries at or before ``now_ms``,
+        else the server's ``TIME``)."""
+        script = self._s.scripts["count_live"]
+        now = "" if now_ms is None else now_ms
         with store_errors("count sessions"):
-            for shard in range(self._s.index_shards):
-                idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
-                card, expired = await asyncio.gather(
-                    self._s.redis.zcard(idx.idx),
-                    self._s.redis.zcount(idx.exp, "-inf", _now_ms()),
+            replies = await asyncio.gather(
+                *(
+                    script(keys=[idx.idx, idx.exp], args=[now])
+                    for idx in (
+                        K.index_keys(self._s.prefix, self.tenant_id, shard)
+                        for shard in range(self._s.index_shards)
+                    )
                 )
-                total += int(card) - int(expired)
-        return total
+            )
+        return [(int(a), int(b), int(c)) for a, b, c in replies]
 
     # --- cleanup, sweep, stats -----------------------------------------------------------------
     async def index_oldest(
@@ -717,18 +730,10 @@ class TenantStore:
         return out
 
     async def count_finite_live(self, now_ms: int | None = None) -> int:
-        """Live sessions that have a TTL (the expiry index minus entries past their deadline);
-        ``count_live() - count_finite_live()`` is the number of infinite sessions."""
-        now = _now_ms() if now_ms is None else now_ms
-        total = 0
-        with store_errors("count sessions"):
-            for shard in range(self._s.index_shards):
-                exp = K.index_keys(self._s.prefix, self.tenant_id, shard).exp
-                card, expired = await asyncio.gather(
-                    self._s.redis.zcard(exp), self._s.redis.zcount(exp, "-inf", now)
-                )
-                total += int(card) - int(expired)
-        return total
+        """Live sessions that have a TTL (the expiry index minus entries past their deadline,
+        ``now_ms`` or else the server's clock); ``count_live() - count_finite_live()`` is the
+        number of infinite sessions."""
+        return sum(exp - expired for _, exp, expired in await self._index_counts(now_ms))
 
     async def sweep_session(self, session_id: str) -> str:
         """Sweeper step for an index entry past its deadline. Returns ``"swept"`` when this call
@@ -749,7 +754,7 @@ class TenantStore:
             )
             if not int(removed):
                 return "gone"
-            await self._lifecycle("session.expired", session_id, _now_ms())
+            await self._lifecycle("session.expired", session_id, await self._server_ms())
         return "swept"
 
     async def sample_ids(self, n: int) -> list[str]:
@@ -822,10 +827,6 @@ def _bookmark(raw: str) -> Bookmark:
     data = json.loads(raw)
     data["created_at"] = ms_to_datetime(int(data.pop("created")))
     return Bookmark.model_validate(data)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _raw_stream_reader(redis: RedisClient) -> Any:
