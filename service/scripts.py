@@ -142,14 +142,20 @@ return out
 """
 
 UPDATE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, ttl_s('' = keep), infinite(''|0|1), then field/value pairs.
--- Returns {'ok', now, deadline} | {'missing'}
+-- ARGV: lifecycle_maxlen, sid, ttl_s('' = keep), infinite(''|0|1), n, then n field/expected
+--       pairs (conditions: the write happens only if every field holds its expected value, a
+--       missing field counting as ''), then field/value pairs.
+-- Returns {'ok', now, deadline} | {'missing'} | {'conflict'} (a condition did not hold)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local first = 6 + 2 * tonumber(ARGV[5])
+for i = 6, first - 1, 2 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return {'conflict'} end
+end
 local now = now_ms()
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'infinite', ARGV[4]) end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = first, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'modified', now)
 local deadline = refresh(sid, now)
 lifecycle('session.updated', sid, now)

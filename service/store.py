@@ -290,7 +290,12 @@ class TenantStore:
         ttl_seconds: int | None = None,
         infinite: bool | None = None,
         extra: dict[str, str | int] | None = None,
+        only_if: dict[str, str] | None = None,
     ) -> SessionInfo:
+        """Change the given fields. With ``only_if`` ({field: expected value}, a missing field
+        reading as ""), the change is made only if every field still holds its value, checked
+        in the same script (``Conflict`` otherwise)."""
+        conditions = [item for pair in (only_if or {}).items() for item in pair]
         fields: list[str | int] = []
         if name is not None:
             fields += ["name", name]
@@ -302,9 +307,12 @@ class TenantStore:
             fields += [key, value]
         ttl = "" if ttl_seconds is None else self._ttl(ttl_seconds)
         inf = "" if infinite is None else int(infinite)
-        res = await self._run("update_session", session_id, [ttl, inf, *fields], "update a session")
+        args = [ttl, inf, len(conditions) // 2, *conditions, *fields]
+        res = await self._run("update_session", session_id, args, "update a session")
         if res[0] == "missing":
             raise _missing(session_id)
+        if res[0] == "conflict":
+            raise Conflict(f"session {session_id!r} changed meanwhile")
         await self._after_write(session_id, int(res[1]), int(res[2]), lifecycle="session.updated")
         return await self.get(session_id)
 
