@@ -133,7 +133,10 @@ redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 7)
 for name, n in string.gmatch(ARGV[6], '([%w_]+)=(%-?%d+)') do
   redis.call('HINCRBY', KEYS[1], name, n)
 end
-if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
+if idem ~= '' then
+  redis.call('HSET', KEYS[4], idem, out[4])
+  prune_idempotency_keys(KEYS[4])
+end
 if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4]); pending_add(sid, now)
 elseif op == 'complete' then redis.call('LPOP', KEYS[5]); pending_settle(sid)
 elseif op == 'abort' then redis.call('DEL', KEYS[5]); pending_settle(sid) end
@@ -323,6 +326,30 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]),
   redis.call('ZCOUNT', KEYS[2], '-inf', now)}
 """
 
+# Idempotency keys of a session: a session that never expires would keep every key forever, so
+# once the hash holds IDEMPOTENCY_KEYS_KEPT + IDEMPOTENCY_PRUNE_BATCH keys, the oldest (by the event
+# id each maps to) go, down to IDEMPOTENCY_KEYS_KEPT. A retried send is recognised as long as it
+# is among the session's newest IDEMPOTENCY_KEYS_KEPT keyed sends; pruning runs once per
+# IDEMPOTENCY_PRUNE_BATCH sends, so its cost per send stays small.
+IDEMPOTENCY_KEYS_KEPT = 500
+IDEMPOTENCY_PRUNE_BATCH = 100
+_PRUNE_IDEMPOTENCY = r"""
+local function prune_idempotency_keys(key)
+  if redis.call('HLEN', key) < KEPT + BATCH then return end
+  local flat = redis.call('HGETALL', key)
+  local pairs_ = {}
+  for i = 1, #flat, 2 do
+    local ms, seq = string.match(flat[i + 1], '^(%d+)-(%d+)$')
+    pairs_[#pairs_ + 1] = {tonumber(ms or '0'), tonumber(seq or '0'), flat[i]}
+  end
+  table.sort(pairs_, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, #pairs_ - KEPT do redis.call('HDEL', key, pairs_[i][3]) end
+end
+""".replace("KEPT", str(IDEMPOTENCY_KEYS_KEPT)).replace("BATCH", str(IDEMPOTENCY_PRUNE_BATCH))
+
 
 LEASE = r"""
 -- ARGV: lifecycle_maxlen, sid, op ('take' | 'renew' | 'release'), token, lease_ms.
@@ -398,7 +425,7 @@ class ScriptSource:
 
     @property
     def text(self) -> str:
-        return (_PRELUDE + self.body) if self.session else self.body
+        return (_PRELUDE + _PRUNE_IDEMPOTENCY + self.body) if self.session else self.body
 
 
 ALL = (

@@ -42,7 +42,7 @@ from service.models import (
     ms_to_datetime,
     session_info_from_hash,
 )
-from service.paging import ShardPage, decode_cursor, merge_shards
+from service.paging import ShardPage, decode_cursor, encode_cursor, merge_shards
 from service.pending import PendingRegistry, Registered
 from service.retention import SessionFacts
 
@@ -50,6 +50,15 @@ LIFECYCLE_MAXLEN = 10_000
 LIST_SCAN_BUDGET = 1_000
 EXPORT_PAGE = 500
 MAX_PAGE = 1_000
+# A list page ends early once its items' text (summaries, names, labels) passes this many bytes;
+# its cursor continues after the last item returned. List items leave out the system message
+# (up to max_message_bytes each), and the store reads only the fields they show.
+LIST_PAGE_BYTES = 1024 * 1024
+LIST_FIELDS = (
+    "id", "model", "streaming", "summary", "name", "labels", "infinite", "ttl", "created",
+    "modified", "events", "messages", "last_event_id", "status", "prompt_tokens",
+    "completion_tokens", "compacted_through",
+)  # fmt: skip
 KEPT_TENANT_STORES = 10_000
 MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s
 
@@ -587,17 +596,29 @@ class TenantStore:
             raise InvalidInput(f"limit must be from 1 to {MAX_PAGE} (got {limit})")
         want = validate_labels(labels) if labels else {}
         out: list[SessionInfo] = []
+        size = 0
+        last = ("", "")  # the (score, member) of the last item taken
         next_cursor = cursor
         for _ in range(5 if want else 1):
-            ids, next_cursor = await self._index_page(limit - len(out), next_cursor)
-            for info in await self._infos(ids):
-                if all(info.labels.get(k) == v for k, v in want.items()):
-                    out.append(info)
+            entries, next_cursor = await self._index_page(limit - len(out), next_cursor)
+            infos = await self._infos([m for _, m in entries])
+            for (score, member), info in zip(entries, infos, strict=True):
+                if info is None or any(info.labels.get(k) != v for k, v in want.items()):
+                    continue
+                if out and size + _listed_bytes(info) > LIST_PAGE_BYTES:
+                    # Cut the page: continue strictly after the last item returned.
+                    return SessionPage(data=out, next_cursor=encode_cursor(*last))
+                out.append(info)
+                size += _listed_bytes(info)
+                last = (score, member)
             if next_cursor is None or len(out) >= limit:
                 break
         return SessionPage(data=out, next_cursor=next_cursor)
 
-    async def _index_page(self, count: int, cursor: str | None) -> tuple[list[str], str | None]:
+    async def _index_page(
+        self, count: int, cursor: str | None
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """Up to ``count`` index entries ``(score, member)`` after ``cursor``, and the next one."""
         score, member = decode_cursor(cursor)
         calls = []
         for shard in range(self._s.index_shards):
@@ -615,8 +636,7 @@ class TenantStore:
             if self._s.cluster and suspect:
                 entries += await self._confirm_alive(suspect)
             pages.append(ShardPage(entries, bool(exhausted), (str(last_s), str(last_m))))
-        taken, next_cursor = merge_shards(pages, count)
-        return [m for _, m in taken], next_cursor
+        return merge_shards(pages, count)
 
     async def _confirm_alive(self, flat: list[str]) -> list[tuple[str, str]]:
         """Cluster mode: entries the index believes expired may have been refreshed by a write
@@ -626,15 +646,21 @@ class TenantStore:
             alive = await asyncio.gather(*(self.exists(m) for _, m in pairs))
         return [p for p, ok in zip(pairs, alive, strict=True) if ok]
 
-    async def _infos(self, ids: list[str]) -> list[SessionInfo]:
+    async def _infos(self, ids: list[str]) -> list[SessionInfo | None]:
+        """The listed fields of each session (None for one gone since it was indexed); the
+        system message and other large fields are not read."""
         if not ids:
             return []
         with store_errors("read sessions"):
             pipe = self._s.redis.pipeline(transaction=False)  # one round trip (per node)
             for i in ids:
-                pipe.hgetall(self._session_keys(i).meta)
-            raws = await pipe.execute()
-        return [session_info_from_hash(r) for r in raws if r]
+                pipe.hmget(self._session_keys(i).meta, LIST_FIELDS)
+            rows = await pipe.execute()
+        out: list[SessionInfo | None] = []
+        for row in rows:
+            raw = {k: v for k, v in zip(LIST_FIELDS, row, strict=True) if v is not None}
+            out.append(session_info_from_hash(raw) if "id" in raw else None)
+        return out
 
     async def count_live(self) -> int:
         """Live sessions of the tenant: index size minus entries past their deadline (by the
@@ -848,3 +874,9 @@ def _raw_stream_reader(redis: RedisClient) -> Any:
     for command in ("XRANGE", "XREVRANGE"):
         reader.response_callbacks.pop(command, None)
     return reader
+
+
+def _listed_bytes(info: SessionInfo) -> int:
+    """About what a session adds to a list page: its free text plus a fixed part."""
+    labels = sum(len(k) + len(v.encode()) for k, v in info.labels.items())
+    return 512 + len(info.summary.encode()) + len(info.name.encode()) + labels
