@@ -191,9 +191,14 @@ return 1
 SET_BOOKMARK = r"""
 -- ARGV: lifecycle_maxlen, sid, name, partial_json ('{"name":..,"description":..,...}').
 -- The bookmark points at the session's last event and records how many messages preceded it.
--- Returns {'ok', stored_json} | {'missing'}
+-- ARGV[5]: most bookmarks a session may hold (a new name past it is refused: {'limit'}).
+-- Returns {'ok', stored_json} | {'missing'} | {'limit'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0
+    and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then
+  return {'limit'}
+end
 local now = now_ms()
 local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'messages')
 local json = '{"event_id":"' .. (meta[1] or '0-0') .. '","message_count":' .. (meta[2] or '0')

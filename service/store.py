@@ -54,6 +54,7 @@ MAX_PAGE = 1_000
 # its cursor continues after the last item returned. List items leave out the system message
 # (up to max_message_bytes each), and the store reads only the fields they show.
 LIST_PAGE_BYTES = 1024 * 1024
+MAX_BOOKMARKS = 1_000  # per session: its bookmark list is one response
 LIST_FIELDS = (
     "id", "model", "streaming", "summary", "name", "labels", "infinite", "ttl", "created",
     "modified", "events", "messages", "last_event_id", "status", "prompt_tokens",
@@ -549,9 +550,14 @@ class TenantStore:
         if len(description) > 1000:
             raise InvalidInput("bookmark description must be at most 1000 characters")
         partial = json.dumps({"name": name, "description": description}, ensure_ascii=False)
-        res = await self._run("set_bookmark", session_id, [name, partial], "set a bookmark")
+        args: list[str | int] = [name, partial, MAX_BOOKMARKS]
+        res = await self._run("set_bookmark", session_id, args, "set a bookmark")
         if res[0] == "missing":
             raise _missing(session_id)
+        if res[0] == "limit":
+            raise LimitExceeded(
+                f"session {session_id!r} already holds {MAX_BOOKMARKS} bookmarks", limit="bookmarks"
+            )
         return _bookmark(res[1])
 
     async def list_bookmarks(self, session_id: str) -> list[Bookmark]:

@@ -8,6 +8,7 @@ import pytest
 
 from service import keys as K
 from service import store as store_module
+from service.errors import LimitExceeded
 from service.models import NewEvent
 from service.scripts import IDEMPOTENCY_KEYS_KEPT, IDEMPOTENCY_PRUNE_BATCH
 from service.store import Store, TenantStore
@@ -67,3 +68,19 @@ async def test_list_pages_leave_out_system_messages_and_end_at_a_byte_budget(
             break
     assert pages >= 3
     assert sorted(seen) == [f"s{i:02d}" for i in range(12)] and len(set(seen)) == 12
+
+
+async def test_bookmarks_per_session_are_capped(
+    store: Store, acme: TenantStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_BOOKMARKS", 5)
+    await acme.create("b", model="m")
+    await acme.append("b", [user("x")])
+    for i in range(5):
+        await acme.set_bookmark("b", f"m{i}")
+    with pytest.raises(LimitExceeded, match="5 bookmarks"):
+        await acme.set_bookmark("b", "one-more")
+    await acme.set_bookmark("b", "m0", "moved")  # an existing name is not a new bookmark
+    marks = await acme.list_bookmarks("b")
+    assert sorted(m.name for m in marks) == [f"m{i}" for i in range(5)]
+    assert {m.name: m.description for m in marks}["m0"] == "moved"
