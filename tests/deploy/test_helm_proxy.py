@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from service.api.limits import AUTH_FAILURES_PER_WINDOW
 from service.tenants import TenantRegistry
 from tests.deploy.conftest import Renderer
-from tests.deploy.manifests import containers, one
+from tests.deploy.manifests import by_kind, containers, one
 from tests.security.conftest import LiveServer, spawn_server, stop_server
 
 Manifest = dict[str, Any]
@@ -29,7 +29,12 @@ def api_command(objects: list[Manifest]) -> tuple[list[str], dict[str, str]]:
     (api,) = [c for c in containers(one(objects, "Deployment", "api")) if c["name"] == "api"]
     command = [*api.get("command", []), *api.get("args", [])]
     assert command[:2] == ["sessionctl", "serve"], command
-    env = dict(one(objects, "ConfigMap")["data"])
+    config_maps = {o["metadata"]["name"]: o for o in by_kind(objects, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in api.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(config_maps[source["configMapRef"]["name"]]["data"])
+    assert "SESSIONS_KEY_PREFIX" in env, api.get("envFrom")
     env.update({e["name"]: str(e["value"]) for e in api.get("env", []) if "value" in e})
     return command[2:], env
 
