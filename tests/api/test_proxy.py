@@ -63,3 +63,23 @@ async def test_the_middleware_sets_the_client_address(
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         r = await http.get("/", headers={"X-Forwarded-For": "1.1.1.1, 203.0.113.7"})
     assert r.status_code == 200 and seen == [client]
+
+
+def test_serve_flags_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.cli import serve
+    from service.cli.main import build_parser
+
+    monkeypatch.delenv("SESSIONS_PROXY_HOPS", raising=False)
+    parse = build_parser().parse_args
+    assert serve.proxy_environment(parse(["serve"])) == {}
+    assert serve.proxy_environment(parse(["serve", "--proxy-headers"])) == {
+        "SESSIONS_PROXY_HOPS": "1"
+    }
+    args = parse(["serve", "--proxy-headers", "--proxy-hops", "2", "--forwarded-allow-ips", "*"])
+    assert serve.proxy_environment(args) == {
+        "SESSIONS_PROXY_HOPS": "2",
+        "SESSIONS_FORWARDED_ALLOW_IPS": "*",
+    }
+    assert serve.uvicorn_options(args)["proxy_headers"] is False  # never uvicorn's reading
+    monkeypatch.setenv("SESSIONS_PROXY_HOPS", "3")
+    assert serve.proxy_environment(parse(["serve", "--proxy-headers"])) == {}
