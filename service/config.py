@@ -6,6 +6,7 @@ name in upper case with the ``SESSIONS_`` prefix (``redis_url`` -> ``SESSIONS_RE
 
 from __future__ import annotations
 
+import ipaddress
 from enum import Enum
 from pathlib import Path
 
@@ -80,6 +81,17 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         default=None, description="Key for the tenant administration endpoints."
     )
+    proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Proxies in front of the API that append to X-Forwarded-For; the client "
+        "address is the entry this many from the right (0 = never read the header).",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="Peers (addresses, networks or *) whose X-Forwarded-For is read.",
+    )
 
     # --- Model provider ----------------------------------------------------------------------
     provider: str = Field(default="dev", description="Model provider: dev or openai.")
@@ -153,6 +165,14 @@ class Settings(BaseSettings):
     def _prefix_is_safe(cls, value: str) -> str:
         if not value or any(c in value for c in "{}*?[]: \t\r\n"):
             raise ValueError("key_prefix must be non-empty without braces, globs, colons or spaces")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _peers_parse(cls, value: str) -> str:
+        for item in value.split(","):
+            if item.strip() not in ("", "*"):
+                ipaddress.ip_network(item.strip(), strict=False)  # ValueError names it
         return value
 
     @field_validator("log_level")

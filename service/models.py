@@ -76,6 +76,11 @@ def messages_from_events(events: list[Event]) -> list[Message]:
     return out
 
 
+def datetime_to_ms(moment: datetime) -> int:
+    """The Unix time in ms of ``moment`` (exact for a ``ms_to_datetime`` result)."""
+    return round(moment.timestamp() * 1000)
+
+
 def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 

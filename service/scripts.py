@@ -133,7 +133,10 @@ redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 7)
 for name, n in string.gmatch(ARGV[6], '([%w_]+)=(%-?%d+)') do
   redis.call('HINCRBY', KEYS[1], name, n)
 end
-if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
+if idem ~= '' then
+  redis.call('HSET', KEYS[4], idem, out[4])
+  prune_idempotency_keys(KEYS[4])
+end
 if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4]); pending_add(sid, now)
 elseif op == 'complete' then redis.call('LPOP', KEYS[5]); pending_settle(sid)
 elseif op == 'abort' then redis.call('DEL', KEYS[5]); pending_settle(sid) end
@@ -142,14 +145,20 @@ return out
 """
 
 UPDATE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, ttl_s('' = keep), infinite(''|0|1), then field/value pairs.
--- Returns {'ok', now, deadline} | {'missing'}
+-- ARGV: lifecycle_maxlen, sid, ttl_s('' = keep), infinite(''|0|1), n, then n field/expected
+--       pairs (conditions: the write happens only if every field holds its expected value, a
+--       missing field counting as ''), then field/value pairs.
+-- Returns {'ok', now, deadline} | {'missing'} | {'conflict'} (a condition did not hold)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local first = 6 + 2 * tonumber(ARGV[5])
+for i = 6, first - 1, 2 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return {'conflict'} end
+end
 local now = now_ms()
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[3]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'infinite', ARGV[4]) end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = first, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'modified', now)
 local deadline = refresh(sid, now)
 lifecycle('session.updated', sid, now)
@@ -182,9 +191,14 @@ return 1
 SET_BOOKMARK = r"""
 -- ARGV: lifecycle_maxlen, sid, name, partial_json ('{"name":..,"description":..,...}').
 -- The bookmark points at the session's last event and records how many messages preceded it.
--- Returns {'ok', stored_json} | {'missing'}
+-- ARGV[5]: most bookmarks a session may hold (a new name past it is refused: {'limit'}).
+-- Returns {'ok', stored_json} | {'missing'} | {'limit'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0
+    and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then
+  return {'limit'}
+end
 local now = now_ms()
 local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'messages')
 local json = '{"event_id":"' .. (meta[1] or '0-0') .. '","message_count":' .. (meta[2] or '0')
@@ -304,6 +318,43 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
+COUNT_LIVE = r"""
+-- Read only. KEYS: idx shard, exp shard.  ARGV: now_ms ('' = the server's TIME).
+-- Returns {index entries, expiry entries, expiry entries past their deadline}: the live count is
+-- the first minus the last, by the clock of the server holding the shard, never the API host's.
+local now = tonumber(ARGV[1])
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCOUNT', KEYS[2], '-inf', now)}
+"""
+
+# Idempotency keys of a session: a session that never expires would keep every key forever, so
+# once the hash holds IDEMPOTENCY_KEYS_KEPT + IDEMPOTENCY_PRUNE_BATCH keys, the oldest (by the event
+# id each maps to) go, down to IDEMPOTENCY_KEYS_KEPT. A retried send is recognised as long as it
+# is among the session's newest IDEMPOTENCY_KEYS_KEPT keyed sends; pruning runs once per
+# IDEMPOTENCY_PRUNE_BATCH sends, so its cost per send stays small.
+IDEMPOTENCY_KEYS_KEPT = 500
+IDEMPOTENCY_PRUNE_BATCH = 100
+_PRUNE_IDEMPOTENCY = r"""
+local function prune_idempotency_keys(key)
+  if redis.call('HLEN', key) < KEPT + BATCH then return end
+  local flat = redis.call('HGETALL', key)
+  local pairs_ = {}
+  for i = 1, #flat, 2 do
+    local ms, seq = string.match(flat[i + 1], '^(%d+)-(%d+)$')
+    pairs_[#pairs_ + 1] = {tonumber(ms or '0'), tonumber(seq or '0'), flat[i]}
+  end
+  table.sort(pairs_, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, #pairs_ - KEPT do redis.call('HDEL', key, pairs_[i][3]) end
+end
+""".replace("KEPT", str(IDEMPOTENCY_KEYS_KEPT)).replace("BATCH", str(IDEMPOTENCY_PRUNE_BATCH))
+
 
 LEASE = r"""
 -- ARGV: lifecycle_maxlen, sid, op ('take' | 'renew' | 'release'), token, lease_ms.
@@ -379,7 +430,7 @@ class ScriptSource:
 
     @property
     def text(self) -> str:
-        return (_PRELUDE + self.body) if self.session else self.body
+        return (_PRELUDE + _PRUNE_IDEMPOTENCY + self.body) if self.session else self.body
 
 
 ALL = (
@@ -397,4 +448,5 @@ ALL = (
     ScriptSource("turn_state", TURN_STATE, session=True),
     ScriptSource("pending_register", PENDING_REGISTER, session=False),
     ScriptSource("pending_settle", PENDING_SETTLE, session=False),
+    ScriptSource("count_live", COUNT_LIVE, session=False),
 )

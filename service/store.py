@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -43,7 +42,7 @@ from service.models import (
     ms_to_datetime,
     session_info_from_hash,
 )
-from service.paging import ShardPage, decode_cursor, merge_shards
+from service.paging import ShardPage, decode_cursor, encode_cursor, merge_shards
 from service.pending import PendingRegistry, Registered
 from service.retention import SessionFacts
 
@@ -51,6 +50,16 @@ LIFECYCLE_MAXLEN = 10_000
 LIST_SCAN_BUDGET = 1_000
 EXPORT_PAGE = 500
 MAX_PAGE = 1_000
+# A list page ends early once its items' text (summaries, names, labels) passes this many bytes;
+# its cursor continues after the last item returned. List items leave out the system message
+# (up to max_message_bytes each), and the store reads only the fields they show.
+LIST_PAGE_BYTES = 1024 * 1024
+MAX_BOOKMARKS = 1_000  # per session: its bookmark list is one response
+LIST_FIELDS = (
+    "id", "model", "streaming", "summary", "name", "labels", "infinite", "ttl", "created",
+    "modified", "events", "messages", "last_event_id", "status", "prompt_tokens",
+    "completion_tokens", "compacted_through",
+)  # fmt: skip
 KEPT_TENANT_STORES = 10_000
 MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s
 
@@ -196,6 +205,11 @@ class TenantStore:
                 )
             await asyncio.gather(*calls)
 
+    async def _server_ms(self) -> int:
+        """The data Redis' clock (``TIME``) in ms: times come from Redis, never the API host."""
+        seconds, micros = await self._s.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
     async def _lifecycle(self, kind: str, session_id: str, now: int) -> None:
         await self._s.redis.xadd(
             K.lifecycle_key(self._s.prefix, self.tenant_id),
@@ -286,7 +300,12 @@ class TenantStore:
         ttl_seconds: int | None = None,
         infinite: bool | None = None,
         extra: dict[str, str | int] | None = None,
+        only_if: dict[str, str] | None = None,
     ) -> SessionInfo:
+        """Change the given fields. With ``only_if`` ({field: expected value}, a missing field
+        reading as ""), the change is made only if every field still holds its value, checked
+        in the same script (``Conflict`` otherwise)."""
+        conditions = [item for pair in (only_if or {}).items() for item in pair]
         fields: list[str | int] = []
         if name is not None:
             fields += ["name", name]
@@ -298,9 +317,12 @@ class TenantStore:
             fields += [key, value]
         ttl = "" if ttl_seconds is None else self._ttl(ttl_seconds)
         inf = "" if infinite is None else int(infinite)
-        res = await self._run("update_session", session_id, [ttl, inf, *fields], "update a session")
+        args = [ttl, inf, len(conditions) // 2, *conditions, *fields]
+        res = await self._run("update_session", session_id, args, "update a session")
         if res[0] == "missing":
             raise _missing(session_id)
+        if res[0] == "conflict":
+            raise Conflict(f"session {session_id!r} changed meanwhile")
         await self._after_write(session_id, int(res[1]), int(res[2]), lifecycle="session.updated")
         return await self.get(session_id)
 
@@ -528,9 +550,14 @@ class TenantStore:
         if len(description) > 1000:
             raise InvalidInput("bookmark description must be at most 1000 characters")
         partial = json.dumps({"name": name, "description": description}, ensure_ascii=False)
-        res = await self._run("set_bookmark", session_id, [name, partial], "set a bookmark")
+        args: list[str | int] = [name, partial, MAX_BOOKMARKS]
+        res = await self._run("set_bookmark", session_id, args, "set a bookmark")
         if res[0] == "missing":
             raise _missing(session_id)
+        if res[0] == "limit":
+            raise LimitExceeded(
+                f"session {session_id!r} already holds {MAX_BOOKMARKS} bookmarks", limit="bookmarks"
+            )
         return _bookmark(res[1])
 
     async def list_bookmarks(self, session_id: str) -> list[Bookmark]:
@@ -575,17 +602,29 @@ class TenantStore:
             raise InvalidInput(f"limit must be from 1 to {MAX_PAGE} (got {limit})")
         want = validate_labels(labels) if labels else {}
         out: list[SessionInfo] = []
+        size = 0
+        last = ("", "")  # the (score, member) of the last item taken
         next_cursor = cursor
         for _ in range(5 if want else 1):
-            ids, next_cursor = await self._index_page(limit - len(out), next_cursor)
-            for info in await self._infos(ids):
-                if all(info.labels.get(k) == v for k, v in want.items()):
-                    out.append(info)
+            entries, next_cursor = await self._index_page(limit - len(out), next_cursor)
+            infos = await self._infos([m for _, m in entries])
+            for (score, member), info in zip(entries, infos, strict=True):
+                if info is None or any(info.labels.get(k) != v for k, v in want.items()):
+                    continue
+                if out and size + _listed_bytes(info) > LIST_PAGE_BYTES:
+                    # Cut the page: continue strictly after the last item returned.
+                    return SessionPage(data=out, next_cursor=encode_cursor(*last))
+                out.append(info)
+                size += _listed_bytes(info)
+                last = (score, member)
             if next_cursor is None or len(out) >= limit:
                 break
         return SessionPage(data=out, next_cursor=next_cursor)
 
-    async def _index_page(self, count: int, cursor: str | None) -> tuple[list[str], str | None]:
+    async def _index_page(
+        self, count: int, cursor: str | None
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """Up to ``count`` index entries ``(score, member)`` after ``cursor``, and the next one."""
         score, member = decode_cursor(cursor)
         calls = []
         for shard in range(self._s.index_shards):
@@ -603,8 +642,7 @@ class TenantStore:
             if self._s.cluster and suspect:
                 entries += await self._confirm_alive(suspect)
             pages.append(ShardPage(entries, bool(exhausted), (str(last_s), str(last_m))))
-        taken, next_cursor = merge_shards(pages, count)
-        return [m for _, m in taken], next_cursor
+        return merge_shards(pages, count)
 
     async def _confirm_alive(self, flat: list[str]) -> list[tuple[str, str]]:
         """Cluster mode: entries the index believes expired may have been refreshed by a write
@@ -614,28 +652,43 @@ class TenantStore:
             alive = await asyncio.gather(*(self.exists(m) for _, m in pairs))
         return [p for p, ok in zip(pairs, alive, strict=True) if ok]
 
-    async def _infos(self, ids: list[str]) -> list[SessionInfo]:
+    async def _infos(self, ids: list[str]) -> list[SessionInfo | None]:
+        """The listed fields of each session (None for one gone since it was indexed); the
+        system message and other large fields are not read."""
         if not ids:
             return []
         with store_errors("read sessions"):
             pipe = self._s.redis.pipeline(transaction=False)  # one round trip (per node)
             for i in ids:
-                pipe.hgetall(self._session_keys(i).meta)
-            raws = await pipe.execute()
-        return [session_info_from_hash(r) for r in raws if r]
+                pipe.hmget(self._session_keys(i).meta, LIST_FIELDS)
+            rows = await pipe.execute()
+        out: list[SessionInfo | None] = []
+        for row in rows:
+            raw = {k: v for k, v in zip(LIST_FIELDS, row, strict=True) if v is not None}
+            out.append(session_info_from_hash(raw) if "id" in raw else None)
+        return out
 
     async def count_live(self) -> int:
-        """Live sessions of the tenant: index size minus entries past their deadline."""
-        total = 0
+        """Live sessions of the tenant: index size minus entries past their deadline (by the
+        server's clock)."""
+        return sum(card - expired for card, _, expired in await self._index_counts(None))
+
+    async def _index_counts(self, now_ms: int | None) -> list[tuple[int, int, int]]:
+        """Per shard: (index entries, expiry entries, expiry entries at or before ``now_ms``,
+        else the server's ``TIME``)."""
+        script = self._s.scripts["count_live"]
+        now = "" if now_ms is None else now_ms
         with store_errors("count sessions"):
-            for shard in range(self._s.index_shards):
-                idx = K.index_keys(self._s.prefix, self.tenant_id, shard)
-                card, expired = await asyncio.gather(
-                    self._s.redis.zcard(idx.idx),
-                    self._s.redis.zcount(idx.exp, "-inf", _now_ms()),
+            replies = await asyncio.gather(
+                *(
+                    script(keys=[idx.idx, idx.exp], args=[now])
+                    for idx in (
+                        K.index_keys(self._s.prefix, self.tenant_id, shard)
+                        for shard in range(self._s.index_shards)
+                    )
                 )
-                total += int(card) - int(expired)
-        return total
+            )
+        return [(int(a), int(b), int(c)) for a, b, c in replies]
 
     # --- cleanup, sweep, stats -----------------------------------------------------------------
     async def index_oldest(
@@ -717,18 +770,10 @@ class TenantStore:
         return out
 
     async def count_finite_live(self, now_ms: int | None = None) -> int:
-        """Live sessions that have a TTL (the expiry index minus entries past their deadline);
-        ``count_live() - count_finite_live()`` is the number of infinite sessions."""
-        now = _now_ms() if now_ms is None else now_ms
-        total = 0
-        with store_errors("count sessions"):
-            for shard in range(self._s.index_shards):
-                exp = K.index_keys(self._s.prefix, self.tenant_id, shard).exp
-                card, expired = await asyncio.gather(
-                    self._s.redis.zcard(exp), self._s.redis.zcount(exp, "-inf", now)
-                )
-                total += int(card) - int(expired)
-        return total
+        """Live sessions that have a TTL (the expiry index minus entries past their deadline,
+        ``now_ms`` or else the server's clock); ``count_live() - count_finite_live()`` is the
+        number of infinite sessions."""
+        return sum(exp - expired for _, exp, expired in await self._index_counts(now_ms))
 
     async def sweep_session(self, session_id: str) -> str:
         """Sweeper step for an index entry past its deadline. Returns ``"swept"`` when this call
@@ -749,7 +794,7 @@ class TenantStore:
             )
             if not int(removed):
                 return "gone"
-            await self._lifecycle("session.expired", session_id, _now_ms())
+            await self._lifecycle("session.expired", session_id, await self._server_ms())
         return "swept"
 
     async def sample_ids(self, n: int) -> list[str]:
@@ -824,10 +869,6 @@ def _bookmark(raw: str) -> Bookmark:
     return Bookmark.model_validate(data)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _raw_stream_reader(redis: RedisClient) -> Any:
     """A view of the same connection pool whose XRANGE/XREVRANGE replies skip redis-py's
     per-entry tuple and dict building (half the cost of reading a stream); ``_rows`` reads
@@ -839,3 +880,9 @@ def _raw_stream_reader(redis: RedisClient) -> Any:
     for command in ("XRANGE", "XREVRANGE"):
         reader.response_callbacks.pop(command, None)
     return reader
+
+
+def _listed_bytes(info: SessionInfo) -> int:
+    """About what a session adds to a list page: its free text plus a fixed part."""
+    labels = sum(len(k) + len(v.encode()) for k, v in info.labels.items())
+    return 512 + len(info.summary.encode()) + len(info.name.encode()) + labels

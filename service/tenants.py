@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
@@ -98,10 +97,12 @@ class TenantRegistry:
         """Create a tenant; returns it with its API key, which is never shown again."""
         validate_tenant_id(tenant_id)
         api_key = new_api_key(tenant_id)
+        with store_errors("create a tenant"):
+            seconds, micros = await self._redis.time()  # times come from Redis
         tenant = Tenant(
             id=tenant_id,
             name=name or tenant_id,
-            created_at_ms=int(time.time() * 1000),
+            created_at_ms=int(seconds) * 1000 + int(micros) // 1000,
             key_digest=digest(api_key),
             key_hint=api_key[-4:],
             limits=limits or Limits(),

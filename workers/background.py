@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.errors import ProviderError, SessionNotFound
+from service.errors import Conflict, ProviderError, SessionNotFound
 from service.logging import get_logger
-from service.models import EventType, NewEvent
+from service.models import EventType, NewEvent, datetime_to_ms
 from service.runtime import Runtime
 from workers.context import ROLE_OF, history_messages
 from workers.providers import ChatMessage, Provider, Role
@@ -21,13 +21,20 @@ SUMMARIZE_PROMPT = (
 )
 
 
-async def set_title(ctx: dict[str, Any], tenant: str, session_id: str) -> str:
-    """arq job: after the first exchange, set the session's summary (its title)."""
+async def set_title(
+    ctx: dict[str, Any], tenant: str, session_id: str, created_ms: int | None = None
+) -> str:
+    """arq job: after the first exchange, set the session's summary (its title), unless the user
+    set one meanwhile (the write is conditional, in the same script) or the session is another
+    incarnation of its id (``created_ms``: the creation time of the session that asked)."""
     runtime: Runtime = ctx["runtime"]
     provider: Provider = ctx["provider"]
     store = runtime.store.tenant(tenant)
     try:
         info = await store.get(session_id)
+        created = datetime_to_ms(info.created_at)
+        if created_ms is not None and created != created_ms:
+            return "session gone"
         if info.summary:
             return "has a title"
         events = await store.read_events(session_id, limit=20)
@@ -37,7 +44,12 @@ async def set_title(ctx: dict[str, Any], tenant: str, session_id: str) -> str:
         ]
         completion = await provider.complete(prompt, model=info.model)
         title = " ".join(completion.content.split())[:80].strip("\"' ") or "New conversation"
-        await store.update(session_id, summary=title)
+        try:
+            await store.update(
+                session_id, summary=title, only_if={"summary": "", "created": str(created)}
+            )
+        except Conflict:
+            return "has a title"  # set (or the session re-created) while the model answered
         await store.append(
             session_id, [NewEvent(type=EventType.SESSION_TITLE_CHANGED, data={"title": title})]
         )

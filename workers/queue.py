@@ -134,8 +134,12 @@ class TurnQueue:
         job_id = f"{turn_job_id(tenant, session_id, message_id)}:wd{at_ms}"
         await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id)
 
-    async def enqueue_title(self, tenant: str, session_id: str) -> None:
-        await self._enqueue(SET_TITLE, f"title:{tenant}:{session_id}", tenant, session_id)
+    async def enqueue_title(self, tenant: str, session_id: str, created_ms: int) -> None:
+        """One title job per session incarnation: ``created_ms`` is in the id, so a session
+        deleted and re-created under its id gets its own job while the earlier one's result is
+        still kept."""
+        job_id = f"title:{tenant}:{session_id}:{created_ms}"
+        await self._enqueue(SET_TITLE, job_id, tenant, session_id, created_ms)
 
     async def enqueue_compaction(self, tenant: str, session_id: str, through: str) -> None:
         await self._enqueue(

@@ -31,7 +31,7 @@ from typing import Any
 from service.config import Settings
 from service.errors import ProviderError, SessionNotFound, StoreUnavailable
 from service.logging import get_logger
-from service.models import Event, EventType, NewEvent, SessionInfo
+from service.models import Event, EventType, NewEvent, SessionInfo, datetime_to_ms
 from service.runtime import Runtime
 from service.store import TenantStore
 from workers import metrics
@@ -291,7 +291,7 @@ async def _follow_ups(
     queue: TurnQueue = ctx["queue"]
     settings: Settings = ctx["settings"]
     if not info.summary:
-        await queue.enqueue_title(store.tenant_id, info.session_id)
+        await queue.enqueue_title(store.tenant_id, info.session_id, datetime_to_ms(info.created_at))
     if info.infinite and needs_compaction(
         history_tokens, settings.model_context_tokens, settings.compaction_threshold
     ):

@@ -5,9 +5,12 @@
   (``window_for``): one second for ``r >= 1``, longer windows for fractional rates, so 0.2/s allows
   one request per five seconds. 0 switches the limit off.
 - API key failures per client IP: after ``AUTH_FAILURES_PER_WINDOW`` refused keys within
-  ``AUTH_FAILURE_WINDOW_MS``, every request from that address is refused with 429 until the window
-  ends, whether its key is right or not, so keys cannot be guessed at speed. The counter lives in
-  the tenant registry's slot, so one script reads it with the tenant record of the key.
+  ``AUTH_FAILURE_WINDOW_MS``, every further *invalid* key from that address is refused with 429
+  until the window ends, so keys cannot be tried at speed. A valid key is never refused by this
+  limit: behind a load balancer many clients share one address, and one client's failures must
+  not lock the others out (keys carry 256 random bits, so confirming a lucky guess gives nothing
+  away). The counter lives in the tenant registry's slot, so one script reads it with the tenant
+  record of the key.
 """
 
 from __future__ import annotations
@@ -17,15 +20,13 @@ import contextlib
 import math
 import re
 from collections.abc import Awaitable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from service import keys as K
 from service.connections import LuaScript, RedisClient, store_errors
 from service.errors import LimitExceeded, StoreFull, Unauthorized
 from service.metrics import Metrics
 from service.tenants import Tenant, TenantRegistry, tenant_of_key
-
-T = TypeVar("T")
 
 AUTH_FAILURES_PER_WINDOW = 20
 MAX_WINDOW_MS = 86_400_000  # a rate below one request a day allows one a day
@@ -124,29 +125,36 @@ class RequestLimits:
     async def authenticate(
         self, address: str | None, api_key: str, tenants: TenantRegistry
     ) -> Tenant:
-        """The tenant of ``api_key`` (``Unauthorized`` for a key that is not valid now), unless
-        ``address`` has failed too often (``LimitExceeded``, whatever the key). One round trip:
-        the failure counter and the tenant record the key names are read by one script."""
+        """The tenant of ``api_key``. A key that is not valid now is ``Unauthorized`` and counted
+        against ``address`` (``record_auth_failure``), or ``LimitExceeded`` once ``address`` has
+        failed too often; a valid key passes whatever the counter says. One round trip: the
+        failure counter and the tenant record the key names are read by one script."""
         tenant_id = tenant_of_key(api_key)
         key = auth_failures_key(self._prefix, address or "unknown")
         with store_errors("check an API key"):
             reply = await self._read(keys=[key, tenants.records_key], args=[tenant_id or ""])
-        self._check_failures(int(reply[0]), int(reply[1]))
-        if tenant_id is None:
-            raise Unauthorized("API key is malformed")
-        return tenants.verify(api_key, reply[2] if len(reply) > 2 else None)
+        try:
+            if tenant_id is None:
+                raise Unauthorized("API key is malformed")
+            return tenants.verify(api_key, reply[2] if len(reply) > 2 else None)
+        except Unauthorized:
+            self._check_failures(int(reply[0]), int(reply[1]))
+            raise
 
-    async def guard_auth(self, address: str | None, check: Awaitable[T]) -> T:
-        """Run a key check, refusing it with 429 when ``address`` has failed too often; the
-        counter is read alongside the check, so it adds no round trip."""
+    async def guard_auth(self, address: str | None, check: Awaitable[bool]) -> bool:
+        """Run a key check (true for a valid key); a failed check is refused with 429 when
+        ``address`` has failed too often, a passed one never. The counter is read alongside the
+        check, so it adds no round trip."""
         key = auth_failures_key(self._prefix, address or "unknown")
         counter, result = await asyncio.gather(self._failures(key), check, return_exceptions=True)
+        if isinstance(result, BaseException):
+            raise result
+        if result:
+            return True
         if isinstance(counter, BaseException):
             raise counter
         self._check_failures(*counter)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return False
 
     def _check_failures(self, failures: int, ms_left: int) -> None:
         if failures >= AUTH_FAILURES_PER_WINDOW:

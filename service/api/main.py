@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from service.api import problems
 from service.api.deps import ApiState
 from service.api.middleware import RequestBody, RequestContext
+from service.api.proxy import ForwardedClient
 from service.api.routes import (
     bookmarks,
     events,
@@ -85,6 +86,9 @@ def create_app(
         timeout_seconds=settings.body_timeout_seconds,
     )
     app.add_middleware(RequestContext, metrics=state.metrics)
+    app.add_middleware(
+        ForwardedClient, hops=settings.proxy_hops, trusted=settings.forwarded_allow_ips
+    )
 
     # Starlette tries routes in order: the most requested first.
     for router in (

@@ -38,10 +38,12 @@ class SessionUpdate(RequestBody):
     infinite: bool | None = None
 
 
-class SessionPublic(BaseModel):
+class SessionListItem(BaseModel):
+    """A session as a list page shows it: everything but the system message (up to the
+    message byte limit each; read it with GET /v1/sessions/{id})."""
+
     session_id: str
     model: str
-    system_message: str
     streaming: bool
     summary: str
     name: str
@@ -59,12 +61,23 @@ class SessionPublic(BaseModel):
     completion_tokens: int
 
     @classmethod
+    def of(cls, info: SessionInfo) -> SessionListItem:
+        return cls.model_validate(info.model_dump(exclude={"compacted_through", "system_message"}))
+
+
+class SessionPublic(SessionListItem):
+    system_message: str
+
+    @classmethod
     def of(cls, info: SessionInfo) -> SessionPublic:
         return cls.model_validate(info.model_dump(exclude={"compacted_through"}))
 
 
 class SessionList(BaseModel):
-    data: list[SessionPublic]
+    data: list[SessionListItem] = Field(
+        description="At most `limit` sessions; fewer when their text passes 1 MiB (follow "
+        "`next_cursor`)."
+    )
     next_cursor: str | None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from service.cli.support import UsageError, fail, load_settings, positive_int
@@ -34,15 +35,25 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--proxy-headers",
         action="store_true",
-        help="trust X-Forwarded-For/-Proto from the addresses in FORWARDED_ALLOW_IPS (the "
-        "client address counts API key failures, so enable this behind a proxy)",
+        help="read the client address from X-Forwarded-For, written by --proxy-hops proxies "
+        "(default 1) and sent from the addresses in --forwarded-allow-ips (the client address "
+        "counts API key failures, so enable this behind a proxy)",
+    )
+    parser.add_argument(
+        "--proxy-hops",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="proxies in front of the API, each appending to X-Forwarded-For; the client is the "
+        "N-th entry from the right, what the client wrote itself is ignored (implies "
+        "--proxy-headers; default: SESSIONS_PROXY_HOPS, else 1 with --proxy-headers)",
     )
     parser.add_argument(
         "--forwarded-allow-ips",
         default=None,
         metavar="IPS",
-        help="comma-separated proxy addresses to trust with --proxy-headers, or * for any "
-        "(default: FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+        help="comma-separated proxy addresses or networks whose X-Forwarded-For is read, or * "
+        "for any peer (default: SESSIONS_FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
     )
     parser.set_defaults(func=run)
 
@@ -53,8 +64,9 @@ def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "host": args.host,
         "port": args.port,
         "workers": args.workers,
-        "proxy_headers": args.proxy_headers,
-        "forwarded_allow_ips": args.forwarded_allow_ips,
+        # The app reads X-Forwarded-For itself (service.api.proxy): uvicorn's reading trusts the
+        # left-most entry, which the client writes, when every peer is trusted.
+        "proxy_headers": False,
         "access_log": False,  # the app logs one line per request itself
         # Longer than the idle timeouts of clients' connection pools (httpx: 5 s) and of load
         # balancers (60 s is common): the side that closes an idle connection must be the
@@ -65,7 +77,22 @@ def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def proxy_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The settings the proxy flags stand for (``SESSIONS_PROXY_HOPS``,
+    ``SESSIONS_FORWARDED_ALLOW_IPS``): handed to the app, in every worker process, through the
+    environment."""
+    env: dict[str, str] = {}
+    if args.proxy_hops is not None:
+        env["SESSIONS_PROXY_HOPS"] = str(args.proxy_hops)
+    elif args.proxy_headers and int(os.environ.get("SESSIONS_PROXY_HOPS") or 0) == 0:
+        env["SESSIONS_PROXY_HOPS"] = "1"
+    if args.forwarded_allow_ips is not None:
+        env["SESSIONS_FORWARDED_ALLOW_IPS"] = args.forwarded_allow_ips
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
+    os.environ.update(proxy_environment(args))
     try:
         settings = load_settings()
     except UsageError as exc:

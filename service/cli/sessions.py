@@ -145,7 +145,8 @@ async def list_sessions(ts: TenantStore, labels: dict[str, str], limit: int, as_
         if cursor is None:
             break
     if as_json:
-        print_json([info.model_dump(mode="json") for info in found])
+        # Listing reads no system messages (``sessions show`` has them).
+        print_json([info.model_dump(mode="json", exclude={"system_message"}) for info in found])
         return 0
     rows = [
         (

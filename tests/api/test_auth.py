@@ -186,15 +186,37 @@ async def test_key_guessing_is_limited_per_address(
     r = await client.get("/v1/sessions", headers=bad)
     assert r.status_code == 429
     assert 1 <= int(r.headers["Retry-After"]) <= 60
-    # Even the right key (and the admin key) is refused from that address until the window ends.
-    assert (await client.get("/v1/sessions", headers=acme.headers)).status_code == 429
-    assert (await client.get("/v1/admin/tenants", headers=admin_headers)).status_code == 429
+    r = await client.get("/v1/admin/tenants", headers={"Authorization": "Bearer wrong-admin"})
+    assert r.status_code == 429
+    assert (
+        await client.get("/v1/sessions", headers={"Authorization": "Bearer x"})
+    ).status_code == 429
     metrics = (await client.get("/metrics")).text
     assert 'sessions_rate_limited_total{limit="auth_failures"} 3.0' in metrics
     # Another address is not affected.
     other = httpx.ASGITransport(app=client._transport.app, client=("10.1.2.3", 4000))  # type: ignore[attr-defined]
     async with httpx.AsyncClient(transport=other, base_url="http://test") as c2:
-        assert (await c2.get("/v1/sessions", headers=acme.headers)).status_code == 200
+        assert (await c2.get("/v1/sessions", headers=bad)).status_code == 401
+
+
+async def test_failures_of_a_shared_address_never_refuse_a_valid_key(
+    client: httpx.AsyncClient, runtime: Runtime, acme: TenantKey, admin_headers: dict[str, str]
+) -> None:
+    """Behind one load balancer every client has its address: one client's wrong keys must not
+    lock the others (or the admin) out. Valid keys pass; only invalid ones are throttled."""
+    _, other_key = await runtime.tenants.create("globex")
+    other = {"Authorization": f"Bearer {other_key}"}
+    for i in range(AUTH_FAILURES_PER_WINDOW * 2):
+        r = await client.get("/v1/sessions", headers={"Authorization": f"Bearer sk_acme_g{i}"})
+        assert r.status_code == (401 if i < AUTH_FAILURES_PER_WINDOW else 429)
+    for headers in (acme.headers, other, acme.headers):
+        assert (await client.get("/v1/sessions", headers=headers)).status_code == 200
+    assert (await client.get("/v1/admin/tenants", headers=admin_headers)).status_code == 200
+    # A tenant key on an admin route is still 403, not a lockout.
+    assert (await client.get("/v1/admin/tenants", headers=acme.headers)).status_code == 403
+    assert (
+        await client.get("/v1/sessions", headers={"Authorization": "Bearer x"})
+    ).status_code == 429
 
 
 async def test_metrics_count_auth_failures(client: httpx.AsyncClient, app: FastAPI) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from service.runtime import Runtime
+from service.tenants import Limits
 from tests.api.conftest import TenantKey
 
 
@@ -166,3 +168,33 @@ async def test_tenant_default_model_applies_to_sessions_created_without_one(
     assert r.json()["default_model"] == "llama3"
     r = await client.post("/v1/sessions", json={"session_id": "c"}, headers=headers)
     assert r.json()["model"] == "llama3"
+
+
+async def test_system_message_obeys_the_tenant_byte_limit(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A tenant's ``max_message_bytes`` bounds its system messages as it bounds its prompts."""
+    _, key = await runtime.tenants.create("small", limits=Limits(max_message_bytes=1000))
+    h = {"Authorization": f"Bearer {key}"}
+    r = await client.post(
+        "/v1/sessions", json={"session_id": "big", "system_message": "é" * 501}, headers=h
+    )
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert "1000" in r.json()["detail"]
+    assert (await client.get("/v1/sessions/big", headers=h)).status_code == 404
+    r = await client.post(
+        "/v1/sessions", json={"session_id": "fits", "system_message": "é" * 500}, headers=h
+    )
+    assert r.status_code == 201
+
+
+async def test_list_items_leave_out_the_system_message(
+    client: httpx.AsyncClient, acme: TenantKey
+) -> None:
+    body = {"session_id": "s", "system_message": "You are terse."}
+    assert (await client.post("/v1/sessions", json=body, headers=acme.headers)).status_code == 201
+    (item,) = (await client.get("/v1/sessions", headers=acme.headers)).json()["data"]
+    assert item["session_id"] == "s" and "system_message" not in item
+    one = (await client.get("/v1/sessions/s", headers=acme.headers)).json()
+    assert one["system_message"] == "You are terse."
+    assert {k: v for k, v in one.items() if k != "system_message"} == item

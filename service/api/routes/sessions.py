@@ -8,8 +8,14 @@ from fastapi import APIRouter, Query, Response
 
 from service.api.deps import SettingsDep, StoreDep, TenantDep
 from service.api.routes import V1
-from service.api.schemas import SessionCreate, SessionList, SessionPublic, SessionUpdate
-from service.errors import InvalidInput
+from service.api.schemas import (
+    SessionCreate,
+    SessionList,
+    SessionListItem,
+    SessionPublic,
+    SessionUpdate,
+)
+from service.errors import InvalidInput, PayloadTooLarge
 
 router = APIRouter(prefix=f"{V1}/sessions", tags=["sessions"])
 
@@ -29,7 +35,14 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
 async def create_session(
     body: SessionCreate, tenant: TenantDep, store: StoreDep, settings: SettingsDep
 ) -> SessionPublic:
-    """Create a session (409 when the id is taken, 429 over the tenant's session quota)."""
+    """Create a session (409 when the id is taken, 429 over the tenant's session quota, 413
+    for a system message over the tenant's message byte limit)."""
+    limit = tenant.limits.max_message_bytes or settings.max_message_bytes
+    size = len(body.system_message.encode())
+    if size > limit:
+        raise PayloadTooLarge(
+            f"system message of {size} bytes is over the limit of {limit}", limit=limit
+        )
     info = await store.create(
         body.session_id,
         model=body.model or tenant.default_model or settings.default_model,
@@ -51,9 +64,11 @@ async def list_sessions(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
 ) -> SessionList:
-    """Sessions, newest modified first, ``limit`` per page; follow ``next_cursor``."""
+    """Sessions, newest modified first, ``limit`` per page (fewer once the page's text passes
+    1 MiB); follow ``next_cursor``. Items leave out the system message."""
     page = await store.list_sessions(limit=limit, cursor=cursor, labels=parse_labels(label))
-    return SessionList(data=[SessionPublic.of(i) for i in page.data], next_cursor=page.next_cursor)
+    items = [SessionListItem.of(i) for i in page.data]
+    return SessionList(data=items, next_cursor=page.next_cursor)
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
