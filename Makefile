@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit bench loadtest clean
+.PHONY: help install dev test lint typecheck unit ts bench loadtest clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ typecheck: $(STAMP)  ## mypy --strict on service/, workers/ and the Python clien
 unit: $(STAMP)  ## pytest only
 	$(BIN)/pytest -q
 
-test: lint typecheck unit  ## Install, then lint, type-check and run the whole test suite (what CI runs)
+ts: $(STAMP)  ## TypeScript client: npm ci, tsc, node --test against a real sessionctl dev
+	cd clients/typescript && npm ci --no-audit --no-fund && npm test
+
+test: lint typecheck unit ts  ## Install, then lint, type-check and run the whole test suite (what CI runs)
 
 bench: $(STAMP)  ## Run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench
