@@ -58,9 +58,13 @@ function promptOf(options: MessageOptions | string): string {
   return options.prompt;
 }
 
+/** A fresh `Idempotency-Key`: 128 random bits (Web Crypto where there is one; Node 18 has it
+ * only behind a flag, and the key needs to be unique, not secret). */
 function newKey(): string {
   const bytes = new Uint8Array(16);
-  globalThis.crypto.getRandomValues(bytes);
+  const crypto = (globalThis as { crypto?: { getRandomValues?: (array: Uint8Array) => unknown } }).crypto;
+  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
