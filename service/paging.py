@@ -1,15 +1,15 @@
 """Cursor paging over the sharded session index: pure functions, tested without Redis.
 
 The index orders sessions by (modified ms, session id), newest first. A cursor is the last
-(score, member) a page returned; the next page holds entries strictly after it in that order. With
+(score, member) a page returned, written ``<score>~<member>`` (``CURSOR_PATTERN``: the OpenAPI
+document states it, and any string matching it is a position to continue after); the next page
+holds entries strictly after it in that order. With
 several index shards, each shard returns a sorted run and its frontier (the last entry it examined);
 ``merge_shards`` keeps the order exact across shards without skipping anything a shard has not read.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from dataclasses import dataclass
 
@@ -18,7 +18,11 @@ from service.errors import InvalidInput
 START = ("+inf", "")
 # A score as Redis writes it (and parses it back): Python's float() also takes "nan", " 5",
 # "1_0", which Redis refuses, so a tampered cursor must not get that far.
-_SCORE = re.compile(r"[+-]?(inf|[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)")
+_SCORE_PATTERN = r"[+-]?(inf|[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)"
+_MEMBER_PATTERN = r"[A-Za-z0-9._-]{0,128}"  # a session id, or "" before the first
+CURSOR_PATTERN = f"^{_SCORE_PATTERN}~{_MEMBER_PATTERN}$"
+CURSOR_MAX = 1000
+_CURSOR = re.compile(CURSOR_PATTERN[1:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +37,15 @@ def sort_key(entry: tuple[str, str]) -> tuple[float, str]:
 
 
 def encode_cursor(score: str, member: str) -> str:
-    raw = json.dumps([score, member], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{score}~{member}"
 
 
 def decode_cursor(cursor: str | None) -> tuple[str, str]:
-    if not cursor:
+    if cursor is None:
         return START
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        score, member = json.loads(raw)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"cursor {cursor[:40]!r} is not a cursor this service issued") from exc
-    if not isinstance(score, str) or not isinstance(member, str) or not _SCORE.fullmatch(score):
-        raise InvalidInput(f"cursor {cursor[:40]!r} is not a cursor this service issued")
+    if not isinstance(cursor, str) or len(cursor) > CURSOR_MAX or not _CURSOR.fullmatch(cursor):
+        raise InvalidInput(f"cursor {str(cursor)[:40]!r} is not a cursor this service issued")
+    score, _, member = cursor.partition("~")
     return score, member
 
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import problems
+from service.api import params, problems
 from service.api.deps import ApiState
 from service.api.middleware import RequestBody, RequestContext
 from service.api.proxy import ForwardedClient
@@ -80,6 +80,7 @@ def create_app(
     )
     app.state.api = state
     problems.install(app)
+    params.install(app)
     app.add_middleware(
         RequestBody,
         max_bytes=settings.max_message_bytes + BODY_HEADROOM,

@@ -13,6 +13,7 @@ Routes never build error responses: they raise, and these handlers answer.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -180,9 +181,31 @@ async def _on_validation_error(request: Request, exc: Exception) -> ProblemRespo
     return from_validation_error(exc)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for this request's path. Starlette's own 405 names
+    only the first route that matched the path, and FastAPI makes one route per operation."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(request.url.path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
+@functools.cache
+def _template(path: str) -> re.Pattern[str]:
+    """``/v1/sessions/{session_id}`` as a pattern; a parameter is one path segment."""
+    parts = re.split(r"(\{[^}]+\})", path)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+
+
 async def _on_http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     _note(request, exc)
+    if exc.status_code == 405:
+        allow = ", ".join(allowed_methods(request))
+        exc = StarletteHTTPException(
+            405, exc.detail, headers={**(exc.headers or {}), "Allow": allow}
+        )
     return from_http_error(exc)
 
 

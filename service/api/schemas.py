@@ -1,40 +1,77 @@
-"""Request and response bodies of the HTTP API. Request models refuse unknown fields (422)."""
+"""Request and response bodies of the HTTP API.
+
+Request bodies are strict, as their schema says: unknown fields, and values of another JSON type
+(``{"infinite": 0}``, ``{"ttl_seconds": "60"}``), are a 422. An integer field takes any JSON
+number without a fraction (``60.0`` is the integer 60 in JSON Schema, too).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from service import ids
 from service.lifecycle import LifecycleEvent
 from service.models import Bookmark, Message, SessionInfo
 from service.tenants import Limits, Retention, Tenant
 
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
+
 
 class RequestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, float) and value.is_integer() and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is int or int in get_args(annotation):
+                return int(value)
+        return value
+
+
+LABELS_SCHEMA: dict[str, Any] = {
+    "maxProperties": ids.MAX_LABELS,
+    "propertyNames": {"pattern": ids.LABEL_KEY_PATTERN},
+    "additionalProperties": {"type": "string", "maxLength": ids.LABEL_VALUE_MAX},
+}
+LABELS_RULE = (
+    f"At most {ids.MAX_LABELS}; keys 1-63 of A-Z a-z 0-9 . _ / - starting with a letter or "
+    f"digit, values at most {ids.LABEL_VALUE_MAX} characters."
+)
 
 
 # --- sessions ---------------------------------------------------------------------------------
 class SessionCreate(RequestBody):
     session_id: str | None = Field(
-        default=None, description="1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit."
+        default=None,
+        description="1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit; generated "
+        "when absent.",
+        json_schema_extra={"pattern": ids.SESSION_ID_PATTERN, "maxLength": ids.SESSION_ID_MAX},
     )
     model: str | None = Field(default=None, max_length=200, description="Default from settings.")
-    system_message: str = ""
+    system_message: str = Field(default="", description="At most the message byte limit (413).")
     streaming: bool = False
     infinite_sessions: bool = Field(default=False, description="No TTL on any key, ever.")
-    ttl_seconds: int | None = Field(default=None, ge=1, description="Sliding TTL of the session.")
-    labels: dict[str, str] = Field(default_factory=dict)
+    ttl_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_TTL_SECONDS, description="Sliding TTL of the session."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description=LABELS_RULE, json_schema_extra=LABELS_SCHEMA
+    )
     name: str = Field(default="", max_length=200)
 
 
 class SessionUpdate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
     summary: str | None = Field(default=None, max_length=10_000)
-    labels: dict[str, str] | None = None
-    ttl_seconds: int | None = Field(default=None, ge=1)
+    labels: dict[str, str] | None = Field(
+        default=None, description=LABELS_RULE, json_schema_extra=LABELS_SCHEMA
+    )
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)
     infinite: bool | None = None
 
 
@@ -83,7 +120,10 @@ class SessionList(BaseModel):
 
 # --- messages and events ----------------------------------------------------------------------
 class SendMessage(RequestBody):
-    prompt: str = Field(min_length=1, description="The user's message (at most the byte limit).")
+    prompt: str = Field(
+        min_length=1,
+        description="The user's message; over the tenant's byte limit it is refused (413).",
+    )
 
 
 class SendAccepted(BaseModel):
@@ -148,16 +188,19 @@ class TenantList(BaseModel):
     data: list[TenantPublic]
 
 
-class LimitsIn(Limits):
-    model_config = ConfigDict(extra="forbid")
+class LimitsIn(RequestBody, Limits):
+    pass
 
 
-class RetentionIn(Retention):
-    model_config = ConfigDict(extra="forbid")
+class RetentionIn(RequestBody, Retention):
+    pass
 
 
 class TenantCreate(RequestBody):
-    id: str = Field(description="1-40 of a-z 0-9 - starting with a letter or digit.")
+    id: str = Field(
+        description="1-40 of a-z 0-9 - starting with a letter or digit.",
+        json_schema_extra={"pattern": ids.TENANT_ID_PATTERN, "maxLength": ids.TENANT_ID_MAX},
+    )
     name: str | None = Field(default=None, max_length=200)
     limits: LimitsIn | None = None
     retention: RetentionIn | None = None

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from redis_sessions_client import SessionClient
 
 from service.api.main import create_app
-from service.client import SessionClient
 from service.config import Settings
 from service.runtime import Runtime
 from tests.client.asgi import StreamingASGITransport

@@ -12,14 +12,23 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis_sessions_client import (
+    Event,
+    ServerError,
+    SessionClient,
+    SessionError,
+    SessionNotFound,
+    SyncSessionClient,
+    ValidationError,
+)
 
-from service.client import ServerError, SessionClient
 from service.embedded import free_port
 from service.tenants import TenantRegistry
 from tests.logcheck import assert_json_logs
@@ -179,3 +188,94 @@ async def test_a_conversation_survives_a_restart_of_api_and_worker(
             *prompts,
             "What were we discussing?",
         ]
+
+
+def sync_walkthrough(url: str, api_key: str) -> None:
+    """The recipe's calls through the blocking client, and live events on its listener thread."""
+    with SyncSessionClient(url, api_key=api_key) as client:
+        session = client.create_session({"session_id": "sync-1", "model": "dev-echo"})
+        seen: list[str] = []
+        idle = threading.Event()
+
+        def on_event(event: Event) -> None:
+            seen.append(event.type)
+            if event.type == "session.idle":
+                idle.set()
+
+        unsubscribe = session.on(on_event)
+        reply = session.send_and_wait({"prompt": "Let's plan a web app architecture"})
+        assert reply.type == "assistant.message" and "web app" in reply.data["content"]
+        assert idle.wait(10), seen
+        assert seen[0] == "user.message" and "assistant.message" in seen
+        unsubscribe()
+        assert not session.listening
+        session.destroy()
+
+        resumed = client.resume_session("sync-1")
+        again = resumed.send_and_wait("What were we discussing?", timeout=30)
+        assert "Let's plan a web app architecture" in again.data["content"]
+        assert [m.role for m in resumed.get_messages()] == ["user", "assistant"] * 2
+        listed = client.list_sessions()
+        assert [i.get("sessionId") for i in listed] == ["sync-1"] and listed[0]["modifiedTime"]
+        with pytest.raises(ValidationError):
+            client.create_session(session_id="has space")
+        with pytest.raises(SessionError) as taken:
+            client.create_session(session_id="sync-1")
+        assert taken.value.status_code == 409
+        client.delete_session("sync-1")
+        with pytest.raises(SessionNotFound):
+            client.resume_session("sync-1")
+        assert client.list_sessions() == []
+        stuck = client.create_session(session_id="sync-2")
+        stuck.send_and_wait("warm up")
+        with pytest.raises(TimeoutError, match="no reply"):
+            stuck.send_and_wait("x" * 10, timeout=0.000001)
+        client.delete_session("sync-2")
+
+
+async def test_the_sync_client_runs_the_recipe(service: Service, api_key: str) -> None:
+    await asyncio.to_thread(sync_walkthrough, service.url, api_key)
+
+
+class FlakyGateway(httpx.AsyncBaseTransport):
+    """What an ingress does while pods roll: the first request of each kind chosen gets a 502
+    HTML page, later ones reach the real service."""
+
+    def __init__(self, kinds: set[tuple[str, str]]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.kinds = kinds
+        self.seen: list[tuple[str, str, int, str | None]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        kind = (request.method, "/messages" if path.endswith("/messages") else path)
+        key = request.headers.get("idempotency-key")
+        if kind in self.kinds:
+            self.kinds.discard(kind)
+            self.seen.append((request.method, path, 502, key))
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return httpx.Response(502, content=page, headers={"content-type": "text/html"})
+        response = await self.inner.handle_async_request(request)
+        self.seen.append((request.method, path, response.status_code, key))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_502_is_retried_for_repeatable_calls_only(service: Service, api_key: str) -> None:
+    gateway = FlakyGateway(
+        {("POST", "/v1/sessions"), ("POST", "/messages"), ("GET", "/v1/sessions")}
+    )
+    async with SessionClient(service.url, api_key=api_key, transport=gateway) as client:
+        with pytest.raises(ServerError) as refused:
+            await client.create_session(session_id="gw")  # it may have been made: not repeated
+        assert refused.value.status_code == 502
+        assert await client.list_sessions() == []  # a 502, then the answer: nothing was made
+        session = await client.create_session(session_id="gw")
+        reply = await session.send_and_wait({"prompt": "only once please"})
+        assert 'You said: "only once please"' in reply.data["content"]
+        sends = [s for s in gateway.seen if s[0] == "POST" and s[1].endswith("/messages")]
+        assert [s[2] for s in sends] == [502, 202] and sends[0][3] == sends[1][3]
+        assert [m.role for m in await session.get_messages()] == ["user", "assistant"]
+        await client.delete_session("gw")

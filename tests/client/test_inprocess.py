@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from service.client import (
+from redis_sessions_client import (
     AuthenticationError,
     Event,
     SessionClient,
@@ -17,6 +16,7 @@ from service.client import (
     TurnError,
     ValidationError,
 )
+
 from service.config import Settings
 from service.models import NewEvent
 from service.runtime import Runtime

@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tomllib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import pytest
-
-import service.client as client_pkg
-from service.client import (
+import redis_sessions_client as client_pkg
+from redis_sessions_client import (
     AuthenticationError,
     Event,
     Message,
+    ProtocolError,
     RateLimited,
     ServerError,
+    SessionClient,
     SessionError,
     SessionInfo,
     SessionNotFound,
+    SyncSessionClient,
     TurnError,
     ValidationError,
 )
-from service.client._client import _CREATE_KEYS, _options
-from service.client._sse import ServerSentEvent, SSEDecoder, aiter_sse_lines, id_key
+from redis_sessions_client._models import id_key
+from redis_sessions_client._requests import CREATE_KEYS, options
+from redis_sessions_client._retry import Attempts, retry_after_seconds
+from redis_sessions_client._sse import (
+    ServerSentEvent,
+    SSEDecoder,
+    aiter_sse_lines,
+    is_event_stream,
+    not_an_event_stream,
+)
 
 EXPORTED = {
     "SessionClient",
     "Session",
+    "SyncSessionClient",
+    "SyncSession",
     "SessionInfo",
     "Message",
     "Event",
@@ -37,6 +54,7 @@ EXPORTED = {
     "RateLimited",
     "ServerError",
     "TurnError",
+    "ProtocolError",
 }
 
 
@@ -46,7 +64,7 @@ def test_all_is_exactly_the_public_names() -> None:
     public = {n for n in vars(client_pkg) if not n.startswith("_")}
     assert public == EXPORTED
     for name in EXPORTED:
-        assert getattr(client_pkg, name).__module__ == "service.client"
+        assert getattr(client_pkg, name).__module__ == "redis_sessions_client"
 
 
 def test_error_tree() -> None:
@@ -57,6 +75,7 @@ def test_error_tree() -> None:
         RateLimited,
         ServerError,
         TurnError,
+        ProtocolError,
     ):
         assert issubclass(cls, SessionError)
     assert issubclass(SessionNotFound, RuntimeError)
@@ -163,10 +182,10 @@ def test_event_and_message_models() -> None:
 
 
 def test_options_accept_dicts_keywords_and_camel_case() -> None:
-    body = _options(
+    body = options(
         {"sessionId": "s1", "systemMessage": {"mode": "append", "content": "Be brief"}},
         {"infiniteSessions": True, "model": "m", "name": None},
-        _CREATE_KEYS,
+        CREATE_KEYS,
         "session",
     )
     assert body == {
@@ -176,4 +195,90 @@ def test_options_accept_dicts_keywords_and_camel_case() -> None:
         "model": "m",
     }
     with pytest.raises(ValidationError, match="unknown session option 'tools'"):
-        _options({"tools": []}, {}, _CREATE_KEYS, "session")
+        options({"tools": []}, {}, CREATE_KEYS, "session")
+
+
+CLIENT_ROOT = Path(__file__).resolve().parents[2] / "clients" / "python"
+
+
+def test_the_client_is_its_own_distribution_depending_on_httpx_only() -> None:
+    project = tomllib.loads((CLIENT_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "redis-sessions-client"
+    assert [d.split(">")[0].split("=")[0] for d in project["dependencies"]] == ["httpx"]
+    assert (CLIENT_ROOT / "redis_sessions_client" / "py.typed").is_file()
+    assert Path(client_pkg.__file__).parent == CLIENT_ROOT / "redis_sessions_client"
+
+
+def test_importing_the_client_loads_nothing_of_the_server() -> None:
+    code = (
+        "import sys, redis_sessions_client\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(loaded & {'service', 'workers', 'fastapi', 'redis', 'arq', 'pydantic'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after": "-1"}) == 0.0
+    assert retry_after_seconds({}) is None
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    now = datetime(2024, 11, 22, 3, 28, 0, tzinfo=UTC).timestamp()
+    date = "Fri, 22 Nov 2024 03:28:05 GMT"
+    assert retry_after_seconds({"retry-after": date}, now=now) == 5.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_attempts_retry_what_may_be_repeated_until_the_deadline() -> None:
+    clock = Clock()
+    sent = Attempts(repeatable=False, max_retries=5, deadline=10, clock=clock)
+    assert sent.after_status(502, {}) is None  # a create may have been done
+    assert sent.after_error(httpx.ReadError("reset")) is None
+    assert sent.after_error(httpx.ConnectError("refused")) is not None  # never left
+    assert sent.after_status(429, {"retry-after": "1"}) == 1.0  # refused before anything
+
+    get = Attempts(repeatable=True, max_retries=5, deadline=10, clock=clock)
+    for status in (502, 503, 504):
+        assert get.after_status(status, {}) is not None
+    assert get.after_status(500, {}) is None and get.after_status(404, {}) is None
+    assert get.after_status(503, {"retry-after": "9"}) == 9.0
+    clock.now += 5
+    assert get.after_status(503, {"retry-after": "6"}) is None  # would end past the deadline
+    assert get.timeout(30) == 5.0
+    clock.now += 5
+    assert get.expired() and get.after_status(503, {"retry-after": "0"}) is None
+
+    bounded = Attempts(repeatable=True, max_retries=2, deadline=None, clock=clock)
+    assert [bounded.after_status(503, {"retry-after": "0"}) for _ in range(3)] == [0, 0, None]
+    assert bounded.remaining() is None and bounded.timeout(30) == 30
+
+
+def test_a_success_that_is_not_an_event_stream_is_a_protocol_error() -> None:
+    request = httpx.Request("GET", "http://sessions.test/v1/sessions/s/events/stream")
+    html = httpx.Response(200, headers={"content-type": "text/html"}, request=request)
+    sse = httpx.Response(
+        200, headers={"content-type": "text/event-stream; charset=utf-8"}, request=request
+    )
+    assert is_event_stream(sse) and not is_event_stream(html)
+    error = not_an_event_stream(html, b"<html><body>Sign in</body></html>")
+    assert isinstance(error, ProtocolError) and error.status_code == 200
+    assert "text/html" in str(error) and "Sign in" in str(error)
+
+
+def test_base_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONS_URL", "http://sessions.example:9000/")
+    monkeypatch.setenv("SESSIONS_API_KEY", "sk_env")
+    for client in (SessionClient(), SyncSessionClient()):
+        assert (client.base_url, client.api_key) == ("http://sessions.example:9000", "sk_env")
+    given = SyncSessionClient("http://other:1", api_key="sk_given")
+    assert (given.base_url, given.api_key) == ("http://other:1", "sk_given")
+    monkeypatch.delenv("SESSIONS_URL")
+    assert SessionClient().base_url == "http://127.0.0.1:8000"

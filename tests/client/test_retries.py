@@ -12,17 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
-
-from service.client import (
+from redis_sessions_client import (
     AuthenticationError,
+    ProtocolError,
     RateLimited,
     ServerError,
     SessionClient,
     SessionError,
     SessionNotFound,
+    SyncSessionClient,
     ValidationError,
 )
-from service.client import _client as client_module
+from redis_sessions_client import _retry as retry_module
+
 from tests.client.test_public_api import RAW_INFO
 
 Script = Callable[[httpx.Request], httpx.Response]
@@ -30,7 +32,7 @@ Script = Callable[[httpx.Request], httpx.Response]
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr(retry_module, "BACKOFF_BASE_S", 0.001)
 
 
 def problem(status: int, title: str, **headers: str) -> httpx.Response:
@@ -193,3 +195,75 @@ async def test_api_key_falls_back_to_the_environment(monkeypatch: pytest.MonkeyP
         assert await client.get_last_session_id() == "user-1-main"
     assert script.requests[0].headers["authorization"] == "Bearer sk_env_y"
     assert str(script.requests[0].url).startswith("http://127.0.0.1:8000/v1/sessions?")
+
+
+async def test_gateway_errors_are_retried_for_repeatable_calls_only() -> None:
+    script = Scripted(
+        problem(502, "Bad gateway"),
+        problem(504, "Gateway timeout"),
+        httpx.Response(200, json=RAW_INFO),
+    )
+    async with make_client(script) as client:
+        await client.get_session_metadata("user-1-main")
+    assert len(script.requests) == 3
+
+    script = Scripted(problem(502, "Bad gateway"), httpx.Response(201, json=RAW_INFO))
+    async with make_client(script) as client:
+        with pytest.raises(ServerError) as info:
+            await client.create_session(session_id="s1")  # may have been created: not repeated
+    assert info.value.status_code == 502 and len(script.requests) == 1
+
+
+async def test_the_deadline_ends_the_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = Scripted(problem(503, "Store unavailable", **{"Retry-After": "30"}))
+    async with make_client(script, deadline=5, max_retries=10) as client:
+        with pytest.raises(ServerError) as info:
+            await client.get_session_metadata("s1")  # a 30 s wait would end past the deadline
+    assert info.value.status_code == 503 and len(script.requests) == 1
+
+    script = Scripted(problem(503, "Store unavailable"))
+    started = asyncio.get_running_loop().time()
+    async with make_client(script, deadline=0.3, max_retries=1000) as client:
+        with pytest.raises(ServerError):
+            await client.get_session_metadata("s1")
+    assert asyncio.get_running_loop().time() - started < 2
+    assert 1 < len(script.requests) < 1000
+
+
+async def test_an_html_page_on_the_event_stream_fails_the_wait_clearly() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events/stream"):
+            page = b"<!doctype html><html><body>Welcome to nginx!</body></html>"
+            return httpx.Response(200, content=page, headers={"content-type": "text/html"})
+        if request.url.path.endswith("/messages"):
+            return httpx.Response(202, json={"message_id": "9-0", "duplicate": False})
+        return httpx.Response(200, json=RAW_INFO)
+
+    async with make_client(answer) as client:
+        session = await client.resume_session("user-1-main")
+        with pytest.raises(ProtocolError, match="Welcome to nginx") as info:
+            await session.send_and_wait({"prompt": "hi"}, timeout=10)
+    assert "text/html" in str(info.value)
+
+
+def test_the_sync_client_retries_and_maps_errors_the_same_way() -> None:
+    script = Scripted(
+        problem(502, "Bad gateway"),
+        httpx.ReadError("connection reset"),
+        httpx.Response(200, json=RAW_INFO),
+        problem(503, "Store unavailable"),
+        httpx.Response(202, json={"message_id": "9-0", "duplicate": True}),
+        problem(404, "Session not found"),
+        problem(502, "Bad gateway"),
+    )
+    transport = httpx.MockTransport(script)
+    with SyncSessionClient("http://sessions.test", api_key="k", transport=transport) as client:
+        session = client.resume_session("user-1-main")
+        assert session.send("hi") == "9-0"
+        keys = {r.headers["idempotency-key"] for r in script.requests[3:5]}
+        assert len(keys) == 1
+        with pytest.raises(SessionNotFound):
+            client.delete_session("gone")
+        with pytest.raises(ServerError) as info:
+            client.create_session()
+    assert info.value.status_code == 502 and len(script.requests) == 7

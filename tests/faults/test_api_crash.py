@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from redis_sessions_client import SessionClient
+from redis_sessions_client._models import Event
+from redis_sessions_client._sse import aiter_sse
 
-from service.client import SessionClient
-from service.client._models import Event
-from service.client._sse import aiter_sse
 from tests.faults.conftest import (
     Api,
     Processes,

@@ -1,75 +1,98 @@
-"""Schema-driven fuzzing of the running service: schemathesis reads ``/openapi.json`` from a real
-``sessionctl serve`` process and sends generated requests, valid and invalid (including requests
-without a key), to every operation.
+"""The OpenAPI document is the contract: schemathesis reads ``/openapi.json`` from a real
+``sessionctl serve`` process and runs every check it has (``--checks all``) against it, first per
+operation (valid, invalid and fixed cases), then statefully (sequences of calls that follow the
+document's links: create a session, then use its id).
 
-Every answer must be below 500, every 4xx a problem document, and every response must conform to
-the schema: status code, content type, headers and body.
+So every answer is below 500 and conforms to the document (status, content type, headers, body),
+every schema-valid request is accepted and every schema-violating one refused (the document
+states each rule the service enforces: id patterns, label keys, cursors, event ids, strict
+types), a 405 lists the path's methods in ``Allow``, and auth is never ignored. Our own check adds
+that every 4xx is a problem document.
 
-Not checked: that every schema-valid request is accepted (schemathesis'
-``positive_data_acceptance``). The schema does not carry the id rules of ``service.ids`` (session
-ids, bookmark names, label keys are plain strings there), so a generated id such as ``"a:b"`` is
-valid to the schema and refused with 422 by the service, on purpose.
+Two runs: one per operation from Python, whose cases also address a session and bookmark that
+exist (the live streams are left out there: they never end), and the command-line run over every
+operation, streams included, with all its phases (coverage, fuzzing, stateful).
+
+Refused keys count against the client's address (20 per minute, then 429 for every request from
+it); schemathesis sends wrong keys on purpose, so the counter is reset before each call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 from schemathesis import Case, GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS, load_all_checks
 
-from tests.security.conftest import ADMIN_KEY, LiveServer, TenantKey, new_tenant
+from service.api.limits import auth_failures_key
+from tests.security.conftest import ADMIN_KEY, PREFIX, LiveServer, TenantKey, new_tenant
+from tests.security.schemathesis_hooks import problem_document
 
 EXAMPLES_PER_OPERATION = 30
 FUZZ_TENANT = "fuzz"
 SESSION = "fz-live"  # exists during the run, so generated requests also reach real data
 BOOKMARK = "fz-mark"
-ENDLESS = r"/stream$"  # live streams never end by themselves; tests/security/test_auth covers them
+ENDLESS = r"/stream$"
+ALL_OPERATIONS = 28  # what the document lists; every one but the two streams is fuzzed
+ADMIN = "^/v1/admin"
+CLI_EXAMPLES = 15
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def problem_document(ctx: Any, response: schemathesis.Response, case: Case) -> bool | None:
-    """A 4xx answer is ``application/problem+json`` with ``title``, ``status`` and ``detail``."""
-    if not 400 <= response.status_code < 500:
-        return None
-    content_type = response.headers.get("content-type", [""])[0]
-    assert content_type == "application/problem+json", f"4xx with content type {content_type!r}"
-    body = response.json()
-    assert isinstance(body, dict), "a problem document is an object"
-    assert isinstance(body.get("title"), str) and body["title"], "problem without a title"
-    assert isinstance(body.get("detail"), str) and body["detail"], "problem without a detail"
-    assert body.get("status") == response.status_code, "problem status differs from HTTP status"
-    return True
+def all_checks() -> list[Any]:
+    load_all_checks()
+    checks = list(CHECKS.get_all())  # problem_document included: registered by the hooks module
+    names = {check.__name__ for check in checks}
+    # --checks all: these are the ones this suite exists for; none may go missing unnoticed.
+    assert {
+        "positive_data_acceptance",
+        "negative_data_rejection",
+        "allow_header_conformance",
+        "ignored_auth",
+        "use_after_free",
+        "ensure_resource_availability",
+        problem_document.__name__,
+    } <= names, names
+    return checks
 
 
 # Requests always carry the key of the test (``Authorization`` is not generated: missing and
-# wrong keys on every route are tests/security/test_auth's), and no undeclared query parameter is
-# sent as "invalid" input (the service ignores unknown query parameters, as HTTP APIs do).
+# wrong keys are schemathesis' ``ignored_auth`` check and tests/security/test_auth's), and no
+# undeclared query parameter is sent as "invalid" input (the service ignores unknown query
+# parameters, as HTTP APIs do).
 CONFIG = schemathesis.Config.from_dict(
     {"generation": {"allow-extra-parameters": False, "with-security-parameters": False}}
 )
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-    problem_document,
-]
+
+def headers_for(path: str, tenant: TenantKey) -> dict[str, str]:
+    key = ADMIN_KEY if path.startswith("/v1/admin/") else tenant.key
+    return {"Authorization": f"Bearer {key}"}
+
+
+class Counters:
+    """Resets the refused-key counter of this machine's address."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = redis.Redis.from_url(redis_url)
+        self._key = auth_failures_key(PREFIX, "127.0.0.1")
+
+    def reset(self) -> None:
+        self._redis.delete(self._key)
+
+    def close(self) -> None:
+        self._redis.close()
 
 
 def reseed(http: requests.Session, base_url: str, tenant: TenantKey) -> None:
@@ -86,10 +109,12 @@ def reseed(http: requests.Session, base_url: str, tenant: TenantKey) -> None:
     assert r.status_code == 200, r.text
 
 
-def fuzz_operation(operation: Any, base_url: str, tenant: TenantKey) -> str | None:
+def fuzz_operation(
+    operation: Any, base_url: str, tenant: TenantKey, counters: Counters
+) -> str | None:
     """Run the examples of one operation; the failure found, as text (None when none)."""
-    key = ADMIN_KEY if operation.path.startswith("/v1/admin/") else tenant.key
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = headers_for(operation.path, tenant)
+    checks = all_checks()
     strategies = [
         operation.as_strategy(generation_mode=mode)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -114,8 +139,9 @@ def fuzz_operation(operation: Any, base_url: str, tenant: TenantKey) -> str | No
     def run(case: Case) -> None:
         if (case.path_parameters or {}).get("tenant_id") == FUZZ_TENANT:
             return  # disabling or re-keying the tenant under test would end the run early
+        counters.reset()
         case.call_and_validate(
-            base_url=base_url, session=http, headers=headers, checks=CHECKS, timeout=10
+            base_url=base_url, session=http, headers=headers, checks=checks, timeout=10
         )
 
     with requests.Session() as http:
@@ -127,17 +153,81 @@ def fuzz_operation(operation: Any, base_url: str, tenant: TenantKey) -> str | No
     return None
 
 
-async def test_every_operation_survives_generated_requests(
-    live: LiveServer, real_redis: Redis
+def load_schema(live: LiveServer) -> Any:
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json", config=CONFIG)
+    return schema.exclude(path_regex=ENDLESS)
+
+
+async def test_every_operation_holds_to_the_document(
+    live: LiveServer, real_redis: Redis, redis_server_url: str
 ) -> None:
     tenant = await new_tenant(real_redis, FUZZ_TENANT)
-    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json", config=CONFIG)
-    schema = schema.exclude(path_regex=ENDLESS)
+    schema = load_schema(live)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 25, [op.path for op in operations]
+    assert len(operations) == ALL_OPERATIONS - 2, [op.path for op in operations]
+    counters = Counters(redis_server_url)
     failures = []
-    for operation in operations:
-        failure = await asyncio.to_thread(fuzz_operation, operation, live.url, tenant)
-        if failure is not None:
-            failures.append(failure)
+    try:
+        for operation in operations:
+            failure = await asyncio.to_thread(fuzz_operation, operation, live.url, tenant, counters)
+            if failure is not None:
+                failures.append(failure)
+    finally:
+        counters.close()
     assert not failures, "\n\n".join(failures)
+
+
+def schemathesis_run(
+    live: LiveServer, redis_url: str, workdir: Path, key: str, *select: str
+) -> str:
+    """``schemathesis run --checks all`` (every phase: coverage, fuzzing, stateful) against the
+    live server with ``key``; its report when it found anything, else ""."""
+    cli = Path(sys.executable).with_name("schemathesis")
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.security.schemathesis_hooks",
+        "PYTHONPATH": str(ROOT),
+        "FUZZ_REDIS_URL": redis_url,
+        "FUZZ_FAILURES_KEY": auth_failures_key(PREFIX, "127.0.0.1"),
+    }
+    args = [str(cli), "run", f"{live.url}/openapi.json", "--checks", "all"]
+    args += ["--header", f"Authorization: Bearer {key}", *select]
+    args += ["--max-examples", str(CLI_EXAMPLES), "--generation-deterministic"]
+    args += ["--request-timeout", "2", "--no-color"]
+    # Run elsewhere: schemathesis keeps a record of what it found in its working folder.
+    done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    report = done.stdout + done.stderr
+    ran = all(f"✅ {phase}" in report for phase in ("Coverage", "Fuzzing", "Stateful"))
+    if done.returncode != 0 or not ran:
+        return report[-6000:]
+    return ""
+
+
+async def test_schemathesis_finds_nothing_in_any_phase(
+    live: LiveServer, real_redis: Redis, redis_server_url: str, tmp_path: Path
+) -> None:
+    """The command-line run, stateful phase included, over every operation (streams too: the
+    run reads a bounded part of them): the tenant's operations with a tenant key, the
+    administration with the admin key."""
+    tenant = await new_tenant(real_redis, FUZZ_TENANT)
+    reports = [
+        await asyncio.to_thread(
+            schemathesis_run,
+            live,
+            redis_server_url,
+            tmp_path,
+            tenant.key,
+            "--exclude-path-regex",
+            ADMIN,
+        ),
+        await asyncio.to_thread(
+            schemathesis_run,
+            live,
+            redis_server_url,
+            tmp_path,
+            ADMIN_KEY,
+            "--include-path-regex",
+            ADMIN,
+        ),
+    ]
+    assert not any(reports), "\n\n".join(reports)

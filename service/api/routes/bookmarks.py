@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from service.api.deps import StoreDep
+from service.api.params import BookmarkName, SessionId
 from service.api.routes import V1
 from service.api.schemas import BookmarkList, BookmarkSet, EventList, MessageList
 from service.models import Bookmark, messages_from_events
@@ -18,8 +19,8 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.put("/{name}", response_model=Bookmark)
 async def set_bookmark(
-    session_id: str,
-    name: str,
+    session_id: SessionId,
+    name: BookmarkName,
     store: StoreDep,
     body: Annotated[BookmarkSet | None, Body()] = None,
 ) -> Bookmark:
@@ -28,24 +29,24 @@ async def set_bookmark(
 
 
 @router.get("", response_model=BookmarkList)
-async def list_bookmarks(session_id: str, store: StoreDep) -> BookmarkList:
+async def list_bookmarks(session_id: SessionId, store: StoreDep) -> BookmarkList:
     return BookmarkList(data=await store.list_bookmarks(session_id))
 
 
 @router.get("/{name}", response_model=Bookmark)
-async def get_bookmark(session_id: str, name: str, store: StoreDep) -> Bookmark:
+async def get_bookmark(session_id: SessionId, name: BookmarkName, store: StoreDep) -> Bookmark:
     return await store.get_bookmark(session_id, name)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)
-async def delete_bookmark(session_id: str, name: str, store: StoreDep) -> Response:
+async def delete_bookmark(session_id: SessionId, name: BookmarkName, store: StoreDep) -> Response:
     await store.delete_bookmark(session_id, name)
     return Response(status_code=204)
 
 
 @router.get("/{name}/messages", response_model=MessageList)
 async def messages_since(
-    session_id: str, name: str, store: StoreDep, limit: Limit = 1000
+    session_id: SessionId, name: BookmarkName, store: StoreDep, limit: Limit = 1000
 ) -> MessageList:
     """The conversation after the bookmark (among the next ``limit`` events)."""
     events = await store.events_since_bookmark(session_id, name, limit=limit)
@@ -54,7 +55,7 @@ async def messages_since(
 
 @router.get("/{name}/events", response_model=EventList)
 async def events_since(
-    session_id: str, name: str, store: StoreDep, limit: Limit = 1000
+    session_id: SessionId, name: BookmarkName, store: StoreDep, limit: Limit = 1000
 ) -> EventList:
     """Events after the bookmark, oldest first."""
     events = await store.events_since_bookmark(session_id, name, limit=limit)

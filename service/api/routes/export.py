@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import StoreDep
+from service.api.params import SessionId
 from service.api.routes import V1
 from service.api.schemas import SessionExport, SessionPublic
 from service.api.sse import dumps
@@ -34,7 +35,7 @@ NDJSON = "application/x-ndjson"
     },
 )
 async def export_session(
-    session_id: str,
+    session_id: SessionId,
     store: StoreDep,
     format: Annotated[Literal["json", "jsonl"], Query()] = "json",
 ) -> StreamingResponse:

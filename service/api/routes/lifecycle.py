@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from service.api import sse
+from service.api import params, sse
 from service.api.deps import KeyDep, LifecycleDep, MetricsDep, RuntimeDep
 from service.api.routes import V1
 from service.api.schemas import LifecycleList
@@ -19,7 +19,10 @@ router = APIRouter(prefix=f"{V1}/lifecycle", tags=["lifecycle"])
 @router.get("", response_model=LifecycleList)
 async def read_lifecycle(
     lifecycle: LifecycleDep,
-    after: Annotated[str, Query(max_length=41, description="An entry id (exclusive)")] = "0-0",
+    after: Annotated[
+        str,
+        Query(description="An entry id (exclusive).", json_schema_extra=params.EVENT_ID_SCHEMA),
+    ] = "0-0",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> LifecycleList:
     """Entries after ``after``, oldest first (the stream keeps the latest 10,000 or so)."""
@@ -37,12 +40,12 @@ async def stream_lifecycle(
     rt: RuntimeDep,
     lifecycle: LifecycleDep,
     m: MetricsDep,
-    after: Annotated[str | None, Query(max_length=41)] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=41)] = None,
+    after: params.EventIdQuery = None,
+    last_event_id: params.LastEventId = None,
 ) -> StreamingResponse:
     """Entries after ``Last-Event-ID`` (else ``after``; else only entries from now on), live."""
-    resume = last_event_id or after
-    start = validate_stream_id(resume) if resume else await lifecycle.last_id()
+    given = [validate_stream_id(v) for v in (last_event_id, after) if v is not None]
+    start = given[0] if given else await lifecycle.last_id()
 
     async def authorize() -> None:
         await rt.tenants.authenticate(key or "")

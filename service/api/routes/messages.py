@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import StoreDep, TenantCtx
+from service.api.params import EventIdQuery, SessionId
 from service.api.routes import V1
 from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMessage
 from service.errors import PayloadTooLarge
@@ -36,7 +37,7 @@ IDEMPOTENCY_KEY = {
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def send_message(
-    session_id: str, body: SendMessage, ctx: TenantCtx, request: Request
+    session_id: SessionId, body: SendMessage, ctx: TenantCtx, request: Request
 ) -> Response:
     """Append the prompt as a ``user.message`` and queue its turn. A repeated
     ``Idempotency-Key`` returns the first message id (``duplicate: true``), never a second turn."""
@@ -68,9 +69,9 @@ SCAN_PAGES = 10  # event pages one request reads at most while looking for messa
 
 @router.get("/messages", response_model=MessageList)
 async def get_messages(
-    session_id: str,
+    session_id: SessionId,
     store: StoreDep,
-    after: Annotated[str | None, Query(max_length=41, description="An event id")] = None,
+    after: EventIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page")] = 1000,
 ) -> MessageList:
     """The conversation, oldest first: up to ``limit`` user and assistant messages after the
@@ -91,7 +92,7 @@ async def get_messages(
 
 
 @router.post("/abort", status_code=202, response_model=AbortResult)
-async def abort(session_id: str, store: StoreDep) -> AbortResult:
+async def abort(session_id: SessionId, store: StoreDep) -> AbortResult:
     """Drop the pending turns; ``aborted`` is false when none was pending."""
     result = await store.abort_turns(
         session_id,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from service.api.deps import SettingsDep, StoreDep, TenantDep
+from service.api.params import Cursor, LabelFilter, SessionId
 from service.api.routes import V1
 from service.api.schemas import (
     SessionCreate,
@@ -16,12 +17,15 @@ from service.api.schemas import (
     SessionUpdate,
 )
 from service.errors import InvalidInput, PayloadTooLarge
+from service.ids import MAX_LABELS
 
 router = APIRouter(prefix=f"{V1}/sessions", tags=["sessions"])
 
 
 def parse_labels(pairs: list[str]) -> dict[str, str]:
     """``["team=a", "env=prod"]`` -> ``{"team": "a", "env": "prod"}``."""
+    if len(pairs) > MAX_LABELS:
+        raise InvalidInput(f"at most {MAX_LABELS} label filters are allowed (got {len(pairs)})")
     labels: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -61,8 +65,8 @@ async def create_session(
 async def list_sessions(
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
-    label: Annotated[list[str], Query(description="key=value; repeat to require several")] = [],  # noqa: B006
+    cursor: Cursor = None,
+    label: LabelFilter = [],  # noqa: B006
 ) -> SessionList:
     """Sessions, newest modified first, ``limit`` per page (fewer once the page's text passes
     1 MiB); follow ``next_cursor``. Items leave out the system message."""
@@ -72,12 +76,14 @@ async def list_sessions(
 
 
 @router.get("/{session_id}", response_model=SessionPublic)
-async def get_session(session_id: str, store: StoreDep) -> SessionPublic:
+async def get_session(session_id: SessionId, store: StoreDep) -> SessionPublic:
     return SessionPublic.of(await store.get(session_id))
 
 
 @router.patch("/{session_id}", response_model=SessionPublic)
-async def update_session(session_id: str, body: SessionUpdate, store: StoreDep) -> SessionPublic:
+async def update_session(
+    session_id: SessionId, body: SessionUpdate, store: StoreDep
+) -> SessionPublic:
     """Change name, summary, labels, TTL or the infinite flag; unset fields stay as they are."""
     info = await store.update(
         session_id,
@@ -91,7 +97,7 @@ async def update_session(session_id: str, body: SessionUpdate, store: StoreDep) 
 
 
 @router.delete("/{session_id}", status_code=204, response_class=Response)
-async def delete_session(session_id: str, store: StoreDep) -> Response:
+async def delete_session(session_id: SessionId, store: StoreDep) -> Response:
     """Delete the session permanently: every key of it is gone."""
     await store.delete(session_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import AdminDep, RuntimeDep, TenantDep
+from service.api.params import TenantId
 from service.api.routes import V1
 from service.api.schemas import (
     TenantCreate,
@@ -44,12 +45,12 @@ async def list_tenants(rt: RuntimeDep) -> TenantList:
 
 
 @admin.get("/{tenant_id}", response_model=TenantPublic)
-async def get_tenant(tenant_id: str, rt: RuntimeDep) -> TenantPublic:
+async def get_tenant(tenant_id: TenantId, rt: RuntimeDep) -> TenantPublic:
     return TenantPublic.of(await rt.tenants.get(tenant_id))
 
 
 @admin.patch("/{tenant_id}", response_model=TenantPublic)
-async def update_tenant(tenant_id: str, body: TenantUpdate, rt: RuntimeDep) -> TenantPublic:
+async def update_tenant(tenant_id: TenantId, body: TenantUpdate, rt: RuntimeDep) -> TenantPublic:
     """Rename, disable or enable, or change limits and retention (merged field by field)."""
     tenant = await rt.tenants.get(tenant_id)
     if body.name is not None:
@@ -68,7 +69,7 @@ async def update_tenant(tenant_id: str, body: TenantUpdate, rt: RuntimeDep) -> T
 
 
 @admin.post("/{tenant_id}/rotate-key", response_model=TenantWithKey)
-async def rotate_key(tenant_id: str, rt: RuntimeDep) -> TenantWithKey:
+async def rotate_key(tenant_id: TenantId, rt: RuntimeDep) -> TenantWithKey:
     """A new API key; the old one stops working at once."""
     tenant, api_key = await rt.tenants.rotate_key(tenant_id)
     return TenantWithKey(tenant=TenantPublic.of(tenant), api_key=api_key)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from redis_sessions_client._errors import TurnError
+
 _ROLE_EVENT = {"user": "user.message", "assistant": "assistant.message"}
 
 
@@ -205,3 +207,33 @@ class SessionInfo(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """The service's JSON for this session (snake_case fields)."""
         return dict(self.raw)
+
+
+TURN_ENDS = frozenset({"assistant.message", "session.error", "abort"})
+
+
+def answers(event: Event, message_id: str) -> bool:
+    """Whether ``event`` ends the turn of the user message ``message_id``: its reply or error
+    (``reply_to``), or an abort stored after it."""
+    if event.type in ("assistant.message", "session.error"):
+        return event.data.get("reply_to") == message_id
+    return event.type == "abort" and id_key(event.id) > id_key(message_id)
+
+
+def turn_outcome(message_id: str, event: Event) -> Event:
+    """The reply ``event`` of the turn of ``message_id``, or the ``TurnError`` it stands for."""
+    if event.type == "assistant.message":
+        return event
+    if event.type == "session.error":
+        detail = event.data.get("message") or event.data.get("errorType") or "error"
+        raise TurnError(f"the turn of message {message_id} failed: {detail}", event=event)
+    raise TurnError(f"the turn of message {message_id} was aborted", event=event)
+
+
+def id_key(event_id: str) -> tuple[int, int]:
+    """Order of an event id (``<ms>-<seq>``)."""
+    ms, _, seq = event_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)

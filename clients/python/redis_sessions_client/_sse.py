@@ -1,5 +1,5 @@
 """Server-Sent Events: a small parser for streaming httpx responses (the WHATWG framing), and
-``EventStream``, which follows a session's events and reconnects after a drop.
+the parts of following a session's events that both clients share.
 
 Lines are ``field: value``; a blank line dispatches the event built so far. ``data`` lines join with
 ``\\n``; ``id`` sets the last event id (kept across events, as the spec says); lines starting with
@@ -8,23 +8,17 @@ Lines are ``field: value``; a blank line dispatches the event built so far. ``da
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import httpx
 
-from service.client._errors import RateLimited, ServerError
-from service.client._models import Event, parse_time
+from redis_sessions_client._errors import ProtocolError
+from redis_sessions_client._models import Event, parse_time
 
-if TYPE_CHECKING:
-    from service.client._client import SessionClient
-
-log = logging.getLogger("service.client")
+MEDIA_TYPE = "text/event-stream"
 STREAM_READ_TIMEOUT_S = 45.0  # three keepalive periods of silence mean a dead connection
 RECONNECT_MAX_S = 2.0
 ENDING_TYPES = frozenset({"session.deleted", "session.expired"})  # the last event of a stream
@@ -94,16 +88,46 @@ def aiter_sse(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
     return aiter_sse_lines(response.aiter_lines())
 
 
-def id_key(event_id: str) -> tuple[int, int]:
-    """Order of an event id (``<ms>-<seq>``)."""
-    ms, _, seq = event_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return (0, 0)
+def iter_sse_lines(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
+    """``aiter_sse_lines`` for the sync client."""
+    decoder = SSEDecoder()
+    for line in lines:
+        sse = decoder.feed(line.rstrip("\r\n"))
+        if sse is not None:
+            yield sse
 
 
-def _event_from_sse(event_type: str, data: str, sse_id: str) -> Event:
+def stream_request(path: str, last_id: str | None) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Path, query and headers of a request for the events after ``last_id``."""
+    headers = {"Accept": MEDIA_TYPE, "Cache-Control": "no-cache"}
+    params: dict[str, str] = {}
+    if last_id:
+        headers["Last-Event-ID"] = last_id
+        params["after"] = last_id
+    return path + "/events/stream", params, headers
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() == MEDIA_TYPE
+
+
+def not_an_event_stream(response: httpx.Response, head: bytes) -> ProtocolError:
+    """The error for a success that is not an event stream (``head``: its first bytes). A
+    misrouted proxy or a login page answers 200 with HTML: following it would yield no events,
+    and reconnecting would not change that."""
+    content_type = response.headers.get("content-type", "")
+    preview = head[:120].decode("utf-8", "replace").strip()
+    return ProtocolError(
+        f"{response.request.url} answered {response.status_code} with Content-Type "
+        f"{content_type or '(none)'!r}, not {MEDIA_TYPE}: is the base URL the session "
+        f"service's, and does no proxy rewrite it? (body starts: {preview!r})",
+        status_code=response.status_code,
+        title="Not an event stream",
+    )
+
+
+def event_from_sse(event_type: str, data: str, sse_id: str) -> Event:
     try:
         raw = json.loads(data) if data else {}
     except ValueError:
@@ -121,54 +145,3 @@ def _event_from_sse(event_type: str, data: str, sse_id: str) -> Event:
         data=body if isinstance(body, dict) else raw,
         timestamp=parse_time(at) if at else datetime.now(UTC),
     )
-
-
-class EventStream:
-    """The live events of a session over SSE, reconnecting with ``Last-Event-ID`` after a drop.
-    ``events()`` ends after ``session.deleted`` (or ``session.expired``); ``connect()`` may be
-    awaited first to be sure the stream is open before something is sent."""
-
-    def __init__(self, client: SessionClient, path: str, after: str | None) -> None:
-        self._client = client
-        self._path = path + "/events/stream"
-        self.last_id = after
-        self._response: httpx.Response | None = None
-
-    async def connect(self) -> None:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        params = {}
-        if self.last_id:
-            headers["Last-Event-ID"] = self.last_id
-            params["after"] = self.last_id
-        timeout = httpx.Timeout(
-            self._client.timeout, read=max(self._client.timeout, STREAM_READ_TIMEOUT_S)
-        )
-        self._response = await self._client._request(
-            "GET", self._path, params=params, headers=headers, stream=True, request_timeout=timeout
-        )
-
-    async def events(self) -> AsyncGenerator[Event, None]:
-        attempt = 0
-        while True:
-            try:
-                if self._response is None:
-                    await self.connect()
-                assert self._response is not None
-                async for sse in aiter_sse(self._response):
-                    attempt = 0
-                    event = _event_from_sse(sse.event, sse.data, sse.id)
-                    self.last_id = event.id
-                    yield event
-                    if event.type in ENDING_TYPES:
-                        return
-            except (httpx.TransportError, ServerError, RateLimited) as exc:
-                log.debug("event stream of %s dropped: %r", self._path, exc)
-            finally:
-                await self.aclose()
-            await asyncio.sleep(min(RECONNECT_MAX_S, 0.05 * 2**attempt))
-            attempt += 1
-
-    async def aclose(self) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()

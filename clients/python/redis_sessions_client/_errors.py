@@ -5,7 +5,9 @@
     ├── ValidationError          400/413/415/422 (also a ``ValueError``)
     ├── AuthenticationError      401/403: missing, unknown or insufficient API key
     ├── RateLimited              429 after the retries ran out (``retry_after`` seconds)
-    ├── ServerError              5xx, or unreachable, after the retries ran out
+    ├── ServerError              5xx, or unreachable, after the retries or the deadline ran out
+    ├── ProtocolError            an answer the session API never sends (e.g. an HTML page where
+    │                            an event stream belongs: a proxy or a wrong base URL)
     └── TurnError                a ``session.error`` event or an abort ended the awaited turn
 
 Other statuses (409 duplicate session id, 404 of a bookmark) raise ``SessionError`` itself. Every
@@ -20,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from redis_sessions_client._retry import retry_after_seconds
+
 if TYPE_CHECKING:
-    from service.client._models import Event
+    from redis_sessions_client._models import Event
 
 
 class SessionError(Exception):
@@ -68,23 +72,17 @@ class ServerError(SessionError):
     retry."""
 
 
+class ProtocolError(SessionError):
+    """The answer is not one the session API gives: a success with the wrong content type (an
+    HTML page from a proxy or a login wall), or a body that is not the JSON it should be."""
+
+
 class TurnError(SessionError):
     """The awaited turn ended without a reply: ``event`` is its ``session.error`` or ``abort``."""
 
     def __init__(self, message: str, *, event: Event) -> None:
         super().__init__(message)
         self.event = event
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """The ``Retry-After`` header in seconds, when it is a number."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
@@ -101,11 +99,9 @@ def _names_other_resource(problem: dict[str, Any]) -> bool:
     return "bookmark" in text or "tenant" in text
 
 
-def _raise_for_response(response: httpx.Response) -> None:
-    """Raise the client error for a non-2xx ``response`` (whose body has been read)."""
+def error_from_response(response: httpx.Response) -> SessionError:
+    """The client error for a 4xx or 5xx ``response`` (whose body has been read)."""
     status = response.status_code
-    if status < 400:
-        return
     problem = _problem(response)
     title = str(problem.get("title") or response.reason_phrase or "HTTP error")
     detail = str(problem.get("detail") or response.text[:500] or title)
@@ -117,13 +113,13 @@ def _raise_for_response(response: httpx.Response) -> None:
         "problem": problem,
     }
     if status == 404 and not _names_other_resource(problem):
-        raise SessionNotFound(message, **kw)
+        return SessionNotFound(message, **kw)
     if status in (400, 413, 415, 422):
-        raise ValidationError(message, **kw)
+        return ValidationError(message, **kw)
     if status in (401, 403):
-        raise AuthenticationError(message, **kw)
+        return AuthenticationError(message, **kw)
     if status == 429:
-        raise RateLimited(message, retry_after=retry_after_seconds(response), **kw)
+        return RateLimited(message, retry_after=retry_after_seconds(response.headers), **kw)
     if status >= 500:
-        raise ServerError(message, **kw)
-    raise SessionError(message, **kw)
+        return ServerError(message, **kw)
+    return SessionError(message, **kw)

@@ -11,44 +11,31 @@ import contextlib
 import inspect
 import json
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import httpx
 
-from service.client._errors import (
-    SessionError,
-    SessionNotFound,
-    TurnError,
-    ValidationError,
+from redis_sessions_client import _requests as calls
+from redis_sessions_client._errors import SessionError, SessionNotFound, ValidationError
+from redis_sessions_client._models import (
+    Bookmark,
+    Event,
+    Message,
+    SessionInfo,
+    id_key,
+    turn_outcome,
 )
-from service.client._models import Bookmark, Event, Message, SessionInfo
-from service.client._sse import EventStream, id_key
+from redis_sessions_client._requests import Call
+from redis_sessions_client._stream import EventStream
 
 if TYPE_CHECKING:
-    from service.client._client import SessionClient
+    from redis_sessions_client._client import SessionClient
 
-log = logging.getLogger("service.client")
+log = logging.getLogger("redis_sessions_client")
 Handler = Callable[[Event], Any]
-PAGE = 1000  # the service's largest page of events or messages
 KEPT_OUTCOMES = 256  # turn outcomes kept for a waiter that registers after they arrive
-
-
-def _prompt(options: str | Mapping[str, Any] | None, prompt: str | None) -> str:
-    if prompt is None:
-        if isinstance(options, str):
-            prompt = options
-        elif isinstance(options, Mapping):
-            unknown = set(options) - {"prompt"}
-            if unknown:
-                raise ValidationError(f"unknown message option(s): {', '.join(sorted(unknown))}")
-            prompt = options.get("prompt")
-    if not isinstance(prompt, str):
-        raise ValidationError("a message needs a prompt: send({'prompt': '...'})")
-    return prompt
 
 
 class Session:
@@ -59,7 +46,7 @@ class Session:
         self._client = client
         self.info = info
         self.session_id = info.session_id
-        self._path = f"/v1/sessions/{quote(info.session_id, safe='')}"
+        self._path = calls.session_path(info.session_id)
         self._cursor: str | None = info.last_event_id or None
         self._handlers: list[tuple[str | None, Handler]] = []
         self._listener: asyncio.Task[None] | None = None
@@ -100,14 +87,8 @@ class Session:
         """Add a user message and queue its turn; returns the message id. Every try of one send
         carries the same ``Idempotency-Key`` (a new one per call unless given), so a retried
         send never makes a second message."""
-        text = _prompt(options, prompt)
-        response = await self._client._request(
-            "POST",
-            self._path + "/messages",
-            json={"prompt": text},
-            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
-            retry=True,
-        )
+        text = calls.prompt_of(options, prompt)
+        response = await self._client._request(calls.send(self._path, text, idempotency_key))
         message_id: str = response.json()["message_id"]
         return message_id
 
@@ -125,14 +106,14 @@ class Session:
 
         The handle follows the session's events from its last seen event, so the reply cannot
         be missed however fast it comes; the stream stays open for the next call."""
-        text = _prompt(options, prompt)
+        text = calls.prompt_of(options, prompt)
         self._keep_listening = True
         self._ensure_listener()
         message_id = ""
         try:
             async with asyncio.timeout(timeout):
                 message_id = await self.send(text)
-                return self._outcome(message_id, await self._wait_for(message_id))
+                return turn_outcome(message_id, await self._wait_for(message_id))
         except TimeoutError:
             raise TimeoutError(
                 f"no reply in session {self.session_id!r} to message {message_id or '(unsent)'} "
@@ -153,14 +134,6 @@ class Session:
         self._waiters[message_id] = future
         self._ensure_listener()
         return await future
-
-    def _outcome(self, message_id: str, event: Event) -> Event:
-        if event.type == "assistant.message":
-            return event
-        if event.type == "session.error":
-            detail = event.data.get("message") or event.data.get("errorType") or "error"
-            raise TurnError(f"the turn of message {message_id} failed: {detail}", event=event)
-        raise TurnError(f"the turn of message {message_id} was aborted", event=event)
 
     def _settle(self, event: Event) -> None:
         """Hand a turn-ending event to whoever waits for it (or keep it for a moment)."""
@@ -190,7 +163,7 @@ class Session:
 
     async def abort(self) -> bool:
         """Drop the pending turns; True when something was pending."""
-        response = await self._client._request("POST", self._path + "/abort", retry=True)
+        response = await self._client._request(calls.abort(self._path))
         return bool(response.json().get("aborted"))
 
     # --- live events ---------------------------------------------------------------------------
@@ -262,29 +235,17 @@ class Session:
         await self.disconnect()
 
     # --- history -------------------------------------------------------------------------------
-    async def _pages(self, suffix: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Every item of a paged list endpoint (``after`` moves forward, ``before`` backward)."""
-        key = "before" if params.get("reverse") else "after"
-        while True:
-            response = await self._client._request("GET", self._path + suffix, params=params)
-            data: list[dict[str, Any]] = response.json()["data"]
-            for item in data:
-                yield item
-            if len(data) < params["limit"]:
-                return
-            params = {**params, key: data[-1]["id"]}
-
     async def get_messages(self) -> list[Message]:
         """The whole conversation (user and assistant messages), oldest first."""
         out: list[Message] = []
-        params: dict[str, Any] = {"limit": PAGE}
+        after: str | None = None
         while True:
-            response = await self._client._request("GET", self._path + "/messages", params=params)
+            response = await self._client._request(calls.messages_page(self._path, after))
             body = response.json()
             out += [Message.from_json(m) for m in body["data"]]
-            if not body.get("next_cursor"):
+            after = body.get("next_cursor")
+            if not after:
                 return out
-            params = {"limit": PAGE, "after": body["next_cursor"]}
 
     async def get_events(
         self,
@@ -296,43 +257,42 @@ class Session:
     ) -> list[Event]:
         """Stored events (oldest first, newest first with ``reverse``), between the exclusive
         ids ``after`` and ``before``; all of them unless ``limit`` is given."""
-        params: dict[str, Any] = {"limit": min(limit or PAGE, PAGE)}
-        if reverse:
-            params["reverse"] = "true"
-        if after:
-            params["after"] = after
-        if before:
-            params["before"] = before
         out: list[Event] = []
-        async for raw in self._pages("/events", params):
-            out.append(Event.from_json(raw))
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+        while True:
+            size = calls.PAGE if limit is None else min(calls.PAGE, limit - len(out))
+            call = calls.events_page(
+                self._path, after=after, before=before, limit=size, reverse=reverse
+            )
+            data = (await self._client._request(call)).json()["data"]
+            out += [Event.from_json(raw) for raw in data]
+            if len(data) < size or (limit is not None and len(out) >= limit):
+                return out
+            if reverse:
+                before = data[-1]["id"]
+            else:
+                after = data[-1]["id"]
 
     # --- bookmarks -----------------------------------------------------------------------------
     def _bookmark_path(self, name: str) -> str:
-        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name:
-            raise ValidationError(f"invalid bookmark name {name!r}")
-        return f"{self._path}/bookmarks/{quote(name, safe='')}"
+        return calls.bookmark_path(self._path, name)
 
     async def bookmark(self, name: str, description: str = "") -> Bookmark:
         """Mark the current end of the conversation as ``name`` (replacing one of that name)."""
         response = await self._client._request(
-            "PUT", self._bookmark_path(name), json={"description": description}
+            Call("PUT", self._bookmark_path(name), json={"description": description})
         )
         return Bookmark.from_json(response.json())
 
     async def get_bookmarks(self) -> list[Bookmark]:
-        response = await self._client._request("GET", self._path + "/bookmarks")
+        response = await self._client._request(Call("GET", self._path + "/bookmarks"))
         return [Bookmark.from_json(b) for b in response.json()["data"]]
 
     async def delete_bookmark(self, name: str) -> None:
-        await self._client._request("DELETE", self._bookmark_path(name))
+        await self._client._request(Call("DELETE", self._bookmark_path(name)))
 
     async def get_messages_since(self, name: str) -> list[Message]:
         """The messages after bookmark ``name``."""
-        response = await self._client._request("GET", self._bookmark_path(name) + "/messages")
+        response = await self._client._request(Call("GET", self._bookmark_path(name) + "/messages"))
         return [Message.from_json(m) for m in response.json()["data"]]
 
     # --- export and metadata -------------------------------------------------------------------
@@ -340,17 +300,13 @@ class Session:
         """``{"session": {...}, "bookmarks": [...], "events": [...]}``, all in one answer."""
         if format != "json":
             raise ValidationError("export() returns JSON; use export_jsonl() to stream")
-        response = await self._client._request(
-            "GET", self._path + "/export", params={"format": "json"}
-        )
+        response = await self._client._request(calls.export(self._path, "json"))
         exported: dict[str, Any] = response.json()
         return exported
 
     async def export_jsonl(self) -> AsyncIterator[dict[str, Any]]:
         """The export streamed: ``{"session": {...}}`` first, then one event per item."""
-        response = await self._client._request(
-            "GET", self._path + "/export", params={"format": "jsonl"}, stream=True
-        )
+        response = await self._client._request(calls.export(self._path, "jsonl"), stream=True)
         try:
             async for line in response.aiter_lines():
                 if line.strip():
@@ -360,11 +316,11 @@ class Session:
 
     async def refresh(self) -> SessionInfo:
         """Fetch the session's metadata again (``self.info``)."""
-        return self._info(await self._client._request("GET", self._path))
+        return self._info(await self._client._request(Call("GET", self._path)))
 
     async def update(self, **changes: Any) -> SessionInfo:
         """Change ``name``, ``summary``, ``labels``, ``ttl_seconds`` or ``infinite``."""
-        return self._info(await self._client._request("PATCH", self._path, json=changes))
+        return self._info(await self._client._request(calls.update(self._path, changes)))
 
     async def set_labels(self, labels: Mapping[str, str]) -> SessionInfo:
         return await self.update(labels=dict(labels))

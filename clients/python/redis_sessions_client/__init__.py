@@ -1,7 +1,8 @@
-"""Python client of the session service.
+"""Python client of the Redis session service: ``SessionClient`` (async) and
+``SyncSessionClient`` (blocking), with the same calls.
 
 ```python
-from service.client import SessionClient
+from redis_sessions_client import SessionClient
 
 async with SessionClient("http://sessions:8000", api_key=KEY) as client:
     session = await client.create_session({"session_id": "user-42-main"})
@@ -15,12 +16,14 @@ async with SessionClient("http://sessions:8000", api_key=KEY) as client:
 
 The calls follow the session API of assistant SDKs (``create_session``, ``resume_session``,
 ``list_sessions``, ``delete_session``, ``send``, ``send_and_wait``, ``on``, ``get_messages``,
-``destroy``); options are accepted as a config dict or as keywords. Every call is a coroutine.
+``destroy``); options are accepted as a config dict or as keywords. ``SESSIONS_URL`` and
+``SESSIONS_API_KEY`` are read when no URL or key is given.
 """
 
-from service.client._client import SessionClient
-from service.client._errors import (
+from redis_sessions_client._client import SessionClient
+from redis_sessions_client._errors import (
     AuthenticationError,
+    ProtocolError,
     RateLimited,
     ServerError,
     SessionError,
@@ -28,14 +31,17 @@ from service.client._errors import (
     TurnError,
     ValidationError,
 )
-from service.client._models import Bookmark, Event, Message, SessionInfo
-from service.client._session import Session
+from redis_sessions_client._models import Bookmark, Event, Message, SessionInfo
+from redis_sessions_client._session import Session
+from redis_sessions_client._sync import SyncSessionClient
+from redis_sessions_client._sync_session import SyncSession
 
 __all__ = [
     "AuthenticationError",
     "Bookmark",
     "Event",
     "Message",
+    "ProtocolError",
     "RateLimited",
     "ServerError",
     "Session",
@@ -43,10 +49,12 @@ __all__ = [
     "SessionError",
     "SessionInfo",
     "SessionNotFound",
+    "SyncSession",
+    "SyncSessionClient",
     "TurnError",
     "ValidationError",
 ]
 
-for _name in __all__:  # shown as service.client.X in reprs and tracebacks
+for _name in __all__:  # shown as redis_sessions_client.X in reprs and tracebacks
     globals()[_name].__module__ = __name__
 del _name

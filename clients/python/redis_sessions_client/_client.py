@@ -1,0 +1,191 @@
+"""``SessionClient``: the async client: its HTTP connection, the retry loop, and the session-level
+calls. The requests themselves are built in ``_requests`` and the retry decisions made in
+``_retry``, both shared with ``SyncSessionClient``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from redis_sessions_client import _requests as calls
+from redis_sessions_client._errors import ServerError, error_from_response
+from redis_sessions_client._models import SessionInfo
+from redis_sessions_client._requests import Call
+from redis_sessions_client._retry import Attempts
+from redis_sessions_client._session import Session
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_DEADLINE_S = 60.0
+DEFAULT_MAX_RETRIES = 3
+
+
+class SessionClient:
+    """Async client of the session service: ``async with SessionClient(url, api_key=...)``.
+
+    ``base_url`` defaults to ``SESSIONS_URL`` (else ``http://127.0.0.1:8000``), ``api_key`` to
+    ``SESSIONS_API_KEY``. ``timeout`` bounds each try of a request; ``deadline`` bounds a whole
+    call, retries included (None: no bound); ``max_retries`` bounds the retries. Pass
+    ``transport`` (for example ``httpx.ASGITransport(app)``) to talk to an app in this process.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        deadline: float | None = DEFAULT_DEADLINE_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = calls.base_url_of(base_url)
+        self.api_key = calls.api_key_of(api_key)
+        self.timeout = timeout
+        self.deadline = deadline
+        self.max_retries = max(0, max_retries)
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the connection pool (the first call does it when this was not called)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=calls.default_headers(self.api_key),
+                timeout=self.timeout,
+                transport=self._transport,
+                # Every live listener holds a connection open; requests must not queue behind them.
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+            )
+
+    async def stop(self) -> None:
+        """Stop every session's listeners and close the connection pool."""
+        for session in list(self._sessions):
+            await session.disconnect()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    async def __aenter__(self) -> SessionClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- sessions ------------------------------------------------------------------------------
+    async def create_session(self, config: Mapping[str, Any] | None = None, **kw: Any) -> Session:
+        """Create a session: ``session_id``, ``model``, ``system_message``, ``streaming``,
+        ``infinite_sessions``, ``labels``, ``ttl_seconds``, ``name`` (all optional)."""
+        response = await self._request(calls.create_session(config, kw))
+        return self._session(SessionInfo.from_json(response.json()))
+
+    async def resume_session(
+        self, session_id: str, config: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Session:
+        """A handle on an existing session (``SessionNotFound`` when there is none); ``name``,
+        ``labels``, ``ttl_seconds`` and ``infinite_sessions`` given here are applied to it."""
+        response = await self._request(calls.resume_session(session_id, config, kw))
+        return self._session(SessionInfo.from_json(response.json()))
+
+    async def get_session_metadata(self, session_id: str) -> SessionInfo:
+        response = await self._request(Call("GET", calls.session_path(session_id)))
+        return SessionInfo.from_json(response.json())
+
+    async def iter_sessions(
+        self,
+        *,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        page_size: int = calls.SESSION_PAGE,
+    ) -> AsyncIterator[SessionInfo]:
+        """Sessions newest-modified first, page by page; at most ``limit`` when given."""
+        cursor: str | None = None
+        seen = 0
+        while True:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            page = (await self._request(calls.list_page(labels, size, cursor))).json()
+            for raw in page["data"]:
+                yield SessionInfo.from_json(raw)
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def list_sessions(
+        self, *, labels: Mapping[str, str] | None = None, limit: int | None = None
+    ) -> list[SessionInfo]:
+        """Every session (or the ``limit`` most recently modified), newest-modified first."""
+        return [info async for info in self.iter_sessions(labels=labels, limit=limit)]
+
+    async def get_last_session_id(self) -> str | None:
+        """The id of the most recently modified session, or None when there is none."""
+        async for info in self.iter_sessions(limit=1):
+            return info.session_id
+        return None
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete a session and all its data for good (``SessionNotFound`` when there is none)."""
+        await self._request(Call("DELETE", calls.session_path(session_id)))
+
+    def _session(self, info: SessionInfo) -> Session:
+        session = Session(self, info)
+        self._sessions.add(session)
+        return session
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    async def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            await self.start()
+        assert self._http is not None
+        return self._http
+
+    async def _request(
+        self, call: Call, *, stream: bool = False, read_timeout: float | None = None
+    ) -> httpx.Response:
+        """Send ``call`` with the retry policy; raise the mapped error for any non-2xx. With
+        ``stream`` the body is left unread (the caller closes the response), and
+        ``read_timeout`` bounds the silence between two chunks of it."""
+        http = await self._client()
+        attempts = Attempts(
+            repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
+        )
+        while True:
+            per_try = attempts.timeout(self.timeout)
+            timeout = httpx.Timeout(per_try, read=read_timeout or per_try)
+            request = http.build_request(
+                call.method,
+                call.path,
+                json=call.json,
+                params=call.params,
+                headers=call.headers,
+                timeout=timeout,
+            )
+            try:
+                response = await http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                wait = attempts.after_error(exc)
+                if wait is None:
+                    raise ServerError(
+                        f"cannot reach the session service at {self.base_url}: {exc!r}"
+                    ) from exc
+                await asyncio.sleep(wait)
+                continue
+            if response.status_code < 400:
+                return response
+            if stream:
+                await response.aread()
+                await response.aclose()
+            wait = attempts.after_status(response.status_code, response.headers)
+            if wait is None:
+                raise error_from_response(response)
+            await asyncio.sleep(wait)

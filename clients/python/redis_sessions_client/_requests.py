@@ -1,0 +1,197 @@
+"""What each call sends: the request building both clients share (the async and the sync one
+differ only in how they send it and wait).
+
+A ``Call`` is one HTTP request before it is sent: method, path, body, query, headers, and whether
+it may be repeated (see ``_retry``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from redis_sessions_client._errors import ValidationError
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+USER_AGENT = "redis-sessions-client/0.1"
+PAGE = 1000  # the service's largest page of sessions, events or messages
+SESSION_PAGE = 100
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+# Option names accepted by create_session (snake_case, and the camelCase of the TypeScript SDK).
+CREATE_KEYS = {
+    "session_id": "session_id",
+    "sessionId": "session_id",
+    "model": "model",
+    "system_message": "system_message",
+    "systemMessage": "system_message",
+    "streaming": "streaming",
+    "infinite_sessions": "infinite_sessions",
+    "infiniteSessions": "infinite_sessions",
+    "labels": "labels",
+    "ttl_seconds": "ttl_seconds",
+    "ttlSeconds": "ttl_seconds",
+    "name": "name",
+}
+# Options resume_session may change on an existing session, with their PATCH field.
+RESUME_KEYS = {
+    "name": "name",
+    "labels": "labels",
+    "ttl_seconds": "ttl_seconds",
+    "ttlSeconds": "ttl_seconds",
+    "infinite_sessions": "infinite",
+    "infiniteSessions": "infinite",
+}
+UPDATE_FIELDS = frozenset({"name", "summary", "labels", "ttl_seconds", "infinite"})
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str
+    path: str
+    json: Any = None
+    params: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    repeatable: bool | None = None  # None: by method
+
+    @property
+    def may_repeat(self) -> bool:
+        return self.method in REPEATABLE_METHODS if self.repeatable is None else self.repeatable
+
+
+def base_url_of(base_url: str | None) -> str:
+    """``base_url``, else ``SESSIONS_URL``, else the dev server's address."""
+    url = base_url or os.environ.get("SESSIONS_URL") or DEFAULT_BASE_URL
+    return url.rstrip("/")
+
+
+def api_key_of(api_key: str | None) -> str | None:
+    return api_key if api_key is not None else os.environ.get("SESSIONS_API_KEY")
+
+
+def default_headers(api_key: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def options(
+    config: Mapping[str, Any] | None, kw: Mapping[str, Any], names: Mapping[str, str], what: str
+) -> dict[str, Any]:
+    """Merge a config dict and keywords (keywords win) into the service's field names."""
+    merged = {**(config or {}), **kw}
+    body: dict[str, Any] = {}
+    for key, value in merged.items():
+        name = names.get(key)
+        if name is None:
+            allowed = ", ".join(sorted(k for k in names if "_" in k or k.islower()))
+            raise ValidationError(f"unknown {what} option {key!r} (known: {allowed})")
+        if value is None:
+            continue
+        if name == "system_message" and isinstance(value, Mapping):
+            value = value.get("content", "")  # the assistant SDKs' {"mode", "content"} shape
+        body[name] = value
+    return body
+
+
+def session_path(session_id: str) -> str:
+    """The URL path of a session. Ids that cannot be a path segment are refused here; any other
+    id is sent percent-encoded and judged by the service."""
+    if not isinstance(session_id, str) or session_id in ("", ".", "..") or "/" in session_id:
+        raise ValidationError(f"invalid session id {session_id!r}")
+    return f"/v1/sessions/{quote(session_id, safe='')}"
+
+
+def bookmark_path(path: str, name: str) -> str:
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name:
+        raise ValidationError(f"invalid bookmark name {name!r}")
+    return f"{path}/bookmarks/{quote(name, safe='')}"
+
+
+def prompt_of(options: str | Mapping[str, Any] | None, prompt: str | None) -> str:
+    if prompt is None:
+        if isinstance(options, str):
+            prompt = options
+        elif isinstance(options, Mapping):
+            unknown = set(options) - {"prompt"}
+            if unknown:
+                raise ValidationError(f"unknown message option(s): {', '.join(sorted(unknown))}")
+            prompt = options.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValidationError("a message needs a prompt: send({'prompt': '...'})")
+    return prompt
+
+
+# --- the calls ---------------------------------------------------------------------------------
+def create_session(config: Mapping[str, Any] | None, kw: Mapping[str, Any]) -> Call:
+    return Call("POST", "/v1/sessions", json=options(config, kw, CREATE_KEYS, "session"))
+
+
+def resume_session(
+    session_id: str, config: Mapping[str, Any] | None, kw: Mapping[str, Any]
+) -> Call:
+    changes = options(config, kw, RESUME_KEYS, "resume")
+    if changes:
+        return Call("PATCH", session_path(session_id), json=changes)
+    return Call("GET", session_path(session_id))
+
+
+def list_page(labels: Mapping[str, str] | None, size: int, cursor: str | None) -> Call:
+    params: list[tuple[str, str | int]] = [("limit", max(1, min(size, PAGE)))]
+    params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+    if cursor:
+        params.append(("cursor", cursor))
+    return Call("GET", "/v1/sessions", params=params)
+
+
+def send(path: str, text: str, idempotency_key: str | None) -> Call:
+    """Every try of one send carries the same ``Idempotency-Key`` (a new one per call unless
+    given), so the send is repeatable: a retried send never makes a second message."""
+    key = idempotency_key or uuid.uuid4().hex
+    return Call(
+        "POST",
+        path + "/messages",
+        json={"prompt": text},
+        headers={"Idempotency-Key": key},
+        repeatable=True,
+    )
+
+
+def abort(path: str) -> Call:
+    return Call("POST", path + "/abort", repeatable=True)  # a second abort finds nothing to drop
+
+
+def messages_page(path: str, after: str | None) -> Call:
+    params: dict[str, Any] = {"limit": PAGE}
+    if after:
+        params["after"] = after
+    return Call("GET", path + "/messages", params=params)
+
+
+def events_page(
+    path: str, *, after: str | None, before: str | None, limit: int, reverse: bool
+) -> Call:
+    params: dict[str, Any] = {"limit": min(limit, PAGE)}
+    if reverse:
+        params["reverse"] = "true"
+    if after:
+        params["after"] = after
+    if before:
+        params["before"] = before
+    return Call("GET", path + "/events", params=params)
+
+
+def update(path: str, changes: Mapping[str, Any]) -> Call:
+    unknown = set(changes) - UPDATE_FIELDS
+    if unknown:
+        raise ValidationError(f"unknown update field(s): {', '.join(sorted(unknown))}")
+    return Call("PATCH", path, json=dict(changes))
+
+
+def export(path: str, format: str) -> Call:
+    return Call("GET", path + "/export", params={"format": format})

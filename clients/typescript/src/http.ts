@@ -1,0 +1,175 @@
+/**
+ * The HTTP edge: `fetch` with the retry policy, per-try timeouts, the call's deadline, and the
+ * mapping of error answers onto the error tree. Works wherever `fetch` does (Node 18+, browsers).
+ */
+
+import {
+  APIConnectionError,
+  APITimeoutError,
+  ProtocolError,
+  errorFromResponse,
+} from "./errors.js";
+import { Attempts, sleep } from "./retry.js";
+
+export const DEFAULT_BASE_URL = "http://127.0.0.1:8000";
+export const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_DEADLINE_MS = 60_000;
+export const DEFAULT_MAX_RETRIES = 3;
+
+export interface ClientOptions {
+  /** The service's URL; default `SESSIONS_URL` (in Node), else `http://127.0.0.1:8000`. */
+  baseUrl?: string;
+  /** The tenant's API key; default `SESSIONS_API_KEY` (in Node). */
+  apiKey?: string;
+  /** Milliseconds one try of a request may take (until the answer's headers for streams). */
+  timeout?: number;
+  /** Milliseconds a whole call may take, retries included; null for no bound. */
+  deadline?: number | null;
+  /** Retries of one call at most. */
+  maxRetries?: number;
+  /** A `fetch` to use instead of the global one. */
+  fetch?: typeof fetch;
+  /** Headers sent with every request. */
+  defaultHeaders?: Record<string, string>;
+  /** Base of the exponential backoff, in milliseconds (tests shorten it). */
+  backoffBaseMs?: number;
+}
+
+export type Query = Array<[string, string | number]>;
+
+/** One HTTP request before it is sent. */
+export interface Call {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  path: string;
+  body?: unknown;
+  query?: Query;
+  headers?: Record<string, string>;
+  /** Whether it may be sent again; default: GET, PUT and DELETE may. */
+  repeatable?: boolean;
+}
+
+export interface Answer {
+  status: number;
+  headers: Headers;
+  body: unknown;
+}
+
+function environment(name: string): string | undefined {
+  const proc = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process;
+  return proc?.env?.[name] || undefined;
+}
+
+class TryTimedOut extends Error {}
+
+export class Http {
+  readonly baseUrl: string;
+  readonly timeout: number;
+  readonly deadline: number | null;
+  private readonly maxRetries: number;
+  private readonly backoffBaseMs: number | undefined;
+  private readonly fetchImpl: typeof fetch;
+  private readonly headers: Record<string, string>;
+
+  constructor(options: ClientOptions = {}) {
+    this.baseUrl = (options.baseUrl ?? environment("SESSIONS_URL") ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
+    const apiKey = options.apiKey ?? environment("SESSIONS_API_KEY");
+    this.timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
+    this.deadline = options.deadline === undefined ? DEFAULT_DEADLINE_MS : options.deadline;
+    this.maxRetries = Math.max(0, options.maxRetries ?? DEFAULT_MAX_RETRIES);
+    this.backoffBaseMs = options.backoffBaseMs;
+    const fetchImpl = options.fetch ?? globalThis.fetch;
+    if (typeof fetchImpl !== "function") throw new Error("no fetch: pass options.fetch");
+    this.fetchImpl = fetchImpl;
+    this.headers = {
+      Accept: "application/json",
+      ...(apiKey ? { Authorization: `Bearer ${apiKey}` } : {}),
+      ...options.defaultHeaders,
+    };
+  }
+
+  url(path: string, query?: Query): string {
+    const search = new URLSearchParams();
+    for (const [key, value] of query ?? []) search.append(key, String(value));
+    const text = search.toString();
+    return `${this.baseUrl}${path}${text ? `?${text}` : ""}`;
+  }
+
+  /** Send `call`; the JSON body of its success (undefined for 204). */
+  async json(call: Call, signal?: AbortSignal): Promise<Answer> {
+    return (await this.send(call, false, signal)) as Answer;
+  }
+
+  /** Send `call` and return the streaming response of its success (headers read, body not). */
+  async stream(call: Call, signal?: AbortSignal): Promise<Response> {
+    return (await this.send(call, true, signal)) as Response;
+  }
+
+  private async send(call: Call, stream: boolean, signal?: AbortSignal): Promise<Answer | Response> {
+    const repeatable = call.repeatable ?? ["GET", "PUT", "DELETE"].includes(call.method);
+    const attempts = new Attempts(repeatable, {
+      maxRetries: this.maxRetries,
+      deadline: this.deadline,
+      ...(this.backoffBaseMs === undefined ? {} : { backoffBaseMs: this.backoffBaseMs }),
+    });
+    const init: RequestInit = {
+      method: call.method,
+      headers: {
+        ...this.headers,
+        ...(call.body === undefined ? {} : { "Content-Type": "application/json" }),
+        ...call.headers,
+      },
+      ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
+    };
+    const url = this.url(call.path, call.query);
+    for (;;) {
+      const controller = new AbortController();
+      const onAbort = (): void => controller.abort(signal?.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const timer = setTimeout(() => controller.abort(new TryTimedOut()), attempts.timeout(this.timeout));
+      try {
+        let response: Response;
+        try {
+          response = await this.fetchImpl(url, { ...init, signal: controller.signal });
+        } catch (error) {
+          if (signal?.aborted) throw signal.reason;
+          const wait = attempts.afterError(error);
+          if (wait === undefined) throw this.unreachable(error, controller.signal.reason, attempts);
+          await sleep(wait, signal);
+          continue;
+        }
+        if (response.ok && stream) return response;
+        const text = await response.text();
+        if (response.ok) return { status: response.status, headers: response.headers, body: parse(response, text) };
+        const wait = attempts.afterStatus(response.status, response.headers);
+        if (wait === undefined) throw errorFromResponse(response.status, response.headers, text);
+        await sleep(wait, signal);
+      } finally {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      }
+    }
+  }
+
+  private unreachable(error: unknown, reason: unknown, attempts: Attempts): APIConnectionError {
+    if (reason instanceof TryTimedOut) {
+      const what = attempts.expired() ? "the call's deadline passed" : "a try timed out";
+      return new APITimeoutError(`no answer from the session service at ${this.baseUrl}: ${what}`, { cause: error });
+    }
+    return new APIConnectionError(`cannot reach the session service at ${this.baseUrl}: ${String(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+function parse(response: Response, text: string): unknown {
+  if (response.status === 204 || text === "") return undefined;
+  const type = response.headers.get("content-type") ?? "";
+  if (!/^application\/(problem\+)?json\b/i.test(type)) {
+    throw new ProtocolError(
+      `${response.url} answered ${response.status} with Content-Type ${JSON.stringify(type)}, not JSON: ` +
+        `is the base URL the session service's? (body starts: ${JSON.stringify(text.slice(0, 120))})`,
+      response.status,
+    );
+  }
+  return JSON.parse(text);
+}

@@ -1,0 +1,202 @@
+/**
+ * What the client takes and returns, in camelCase, and the mapping from and to the HTTP API's
+ * snake_case fields (the API itself speaks snake_case only; the mapping lives here).
+ */
+
+import { ValidationError } from "./errors.js";
+
+/** One event of a session: the envelope the service stores and streams. `data` is passed
+ * through as the service wrote it (for example `{content, reply_to}` of `assistant.message`). */
+export interface SessionEvent {
+  id: string;
+  type: string;
+  data: Record<string, unknown>;
+  /** ISO-8601 time the event was stored. */
+  timestamp: string;
+}
+
+/** One message of the conversation, from `Session.getConversation()`. */
+export interface Message {
+  role: "user" | "assistant" | string;
+  content: string;
+  id: string;
+  timestamp: string;
+}
+
+/** Metadata of one session, as listed or fetched. */
+export interface SessionMetadata {
+  sessionId: string;
+  startTime: Date;
+  modifiedTime: Date;
+  expiresAt: Date | null;
+  summary?: string;
+  name: string;
+  model: string;
+  labels: Record<string, string>;
+  infinite: boolean;
+  ttlSeconds: number;
+  systemMessage: string;
+  streaming: boolean;
+  status: string;
+  messageCount: number;
+  eventCount: number;
+  lastEventId: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** Always false: every session lives in the service. */
+  isRemote: boolean;
+}
+
+export interface Bookmark {
+  name: string;
+  description: string;
+  eventId: string;
+  messageCount: number;
+  createdAt: Date;
+}
+
+/** Options of `createSession`. Unknown options are a `ValidationError` (nothing is sent). */
+export interface SessionConfig {
+  /** 1-128 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit; generated when absent. */
+  sessionId?: string;
+  model?: string;
+  /** A string, or the assistant SDKs' `{mode, content}` shape (its content is used). */
+  systemMessage?: string | { mode?: string; content: string };
+  streaming?: boolean;
+  /** No TTL on any key, ever. */
+  infiniteSessions?: boolean;
+  labels?: Record<string, string>;
+  ttlSeconds?: number;
+  name?: string;
+}
+
+/** Options `resumeSession` may change on an existing session. */
+export interface ResumeSessionConfig {
+  name?: string;
+  labels?: Record<string, string>;
+  ttlSeconds?: number;
+  infiniteSessions?: boolean;
+}
+
+/** Fields `Session.update` may change. */
+export interface SessionUpdate {
+  name?: string;
+  summary?: string;
+  labels?: Record<string, string>;
+  ttlSeconds?: number;
+  infinite?: boolean;
+}
+
+export interface MessageOptions {
+  prompt: string;
+}
+
+type Json = Record<string, unknown>;
+
+const CREATE_FIELDS: Record<string, string> = {
+  sessionId: "session_id",
+  model: "model",
+  systemMessage: "system_message",
+  streaming: "streaming",
+  infiniteSessions: "infinite_sessions",
+  labels: "labels",
+  ttlSeconds: "ttl_seconds",
+  name: "name",
+};
+const RESUME_FIELDS: Record<string, string> = {
+  name: "name",
+  labels: "labels",
+  ttlSeconds: "ttl_seconds",
+  infiniteSessions: "infinite",
+};
+const UPDATE_FIELDS: Record<string, string> = {
+  name: "name",
+  summary: "summary",
+  labels: "labels",
+  ttlSeconds: "ttl_seconds",
+  infinite: "infinite",
+};
+
+function toBody(options: object | undefined, fields: Record<string, string>, what: string): Json {
+  const body: Json = {};
+  for (const [key, value] of Object.entries(options ?? {})) {
+    const field = fields[key];
+    if (field === undefined) {
+      const known = Object.keys(fields).join(", ");
+      throw ValidationError.local(`unknown ${what} option ${JSON.stringify(key)} (known: ${known})`);
+    }
+    if (value === undefined || value === null) continue;
+    body[field] =
+      field === "system_message" && typeof value === "object" ? (value as { content: string }).content : value;
+  }
+  return body;
+}
+
+export const createBody = (config?: SessionConfig): Json => toBody(config, CREATE_FIELDS, "session");
+export const resumeBody = (config?: ResumeSessionConfig): Json => toBody(config, RESUME_FIELDS, "resume");
+export const updateBody = (changes: SessionUpdate): Json => toBody(changes, UPDATE_FIELDS, "update");
+
+const str = (value: unknown): string => (typeof value === "string" ? value : "");
+const num = (value: unknown): number => (typeof value === "number" ? value : 0);
+const date = (value: unknown): Date => new Date(str(value));
+
+export function sessionMetadata(raw: Json): SessionMetadata {
+  const summary = str(raw.summary);
+  return {
+    sessionId: str(raw.session_id),
+    startTime: date(raw.created_at),
+    modifiedTime: date(raw.modified_at),
+    expiresAt: raw.expires_at ? date(raw.expires_at) : null,
+    ...(summary ? { summary } : {}),
+    name: str(raw.name),
+    model: str(raw.model),
+    labels: (raw.labels as Record<string, string> | undefined) ?? {},
+    infinite: raw.infinite === true,
+    ttlSeconds: num(raw.ttl_seconds),
+    systemMessage: str(raw.system_message),
+    streaming: raw.streaming === true,
+    status: str(raw.status) || "idle",
+    messageCount: num(raw.message_count),
+    eventCount: num(raw.event_count),
+    lastEventId: str(raw.last_event_id),
+    promptTokens: num(raw.prompt_tokens),
+    completionTokens: num(raw.completion_tokens),
+    isRemote: false,
+  };
+}
+
+export function sessionEvent(raw: Json): SessionEvent {
+  return {
+    id: str(raw.id),
+    type: str(raw.type),
+    data: (raw.data as Record<string, unknown> | undefined) ?? {},
+    timestamp: str(raw.timestamp),
+  };
+}
+
+export function message(raw: Json): Message {
+  return { role: str(raw.role), content: str(raw.content), id: str(raw.id), timestamp: str(raw.timestamp) };
+}
+
+export function bookmark(raw: Json): Bookmark {
+  return {
+    name: str(raw.name),
+    description: str(raw.description),
+    eventId: str(raw.event_id),
+    messageCount: num(raw.message_count),
+    createdAt: date(raw.created_at),
+  };
+}
+
+/** Order of two event ids (`<ms>-<seq>`): negative, zero or positive. */
+export function compareIds(a: string, b: string): number {
+  const [am, as] = idParts(a);
+  const [bm, bs] = idParts(b);
+  const diff = am !== bm ? am - bm : as - bs;
+  return diff < 0n ? -1 : diff > 0n ? 1 : 0;
+}
+
+function idParts(id: string): [bigint, bigint] {
+  const match = /^(\d+)(?:-(\d+))?$/.exec(id);
+  return match ? [BigInt(match[1] ?? "0"), BigInt(match[2] ?? "0")] : [0n, 0n];
+}

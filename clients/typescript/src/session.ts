@@ -1,0 +1,311 @@
+/**
+ * `Session`: a handle on one session. It holds no conversation state (everything lives in the
+ * service), so a handle can be released with `destroy()` and the session resumed later, from
+ * any process.
+ */
+
+import { APITimeoutError, SessionNotFoundError, TurnError, ValidationError } from "./errors.js";
+import type { Call, Http } from "./http.js";
+import {
+  type Bookmark,
+  type Message,
+  type MessageOptions,
+  type SessionEvent,
+  type SessionMetadata,
+  type SessionUpdate,
+  bookmark,
+  compareIds,
+  message,
+  sessionEvent,
+  sessionMetadata,
+  updateBody,
+} from "./models.js";
+import { ENDING_TYPES, followEvents } from "./sse.js";
+
+export const PAGE = 1000; // the service's largest page
+export const DEFAULT_WAIT_MS = 60_000;
+
+export type EventHandler = (event: SessionEvent) => void | Promise<void>;
+
+export interface SendOptions {
+  /** Sent as `Idempotency-Key`: a send repeated with the same key is stored once. A new key is
+   * made for every call when absent, and kept across the retries of that call. */
+  idempotencyKey?: string;
+}
+
+export interface EventsQuery {
+  after?: string;
+  before?: string;
+  limit?: number;
+  reverse?: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+/** The URL path of a session; ids that cannot be a path segment are refused before sending. */
+export function sessionPath(sessionId: string): string {
+  if (typeof sessionId !== "string" || ["", ".", ".."].includes(sessionId) || sessionId.includes("/")) {
+    throw ValidationError.local(`invalid session id ${JSON.stringify(sessionId)}`);
+  }
+  return `/v1/sessions/${encodeURIComponent(sessionId)}`;
+}
+
+function promptOf(options: MessageOptions | string): string {
+  if (typeof options === "string") return options;
+  const unknown = Object.keys(options ?? {}).filter((key) => key !== "prompt");
+  if (unknown.length) throw ValidationError.local(`unknown message option(s): ${unknown.join(", ")}`);
+  if (typeof options?.prompt !== "string") throw ValidationError.local("a message needs a prompt: send({ prompt })");
+  return options.prompt;
+}
+
+/** A fresh `Idempotency-Key`: 128 random bits (Web Crypto where there is one; Node 18 has it
+ * only behind a flag, and the key needs to be unique, not secret). */
+function newKey(): string {
+  const bytes = new Uint8Array(16);
+  const crypto = (globalThis as { crypto?: { getRandomValues?: (array: Uint8Array) => unknown } }).crypto;
+  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Whether `event` ends the turn of the user message `messageId`. */
+export function answers(event: SessionEvent, messageId: string): boolean {
+  if (event.type === "assistant.message" || event.type === "session.error") {
+    return event.data.reply_to === messageId;
+  }
+  return event.type === "abort" && compareIds(event.id, messageId) > 0;
+}
+
+export class Session {
+  readonly sessionId: string;
+  /** The metadata as last fetched (`refresh()` fetches it again). */
+  metadata: SessionMetadata;
+  private readonly path: string;
+  private cursor: string | undefined;
+  private readonly handlers = new Set<{ type: string | undefined; handler: EventHandler }>();
+  private listener: AbortController | undefined;
+
+  /** @internal Made by `SessionClient`. */
+  constructor(
+    private readonly http: Http,
+    metadata: SessionMetadata,
+    private readonly released: (session: Session) => void,
+  ) {
+    this.metadata = metadata;
+    this.sessionId = metadata.sessionId;
+    this.path = sessionPath(metadata.sessionId);
+    this.cursor = metadata.lastEventId || undefined;
+  }
+
+  private saw(id: string): void {
+    if (this.cursor === undefined || compareIds(id, this.cursor) > 0) this.cursor = id;
+  }
+
+  private async call(call: Call, signal?: AbortSignal): Promise<Json> {
+    return ((await this.http.json(call, signal)).body ?? {}) as Json;
+  }
+
+  // --- turns ------------------------------------------------------------------------------------
+  /** Add a user message and queue its turn; resolves to the message's event id. */
+  async send(options: MessageOptions | string, sendOptions: SendOptions = {}): Promise<string> {
+    const prompt = promptOf(options);
+    const body = await this.call({
+      method: "POST",
+      path: `${this.path}/messages`,
+      body: { prompt },
+      headers: { "Idempotency-Key": sendOptions.idempotencyKey ?? newKey() },
+      repeatable: true,
+    });
+    return String(body.message_id);
+  }
+
+  /** Send a message and wait for the `assistant.message` event answering it (its
+   * `data.content` is the reply). Rejects with `APITimeoutError` after `timeout` ms, with
+   * `TurnError` when the turn fails or is aborted, with `SessionNotFoundError` when the session
+   * is deleted meanwhile. */
+  async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
+    const messageId = await this.send(options);
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeout);
+    try {
+      for await (const event of followEvents(this.http, this.path, { after: messageId, signal: controller.signal })) {
+        this.saw(event.id);
+        if (answers(event, messageId)) return turnOutcome(messageId, event);
+        if (ENDING_TYPES.has(event.type)) {
+          throw new SessionNotFoundError(404, {
+            title: "Session not found",
+            detail: `session ${JSON.stringify(this.sessionId)} was deleted while waiting`,
+          });
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    throw new APITimeoutError(`no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId} within ${timeout} ms`);
+  }
+
+  /** Drop the pending turns; true when something was pending. */
+  async abort(): Promise<boolean> {
+    const body = await this.call({ method: "POST", path: `${this.path}/abort`, repeatable: true });
+    return body.aborted === true;
+  }
+
+  // --- live events ------------------------------------------------------------------------------
+  /** Call `handler` for every live event (`on(handler)`) or for events of one type
+   * (`on(type, handler)`). Returns a function that unsubscribes. Events are followed from the
+   * last one this handle saw, over one stream per handle, resumed with `Last-Event-ID`. */
+  on(handler: EventHandler): () => void;
+  on(type: string, handler: EventHandler): () => void;
+  on(typeOrHandler: string | EventHandler, maybeHandler?: EventHandler): () => void {
+    const entry =
+      typeof typeOrHandler === "function"
+        ? { type: undefined, handler: typeOrHandler }
+        : { type: typeOrHandler, handler: maybeHandler as EventHandler };
+    if (typeof entry.handler !== "function") throw new TypeError("on(handler) or on(type, handler)");
+    this.handlers.add(entry);
+    this.listen();
+    return () => {
+      this.handlers.delete(entry);
+      if (this.handlers.size === 0) this.stopListening();
+    };
+  }
+
+  private listen(): void {
+    if (this.listener) return;
+    const controller = new AbortController();
+    this.listener = controller;
+    void (async () => {
+      try {
+        const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal });
+        for await (const event of events) {
+          this.saw(event.id);
+          for (const { type, handler } of [...this.handlers]) {
+            if (type !== undefined && type !== event.type) continue;
+            try {
+              await handler(event);
+            } catch (error) {
+              console.error(`event handler of session ${this.sessionId} failed:`, error);
+            }
+          }
+        }
+      } catch (error) {
+        if (!controller.signal.aborted) console.warn(`event listener of session ${this.sessionId} stopped:`, error);
+      } finally {
+        if (this.listener === controller) this.listener = undefined;
+      }
+    })();
+  }
+
+  private stopListening(): void {
+    this.listener?.abort();
+    this.listener = undefined;
+  }
+
+  /** Whether a listener follows the session's events now. */
+  get listening(): boolean {
+    return this.listener !== undefined;
+  }
+
+  /** Release the handle: stop its listener. The session's data stays; resume it by its id. */
+  async destroy(): Promise<void> {
+    this.handlers.clear();
+    this.stopListening();
+    this.released(this);
+  }
+
+  // --- history ----------------------------------------------------------------------------------
+  /** Every stored event of the session (`{id, type, data, timestamp}`), oldest first. */
+  async getMessages(): Promise<SessionEvent[]> {
+    const out: SessionEvent[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.getEvents({ limit: PAGE, ...(after ? { after } : {}) });
+      out.push(...page);
+      if (page.length < PAGE) return out;
+      after = page[page.length - 1]?.id;
+    }
+  }
+
+  /** The conversation only (user and assistant messages, `{role, content, id, timestamp}`). */
+  async getConversation(): Promise<Message[]> {
+    const out: Message[] = [];
+    let after: string | undefined;
+    do {
+      const query: Array<[string, string | number]> = [["limit", PAGE]];
+      if (after) query.push(["after", after]);
+      const body = await this.call({ method: "GET", path: `${this.path}/messages`, query });
+      out.push(...(body.data as Json[]).map(message));
+      after = typeof body.next_cursor === "string" ? body.next_cursor : undefined;
+    } while (after);
+    return out;
+  }
+
+  /** One page of stored events, between the exclusive ids `after` and `before`. */
+  async getEvents(query: EventsQuery = {}): Promise<SessionEvent[]> {
+    const params: Array<[string, string | number]> = [["limit", Math.min(query.limit ?? PAGE, PAGE)]];
+    if (query.after) params.push(["after", query.after]);
+    if (query.before) params.push(["before", query.before]);
+    if (query.reverse) params.push(["reverse", "true"]);
+    const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params });
+    return (body.data as Json[]).map(sessionEvent);
+  }
+
+  // --- bookmarks --------------------------------------------------------------------------------
+  private bookmarkPath(name: string): string {
+    if (typeof name !== "string" || ["", ".", ".."].includes(name) || name.includes("/")) {
+      throw ValidationError.local(`invalid bookmark name ${JSON.stringify(name)}`);
+    }
+    return `${this.path}/bookmarks/${encodeURIComponent(name)}`;
+  }
+
+  /** Mark the current end of the conversation as `name` (replacing one of that name). */
+  async setBookmark(name: string, description = ""): Promise<Bookmark> {
+    return bookmark(await this.call({ method: "PUT", path: this.bookmarkPath(name), body: { description } }));
+  }
+
+  async getBookmarks(): Promise<Bookmark[]> {
+    const body = await this.call({ method: "GET", path: `${this.path}/bookmarks` });
+    return (body.data as Json[]).map(bookmark);
+  }
+
+  async deleteBookmark(name: string): Promise<void> {
+    await this.call({ method: "DELETE", path: this.bookmarkPath(name) });
+  }
+
+  /** The conversation's messages after bookmark `name`. */
+  async getMessagesSince(name: string): Promise<Message[]> {
+    const body = await this.call({ method: "GET", path: `${this.bookmarkPath(name)}/messages` });
+    return (body.data as Json[]).map(message);
+  }
+
+  // --- metadata ---------------------------------------------------------------------------------
+  /** Fetch the metadata again. */
+  async refresh(): Promise<SessionMetadata> {
+    return this.keep(await this.call({ method: "GET", path: this.path }));
+  }
+
+  /** Change `name`, `summary`, `labels`, `ttlSeconds` or `infinite`. */
+  async update(changes: SessionUpdate): Promise<SessionMetadata> {
+    return this.keep(await this.call({ method: "PATCH", path: this.path, body: updateBody(changes) }));
+  }
+
+  /** `{session, bookmarks, events}` as the service exports it (snake_case, as stored). */
+  async export(): Promise<Json> {
+    return this.call({ method: "GET", path: `${this.path}/export`, query: [["format", "json"]] });
+  }
+
+  private keep(raw: Json): SessionMetadata {
+    this.metadata = sessionMetadata(raw);
+    if (this.metadata.lastEventId) this.saw(this.metadata.lastEventId);
+    return this.metadata;
+  }
+}
+
+function turnOutcome(messageId: string, event: SessionEvent): SessionEvent {
+  if (event.type === "assistant.message") return event;
+  if (event.type === "session.error") {
+    const detail = event.data.message ?? event.data.errorType ?? "error";
+    throw new TurnError(`the turn of message ${messageId} failed: ${String(detail)}`, event);
+  }
+  throw new TurnError(`the turn of message ${messageId} was aborted`, event);
+}

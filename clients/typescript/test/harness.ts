@@ -1,0 +1,149 @@
+/**
+ * The real service for the tests: `sessionctl dev` (API, worker and an embedded Redis) from the
+ * repository's .venv, on a free port with a private data folder, and a small HTTP proxy in front
+ * of it that can answer 502 or cut event streams, as an ingress does while pods roll.
+ */
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
+
+export function sessionctl(): string {
+  const path = process.env.SESSIONCTL ?? join(REPO_ROOT, ".venv", "bin", "sessionctl");
+  if (!existsSync(path)) throw new Error(`no sessionctl at ${path}: run \`make install\` first (or set SESSIONCTL)`);
+  return path;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+export interface DevServer {
+  url: string;
+  apiKey: string;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/** `sessionctl dev` on a free port; resolves once `/readyz` answers 200. */
+export async function startDevServer(): Promise<DevServer> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), "sessions-ts-"));
+  const apiKey = `sk_dev_${randomBytes(16).toString("hex")}`;
+  const env: NodeJS.ProcessEnv = { ...process.env, SESSIONS_LOG_LEVEL: "WARNING", SESSIONS_RATE_LIMIT_PER_SECOND: "0" };
+  delete env.SESSIONS_REDIS_URL;
+  const child: ChildProcess = spawn(
+    sessionctl(),
+    ["dev", "--port", String(port), "--data-dir", dataDir, "--api-key", apiKey],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null) child.kill("SIGTERM");
+    const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(killer);
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  const started = Date.now();
+  while (Date.now() - started < 60_000) {
+    if (child.exitCode !== null) break;
+    try {
+      if ((await fetch(`${url}/readyz`)).status === 200) return { url, apiKey, dataDir, stop };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await stop();
+  throw new Error(`sessionctl dev did not start:\n${output}`);
+}
+
+export interface Seen {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  status: number;
+}
+
+/** A proxy in front of `target`. `fail(req)` may return a status to answer instead (once per
+ * call it is asked); `cutAfter(req)` may return a number of SSE events after which the stream
+ * is cut (the connection destroyed). */
+export class Proxy {
+  readonly seen: Seen[] = [];
+  fail: (req: http.IncomingMessage) => { status: number; body: string; type: string } | undefined = () => undefined;
+  cutAfter: (req: http.IncomingMessage) => number | undefined = () => undefined;
+  private server: http.Server | undefined;
+  url = "";
+
+  constructor(private readonly target: string) {}
+
+  async start(): Promise<void> {
+    const port = await freePort();
+    this.server = http.createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((resolve) => this.server?.listen(port, "127.0.0.1", resolve));
+    this.url = `http://127.0.0.1:${port}`;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()));
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const failure = this.fail(req);
+    if (failure) {
+      this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: failure.status });
+      req.resume();
+      res.writeHead(failure.status, { "content-type": failure.type });
+      res.end(failure.body);
+      return;
+    }
+    const cut = this.cutAfter(req);
+    const upstream = http.request(
+      `${this.target}${req.url ?? "/"}`,
+      { method: req.method, headers: { ...req.headers, host: new URL(this.target).host } },
+      (answer) => {
+        this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: answer.statusCode ?? 0 });
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        let events = 0;
+        answer.on("data", (chunk: Buffer) => {
+          events += (chunk.toString().match(/^id: /gm) ?? []).length;
+          if (cut === undefined || events < cut) {
+            res.write(chunk);
+            return;
+          }
+          answer.destroy(); // the connection drops once this chunk is through
+          res.write(chunk, () => res.socket?.destroy());
+        });
+        answer.on("end", () => res.end());
+      },
+    );
+    upstream.on("error", () => res.destroy());
+    req.pipe(upstream);
+  }
+}
+
+export const BAD_GATEWAY = {
+  status: 502,
+  type: "text/html",
+  body: "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+};

@@ -1,0 +1,182 @@
+/** Both recipes' flows, and bad input, against a real `sessionctl dev`. */
+
+import assert from "node:assert/strict";
+import { after, before, beforeEach, test } from "node:test";
+
+import {
+  APIError,
+  AuthenticationError,
+  ConflictError,
+  type SessionEvent,
+  SessionClient,
+  SessionNotFoundError,
+  ValidationError,
+} from "redis-sessions-client";
+
+import { type DevServer, startDevServer } from "./harness.js";
+
+let server: DevServer;
+let client: SessionClient;
+
+before(async () => {
+  server = await startDevServer();
+});
+after(async () => {
+  await server?.stop();
+});
+beforeEach(async () => {
+  client = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey });
+  for (const info of await client.listSessions()) await client.deleteSession(info.sessionId);
+});
+
+test("the TypeScript recipe: create, converse, destroy, resume, list, history, delete", async () => {
+  await client.start();
+  const session = await client.createSession({ sessionId: "user-123-conversation", model: "gpt-5" });
+  const first = await session.sendAndWait({ prompt: "Let's discuss TypeScript generics" });
+  assert.equal(first.type, "assistant.message");
+  assert.match(String(first.data.content), /Let's discuss TypeScript generics/);
+  assert.equal(session.sessionId, "user-123-conversation");
+  await session.destroy();
+  await client.stop();
+
+  const later = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey });
+  await later.start();
+  const resumed = await later.resumeSession("user-123-conversation");
+  const reply = await resumed.sendAndWait({ prompt: "What were we discussing?" });
+  assert.match(String(reply.data.content), /TypeScript generics/);
+
+  const sessions = await later.listSessions();
+  assert.deepEqual(
+    sessions.map((s) => s.sessionId),
+    ["user-123-conversation"],
+  );
+  assert.ok(sessions[0]?.modifiedTime instanceof Date && !Number.isNaN(sessions[0].modifiedTime.getTime()));
+  assert.equal(sessions[0]?.isRemote, false);
+
+  const messages = await resumed.getMessages();
+  for (const msg of messages) {
+    assert.deepEqual(Object.keys(msg).sort(), ["data", "id", "timestamp", "type"]);
+  }
+  const conversation = messages.filter((m) => m.type.endsWith(".message"));
+  assert.deepEqual(
+    conversation.map((m) => m.type),
+    ["user.message", "assistant.message", "user.message", "assistant.message"],
+  );
+  assert.equal(conversation[0]?.data.content, "Let's discuss TypeScript generics");
+  assert.equal(conversation[3]?.id, reply.id);
+  await resumed.destroy();
+
+  await later.deleteSession("user-123-conversation");
+  await assert.rejects(later.resumeSession("user-123-conversation"), SessionNotFoundError);
+  await later.stop();
+});
+
+async function getOrCreateSession(sessionId: string, config: { infiniteSessions?: boolean } = {}) {
+  try {
+    return await client.resumeSession(sessionId);
+  } catch (error) {
+    if (!(error instanceof SessionNotFoundError)) throw error;
+    return client.createSession({ sessionId, ...config });
+  }
+}
+
+test("the Python recipe's flow: custom ids, infinite sessions, history, bookmarks, cleanup", async () => {
+  const userSession = await client.createSession({ sessionId: "user-42-main" });
+  await client.createSession({ sessionId: "project-webapp-2024" });
+  await client.createSession({ sessionId: "task-1337-review" });
+  assert.equal(userSession.metadata.infinite, false);
+  assert.ok(userSession.metadata.expiresAt instanceof Date);
+
+  const assistant = await client.createSession({ sessionId: "persistent-assistant", infiniteSessions: true });
+  assert.equal(assistant.metadata.infinite, true);
+  assert.equal(assistant.metadata.expiresAt, null);
+  await assistant.sendAndWait({ prompt: "Let's start the design" });
+  const mark = await assistant.setBookmark("design_start", "Beginning of design discussion");
+  assert.equal(mark.messageCount, 2);
+  await assistant.sendAndWait("Now let's discuss implementation");
+  const since = await assistant.getMessagesSince("design_start");
+  assert.deepEqual(
+    since.map((m) => m.role),
+    ["user", "assistant"],
+  );
+  const history = (await assistant.getConversation()).map((m) => ({ role: m.role, content: m.content, id: m.id }));
+  assert.equal(history.length, 4);
+  assert.equal(history[0]?.content, "Let's start the design");
+
+  const listed = await client.listSessions();
+  assert.equal(listed[0]?.sessionId, "persistent-assistant"); // newest modified first
+  assert.deepEqual(new Set(listed.map((s) => s.sessionId)), new Set([
+    "user-42-main",
+    "project-webapp-2024",
+    "task-1337-review",
+    "persistent-assistant",
+  ]));
+  const exported = await assistant.export();
+  assert.equal((exported.session as { session_id: string }).session_id, "persistent-assistant");
+
+  const fresh = await getOrCreateSession("my-session");
+  assert.equal(fresh.metadata.messageCount, 0);
+  await fresh.sendAndWait({ prompt: "Keep this for later" });
+  const again = await getOrCreateSession("my-session");
+  assert.equal(again.metadata.messageCount, 2);
+
+  for (const info of await client.listSessions()) await client.deleteSession(info.sessionId);
+  assert.deepEqual(await client.listSessions(), []);
+  await client.stop();
+});
+
+test("live events reach on() handlers, by type or all, until unsubscribed", async () => {
+  const session = await client.createSession({ sessionId: "watched", streaming: true });
+  const seen: string[] = [];
+  const deltas: string[] = [];
+  let idle!: () => void;
+  const gotIdle = new Promise<void>((resolve) => (idle = resolve));
+  const offAll = session.on((event: SessionEvent) => {
+    seen.push(event.type);
+    if (event.type === "session.idle") idle();
+  });
+  const offDeltas = session.on("assistant.message_delta", (event) => {
+    deltas.push(String(event.data.deltaContent));
+  });
+  const reply = await session.sendAndWait({ prompt: "stream this to me please" });
+  await gotIdle;
+  assert.equal(seen[0], "user.message");
+  assert.ok(seen.includes("assistant.message"));
+  assert.ok(deltas.length > 3);
+  assert.equal(deltas.join(""), reply.data.content);
+  offAll();
+  assert.equal(session.listening, true);
+  offDeltas();
+  assert.equal(session.listening, false);
+  await session.destroy();
+});
+
+test("bad input is a typed error and stores nothing", async () => {
+  for (const bad of ["has space", "-dash-first", "x".repeat(129), "a:b"]) {
+    const error = await client.createSession({ sessionId: bad }).then(
+      () => assert.fail(`${bad} was accepted`),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof ValidationError && error instanceof APIError, String(error));
+    assert.equal(error.status, 422);
+    assert.equal(error.problem.status, 422);
+  }
+  await assert.rejects(client.createSession({ sessionId: "ok", labels: { "bad key!": "v" } }), ValidationError);
+  await assert.rejects(client.createSession({ sessionId: "ok", ttlSeconds: 0 }), ValidationError);
+  // An option the service does not know is refused before anything is sent.
+  const local = await client
+    .createSession({ sessionId: "ok", tools: [] } as unknown as Parameters<SessionClient["createSession"]>[0])
+    .catch((e: unknown) => e);
+  assert.ok(local instanceof ValidationError && local.status === 0, String(local));
+  assert.deepEqual(await client.listSessions(), []);
+
+  const session = await client.createSession({ sessionId: "ok" });
+  await assert.rejects(session.send({ prompt: "" }), (e: unknown) => e instanceof ValidationError && e.status === 422);
+  await assert.rejects(client.createSession({ sessionId: "ok" }), ConflictError);
+  assert.deepEqual(await session.getMessages().then((events) => events.map((e) => e.type)), ["session.start"]);
+  await assert.rejects(client.resumeSession("missing"), SessionNotFoundError);
+  await assert.rejects(client.deleteSession("a/b"), (e: unknown) => e instanceof ValidationError && e.status === 0);
+
+  const stranger = new SessionClient({ baseUrl: server.url, apiKey: "sk_dev_wrong" });
+  await assert.rejects(stranger.listSessions(), (e: unknown) => e instanceof AuthenticationError && e.status === 401);
+});

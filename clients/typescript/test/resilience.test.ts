@@ -1,0 +1,157 @@
+/** Through a proxy in front of a real `sessionctl dev`: 502 retries of repeatable calls only,
+ * event streams resumed with Last-Event-ID after a cut, and an HTML page where an event stream
+ * belongs refused clearly. */
+
+import assert from "node:assert/strict";
+import { after, afterEach, before, test } from "node:test";
+
+import {
+  APITimeoutError,
+  InternalServerError,
+  ProtocolError,
+  type SessionEvent,
+  SessionClient,
+} from "redis-sessions-client";
+
+import { BAD_GATEWAY, type DevServer, Proxy, startDevServer } from "./harness.js";
+
+let server: DevServer;
+let proxy: Proxy;
+
+before(async () => {
+  server = await startDevServer();
+});
+after(async () => {
+  await server?.stop();
+});
+afterEach(async () => {
+  await proxy?.stop();
+});
+
+async function through(setup: (p: Proxy) => void): Promise<SessionClient> {
+  proxy = new Proxy(server.url);
+  setup(proxy);
+  await proxy.start();
+  return new SessionClient({ baseUrl: proxy.url, apiKey: server.apiKey, backoffBaseMs: 10 });
+}
+
+/** Answers 502 to the first request of each kind `which` selects. */
+function onceEach(which: (method: string, url: string) => string | undefined) {
+  const failed = new Set<string>();
+  return (req: { method?: string; url?: string }) => {
+    const kind = which(req.method ?? "", req.url ?? "");
+    if (kind === undefined || failed.has(kind)) return undefined;
+    failed.add(kind);
+    return BAD_GATEWAY;
+  };
+}
+
+test("a 502 is retried for repeatable calls, sends included, and not for a create", async () => {
+  const client = await through((p) => {
+    p.fail = onceEach((method, url) => {
+      if (method === "GET" && url.startsWith("/v1/sessions?")) return "list";
+      if (method === "POST" && url.endsWith("/messages")) return "send";
+      if (method === "DELETE") return "delete";
+      if (method === "POST" && url === "/v1/sessions") return "create";
+      return undefined;
+    });
+  });
+  const refused = await client.createSession({ sessionId: "retried" }).catch((e: unknown) => e);
+  assert.ok(refused instanceof InternalServerError && refused.status === 502, String(refused));
+  assert.deepEqual(await client.listSessions(), []); // one 502 then the answer: nothing made
+
+  const session = await client.createSession({ sessionId: "retried" });
+  const reply = await session.sendAndWait({ prompt: "only once please" });
+  assert.match(String(reply.data.content), /only once please/);
+  const sends = proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/messages"));
+  assert.deepEqual(
+    sends.map((s) => s.status),
+    [502, 202],
+  );
+  assert.equal(sends[0]?.headers["idempotency-key"], sends[1]?.headers["idempotency-key"]);
+  const users = (await session.getMessages()).filter((e) => e.type === "user.message");
+  assert.equal(users.length, 1);
+
+  await client.deleteSession("retried");
+  const deletes = proxy.seen.filter((s) => s.method === "DELETE");
+  assert.deepEqual(
+    deletes.map((s) => s.status),
+    [502, 204],
+  );
+});
+
+test("a cut event stream resumes with Last-Event-ID: every event once, in order", async () => {
+  let streams = 0;
+  const client = await through((p) => {
+    p.cutAfter = (req) => {
+      if (!req.url?.includes("/events/stream")) return undefined;
+      streams += 1;
+      return streams === 1 ? 3 : undefined;
+    };
+  });
+  const session = await client.createSession({ sessionId: "cut", streaming: true });
+  after(() => session.destroy());
+  const seen: SessionEvent[] = [];
+  let idle!: () => void;
+  const done = new Promise<void>((resolve) => (idle = resolve));
+  session.on((event) => {
+    seen.push(event);
+    if (event.type === "session.idle") idle();
+  });
+  await session.send({ prompt: "a reply long enough to stream in several deltas" });
+  await done;
+  const requests = proxy.seen.filter((s) => s.url.includes("/events/stream"));
+  assert.equal(requests.length, 2);
+  assert.equal(requests[0]?.headers["last-event-id"], session.metadata.lastEventId);
+  // The second stream starts after the last event the first one delivered (at least 3).
+  const resumedFrom = requests[1]?.headers["last-event-id"];
+  assert.ok(seen.findIndex((e) => e.id === resumedFrom) >= 2, String(resumedFrom));
+  assert.ok(requests[1]?.url.includes(`after=${encodeURIComponent(String(resumedFrom))}`));
+  const stored = (await session.getMessages()).slice(1); // session.start came before the handle
+  assert.deepEqual(
+    seen.map((e) => e.id),
+    stored.map((e) => e.id).filter((id) => seen.some((e) => e.id === id)),
+  );
+  assert.equal(new Set(seen.map((e) => e.id)).size, seen.length);
+  assert.deepEqual(
+    seen.filter((e) => e.type.endsWith(".message")).map((e) => e.type),
+    ["user.message", "assistant.message"],
+  );
+  await session.destroy();
+  await client.deleteSession("cut");
+});
+
+test("an HTML page where the event stream belongs is a ProtocolError, not a silent retry", async () => {
+  const client = await through((p) => {
+    p.fail = (req) =>
+      req.url?.includes("/events/stream")
+        ? { status: 200, type: "text/html", body: "<!doctype html><title>Sign in</title>" }
+        : undefined;
+  });
+  const session = await client.createSession({ sessionId: "misrouted" });
+  const error = await session.sendAndWait({ prompt: "hello" }, 10_000).catch((e: unknown) => e);
+  assert.ok(error instanceof ProtocolError, String(error));
+  assert.match(error.message, /text\/html/);
+  assert.match(error.message, /Sign in/);
+  assert.equal(proxy.seen.filter((s) => s.url.includes("/events/stream")).length, 1);
+  await client.deleteSession("misrouted");
+});
+
+test("retries stop at the call's deadline", async () => {
+  proxy = new Proxy(server.url);
+  proxy.fail = () => ({ status: 503, type: "application/problem+json", body: '{"title":"Unavailable","status":503}' });
+  await proxy.start();
+  const client = new SessionClient({ baseUrl: proxy.url, apiKey: server.apiKey, deadline: 500, maxRetries: 1000 });
+  const started = Date.now();
+  const error = await client.listSessions().catch((e: unknown) => e);
+  assert.ok(error instanceof InternalServerError && error.status === 503, String(error));
+  assert.ok(Date.now() - started < 2_000);
+  assert.ok(proxy.seen.length > 1 && proxy.seen.length < 50, String(proxy.seen.length));
+
+  const waiting = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey });
+  const session = await waiting.createSession({ sessionId: "deadline" });
+  await session.abort(); // nothing pending: false, but the call works
+  const timedOut = await session.sendAndWait("x", 1).catch((e: unknown) => e);
+  assert.ok(timedOut instanceof APITimeoutError, String(timedOut));
+  await waiting.deleteSession("deadline");
+});

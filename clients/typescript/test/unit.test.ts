@@ -1,0 +1,113 @@
+/** The pure parts: SSE framing, Retry-After, the retry decisions, id order, the mapping. */
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { SessionClient, ValidationError } from "redis-sessions-client";
+
+import { errorFromResponse, retryAfterSeconds } from "#internal/errors.js";
+import { compareIds, createBody, sessionMetadata } from "#internal/models.js";
+import { Attempts } from "#internal/retry.js";
+import { SSEDecoder, eventFromSSE, readEvents } from "#internal/sse.js";
+
+test("SSE framing: fields, comments, multi-line data, the last id carried over", () => {
+  const decoder = new SSEDecoder();
+  const lines = ["retry: 2000", "", ": keepalive", "", "id: 1-0", "event: user.message", 'data: {"a":', "data:1}", "",
+    "event: session.deleted", "data: {}", "", "data: plain", ""];
+  const events = lines.map((line) => decoder.feed(line)).filter((e) => e !== undefined);
+  assert.deepEqual(events, [
+    { event: "user.message", data: '{"a":\n1}', id: "1-0" },
+    { event: "session.deleted", data: "{}", id: "1-0" },
+    { event: "message", data: "plain", id: "1-0" },
+  ]);
+});
+
+test("readEvents splits chunks anywhere, CRLF included, and drops a cut event", async () => {
+  const text = 'id: 5-1\r\nevent: x\r\ndata: {"id":"5-1","type":"x","data":{},"timestamp":"t"}\r\n\r\ndata: cut';
+  const bytes = new TextEncoder().encode(text);
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let i = 0; i < bytes.length; i += 7) controller.enqueue(bytes.slice(i, i + 7));
+      controller.close();
+    },
+  });
+  const got = [];
+  for await (const sse of readEvents(body)) got.push(eventFromSSE(sse));
+  assert.deepEqual(got, [{ id: "5-1", type: "x", data: {}, timestamp: "t" }]);
+});
+
+test("Retry-After as seconds or an HTTP date", () => {
+  assert.equal(retryAfterSeconds(new Headers({ "retry-after": "3" })), 3);
+  assert.equal(retryAfterSeconds(new Headers({ "retry-after": "-1" })), 0);
+  assert.equal(retryAfterSeconds(new Headers()), undefined);
+  assert.equal(retryAfterSeconds(new Headers({ "retry-after": "soon" })), undefined);
+  const now = Date.parse("2024-11-22T03:28:00Z");
+  assert.equal(retryAfterSeconds(new Headers({ "retry-after": "Fri, 22 Nov 2024 03:28:05 GMT" }), now), 5);
+});
+
+test("retry decisions: what may be repeated, Retry-After, the deadline", () => {
+  let now = 1000;
+  const clock = (): number => now;
+  const create = new Attempts(false, { maxRetries: 5, deadline: 10_000 }, clock);
+  assert.equal(create.afterStatus(502, new Headers()), undefined);
+  assert.equal(create.afterError(new TypeError("fetch failed")), undefined);
+  const refused = Object.assign(new TypeError("fetch failed"), { cause: { code: "ECONNREFUSED" } });
+  assert.notEqual(create.afterError(refused), undefined);
+  assert.equal(create.afterStatus(429, new Headers({ "retry-after": "1" })), 1000);
+
+  const get = new Attempts(true, { maxRetries: 5, deadline: 10_000 }, clock);
+  for (const status of [502, 503, 504]) assert.notEqual(get.afterStatus(status, new Headers()), undefined);
+  assert.equal(get.afterStatus(500, new Headers()), undefined);
+  now += 5000;
+  assert.equal(get.afterStatus(503, new Headers({ "retry-after": "6" })), undefined);
+  assert.equal(get.timeout(30_000), 5000);
+  now += 5000;
+  assert.ok(get.expired());
+
+  const bounded = new Attempts(true, { maxRetries: 2, deadline: null }, clock);
+  const zero = new Headers({ "retry-after": "0" });
+  assert.deepEqual([bounded.afterStatus(503, zero), bounded.afterStatus(503, zero), bounded.afterStatus(503, zero)], [0, 0, undefined]);
+});
+
+test("errors map by status; problem details are kept", () => {
+  const body = JSON.stringify({ type: "/problems/bookmark-not-found", title: "Bookmark not found", status: 404, detail: "d" });
+  const bookmark = errorFromResponse(404, new Headers(), body);
+  assert.equal(bookmark.name, "NotFoundError");
+  const session = errorFromResponse(404, new Headers(), JSON.stringify({ title: "Session not found", status: 404 }));
+  assert.equal(session.name, "SessionNotFoundError");
+  const html = errorFromResponse(502, new Headers(), "<html>bad gateway</html>");
+  assert.equal(html.name, "InternalServerError");
+  assert.match(html.message, /bad gateway/);
+});
+
+test("event ids order numerically", () => {
+  assert.ok(compareIds("1700000000000-10", "1700000000000-9") > 0);
+  assert.ok(compareIds("1700000000001-0", "1700000000000-99") > 0);
+  assert.equal(compareIds("5-1", "5-1"), 0);
+});
+
+test("camelCase options map to the API's fields; unknown ones are refused", () => {
+  assert.deepEqual(
+    createBody({ sessionId: "s1", systemMessage: { mode: "append", content: "Be brief" }, infiniteSessions: true, ttlSeconds: 60 }),
+    { session_id: "s1", system_message: "Be brief", infinite_sessions: true, ttl_seconds: 60 },
+  );
+  assert.throws(() => createBody({ tools: [] } as never), ValidationError);
+  const meta = sessionMetadata({ session_id: "s", created_at: "2024-11-22T03:28:09Z", modified_at: "2024-11-22T03:30:00Z", summary: "" });
+  assert.equal(meta.sessionId, "s");
+  assert.equal(meta.modifiedTime.toISOString(), "2024-11-22T03:30:00.000Z");
+  assert.equal("summary" in meta, false);
+});
+
+test("the base URL and key come from SESSIONS_URL / SESSIONS_API_KEY when not given", () => {
+  const saved = { url: process.env.SESSIONS_URL, key: process.env.SESSIONS_API_KEY };
+  try {
+    process.env.SESSIONS_URL = "http://sessions.example:9000/";
+    assert.equal(new SessionClient().baseUrl, "http://sessions.example:9000");
+    assert.equal(new SessionClient({ baseUrl: "http://other:1" }).baseUrl, "http://other:1");
+    delete process.env.SESSIONS_URL;
+    assert.equal(new SessionClient().baseUrl, "http://127.0.0.1:8000");
+  } finally {
+    if (saved.url === undefined) delete process.env.SESSIONS_URL;
+    else process.env.SESSIONS_URL = saved.url;
+  }
+});
