@@ -123,6 +123,11 @@ async def test_a_lease_taken_over_stops_the_holder_and_refuses_its_writes(
 async def test_a_failed_renewal_is_retried_and_the_lease_kept(runtime: Runtime) -> None:
     """Redis stalls past the client's socket timeout mid-turn: renewals fail, are tried again,
     and the lease is still this holder's afterwards (nobody took it over), so the turn goes on."""
+    if runtime.store.cluster:
+        pytest.skip(
+            "the cluster client retries a timed-out command itself (after re-reading the slots), "
+            "so a stall makes a renewal slow rather than failed; the keeper is the same code"
+        )
     store = (await short_timeout_store(runtime)).tenant("acme")
     await store.create("kept", model="dev-echo")
     turn = await strand(runtime, "kept")
