@@ -126,7 +126,7 @@ async def test_worker_killed_mid_turn_still_yields_exactly_one_reply(
     victim = workers.start(**slow)
     prompt = await send(store, queue, "crash", "please answer slowly with many words " * 3)
     for _ in range(500):
-        kinds = [e["type"] for e in await store.read_events("crash")]
+        kinds = [e["type"] for e in await store.live_events("crash")]
         if "assistant.message_delta" in kinds:
             break
         await asyncio.sleep(0.02)
