@@ -81,10 +81,14 @@ def workers(redis_server_url: str, tmp_path: Path) -> Iterator[Workers]:
 async def test_100_prompts_10_senders_4_workers_in_order_without_overlap(
     runtime: Runtime, queue: TurnQueue, workers: Workers
 ) -> None:
+    # the whole timeline (every delta of 100 streamed turns) is read back from the live window:
+    # a window that keeps all of it
+    window = "1000000"
+    runtime.store.live_window_events = int(window)
     store = runtime.store.tenant("acme")
     await store.create("busy", model="dev-echo", streaming=True)
     for _ in range(4):
-        workers.start()
+        workers.start(SESSIONS_LIVE_WINDOW_EVENTS=window)
 
     async def sender(n: int) -> None:
         for i in range(10):
