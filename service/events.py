@@ -137,11 +137,6 @@ def decode_history(first: int, items: Sequence[str]) -> list[Event]:
     return out
 
 
-def decode_page(page: str) -> list[Event]:
-    events: list[Event] = orjson.loads(page)
-    return events
-
-
 def live_event(live_id: str, history_id: str, body: str) -> Event:
     """The envelope of a live entry: a durable event's copy keeps its history id."""
     event_id = history_id or live_id

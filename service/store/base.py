@@ -244,13 +244,6 @@ def _event_id(value: str) -> str:
     return validate_stream_id(value)
 
 
-def _exclusive_end(before: str) -> str:
-    """``before`` as an exclusive range end; nothing precedes 0-0, which Redis refuses there."""
-    if not validate_stream_id(before).strip("0-"):
-        raise InvalidInput(f"no event is before {before!r}")
-    return "(" + before
-
-
 def _bookmark(raw: str) -> Bookmark:
     data = json.loads(raw)
     data["created_at"] = ms_to_datetime(int(data.pop("created")))

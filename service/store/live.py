@@ -65,8 +65,27 @@ class LiveOps(TenantBase):
                 return Following(sub)
             sub = await hub.subscribe(key, field="s", value=session_id, notify=notify)
             return Following(sub, resync=True)
-        sub = await hub.subscribe(key, field="s", value=session_id, notify=notify)
+        # Live entries from the copy of the newest durable event on (what came after it,
+        # transient events included), else from now; the caller skips copies it replayed.
+        after = await self._copy_of_newest(key, session_id)
+        sub = await hub.subscribe(key, after=after, field="s", value=session_id, notify=notify)
         return Following(sub, replay_after=start)
+
+    async def _copy_of_newest(self, key: str, session_id: str) -> str | None:
+        """The live id of the copy of the session's newest durable event, while the live window
+        holds it (the copy was written in the same script, in the same ms or just before)."""
+        with store_errors("follow live events"):
+            newest = await self._s.redis.hget(self._session_keys(session_id).meta, "last_event_id")
+            if not newest:
+                return None
+            ms = int(newest.partition("-")[0])
+            rows = await self._s.redis.xrange(
+                key, min=f"{max(ms - 1, 0)}-0", max=f"{ms}-18446744073709551615", count=1000
+            )
+        for entry_id, fields in rows:
+            if fields.get("h") == newest and fields.get("s") == session_id:
+                return str(entry_id)
+        return None
 
     async def _live_entry_of(self, key: str, session_id: str, entry_id: str) -> bool:
         with store_errors("follow live events"):

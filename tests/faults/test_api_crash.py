@@ -115,7 +115,8 @@ class Follower:
                         assert resp.status_code == 200
                         async for sse in aiter_sse(resp):
                             event = json.loads(sse.data)
-                            assert sse.id.startswith("L")  # a live position
+                            # a live position, or the id of an event replayed from history
+                            assert sse.id.startswith("L") or sse.id == event["id"]
                             self.events.append(event)
                             self.served_by.append(url)
                             last_id = sse.id
