@@ -57,7 +57,7 @@ local ms, n = string.match(ARGV[1], '^(%d+)%-(%d+)$')
 if not ms then return 0 end
 if ms == '0' and n == '0' then return 1 end
 local i = tonumber(n) - tonumber(redis.call('HGET', KEYS[1], 'hbase') or '0')
-if i < 0 then return 0 end
+if i < 0 or i >= redis.call('LLEN', KEYS[2]) then return 0 end
 local item = redis.call('LINDEX', KEYS[2], i)
 if item and string.match(item, '^(%d+)') == ms then return 1 end
 return 0

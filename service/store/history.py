@@ -28,6 +28,9 @@ from service.store.base import (
 )
 
 
+MAX_ORDINAL = 2**53  # beyond any history (and exact in Lua's numbers)
+
+
 @dataclass(frozen=True, slots=True)
 class TurnState:
     """A session's turns as the watchdog sees them."""
@@ -243,6 +246,8 @@ class HistoryOps(TenantBase):
         if after:
             ms, _, n = after.partition("-")
             first, skip = int(n or 0), 1
+            if first > MAX_ORDINAL:  # names no item (and is past what LRANGE takes)
+                return None
         pipe = self._s.redis.pipeline(transaction=False)
         pipe.hmget(keys.meta, "id", "hbase")
         pipe.exists(keys.events)
