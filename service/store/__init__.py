@@ -9,7 +9,7 @@ it is given, because every key comes from ``service.keys`` after the id is valid
     base          Store, TenantBase (keys, the script runner, the Cluster index follow-up)
     sessions      create / get / update / delete
     history       appends (with the turn guards) and paged reads of a session's events
-    live          live follow of a session's events
+    live          live follow of a session's events (hub: the process's one live reader)
     bookmarks     named positions in the history
     listing       list_sessions and live counts from the index
     maintenance   cleanup walks, retention facts, the sweeper's step, stats
@@ -21,8 +21,10 @@ from service.store.base import (
     EXPORT_PAGE,
     KEPT_TENANT_STORES,
     LIFECYCLE_MAXLEN,
+    LIST_PAGE_BYTES,
     LIST_SCAN_BUDGET,
     MAX_BLOCK_MS,
+    MAX_BOOKMARKS,
     MAX_PAGE,
     Store,
     encode_event,
@@ -42,8 +44,10 @@ __all__ = [
     "EXPORT_PAGE",
     "KEPT_TENANT_STORES",
     "LIFECYCLE_MAXLEN",
+    "LIST_PAGE_BYTES",
     "LIST_SCAN_BUDGET",
     "MAX_BLOCK_MS",
+    "MAX_BOOKMARKS",
     "MAX_PAGE",
     "Store",
     "TenantStore",

@@ -27,7 +27,6 @@ from service.store.base import (
     encode_event,
 )
 
-
 MAX_ORDINAL = 2**53  # beyond any history (and exact in Lua's numbers)
 
 
