@@ -169,6 +169,7 @@ async def run(redis_url: str) -> list[Result]:
             out += _summary("worker: enqueue to session.idle", samples, paced, start)
     port = free_port()
     with processes(redis_url, ["worker"], ["serve", "--port", str(port)]):
+        await _client_latencies(redis_url, port, False, 99)  # warm-up round, as for the worker
         for n, paced in enumerate((True, False)):
             start = time.perf_counter()
             samples = await _client_latencies(redis_url, port, paced, n)
