@@ -39,7 +39,7 @@ PREFIX = "tb"
 
 
 async def _conversations(url: str, port: int, tenant: str, sessions: int, streaming: bool) -> None:
-    from service.client import SessionClient
+    from redis_sessions_client import SessionClient
 
     redis = Redis.from_url(url, decode_responses=True)
     _, key = await TenantRegistry(redis, PREFIX).create(tenant)
