@@ -280,6 +280,8 @@ async def test_streaming_session_compacts_like_a_plain_one(
         tokens[sid] = [
             (await turn_context(store, whole, t, small))[0].history_tokens for t in turns
         ]
-    # the same measure in both, so compaction triggers at the same turn
-    assert tokens["inf-stream"] == tokens["inf-plain"]
-    assert any(needs_compaction(t, 400, 0.8) for t in tokens["inf-plain"])
+    # the same measure in both up to the turn where it first passes the threshold, so
+    # compaction triggers at the same turn (later replies depend on when the compaction job ran)
+    first = next(i for i, t in enumerate(tokens["inf-plain"]) if needs_compaction(t, 400, 0.8))
+    assert tokens["inf-stream"][: first + 1] == tokens["inf-plain"][: first + 1]
+    assert needs_compaction(tokens["inf-stream"][first], 400, 0.8)

@@ -42,6 +42,9 @@ async def get_events(
 ) -> Response:
     """A page of the durable history, oldest first (newest first with ``reverse``); with
     ``live``, what the live window still holds of the session."""
+    for value in (after, before):
+        if value is not None:
+            validate_stream_id(value)  # checked whatever is read
     if live:
         events = (await store.live_events(session_id))[:limit]
         return Response(orjson.dumps({"data": events}), media_type="application/json")
