@@ -52,7 +52,7 @@ SOURCES = {
     "api": "bench/api_bench.py, bench/minimal_app.py",
     "peer": "bench/peer_bench.py, bench/peer_driver.py",
     "cluster": "bench/cluster_bench.py",
-    "memory": "bench/memory_bench.py",
+    "memory": "bench/memory_bench.py, bench/conversation_memory.py",
     "scaling": "bench/scaling_bench.py",
 }
 
@@ -131,10 +131,15 @@ async def group_cluster(quick: bool) -> list[Result]:
 
 
 async def group_memory(quick: bool) -> list[Result]:
-    from bench import memory_bench
+    from bench import conversation_memory, memory_bench
 
     with private_redis() as url:
-        return await memory_bench.run(url, sessions=1_000 if quick else 2_000)
+        out = await memory_bench.run(url, sessions=1_000 if quick else 2_000)
+    with private_redis() as url, private_redis() as queue_url:
+        out += await conversation_memory.run(
+            url, queue_url, sessions=100 if quick else 300, long_sessions=4 if quick else 10
+        )
+    return out
 
 
 async def group_scaling(quick: bool) -> list[Result]:

@@ -8,8 +8,9 @@ looked at), no validation, no limits, no metrics, no logging.
   the client address with the tenant record (one script), runs the append script (the
   ``user.message`` and its pending turn) and then the enqueue script (the arq job record and
   queue entry). Answers 202 ``{"message_id", "duplicate"}``.
-- ``GET /sessions/{sid}/events``: the same read, then XRANGE of up to 1,000 entries, each
-  decoded and returned as ``{"data": [{"id", "type", "data"}, ...]}`` (orjson both ways).
+- ``GET /sessions/{sid}/events``: the same read, then the history read script for up to 1,000
+  items, each decoded and returned as ``{"data": [{"id", "type", "data"}, ...]}`` (orjson both
+  ways).
 - ``GET /readyz``: PING.
 
 The benchmark checks that both apps send Redis the same commands per request. Run:
@@ -35,6 +36,7 @@ from service import keys as K
 from service.api.limits import WINDOW_READ, auth_failures_key
 from service.config import Settings
 from service.scripts import ALL as SCRIPTS
+from service.scripts_history import READ_HISTORY
 from service.store import LIFECYCLE_MAXLEN
 from workers.queue import _ENQUEUE, QUEUE_NAME, RUN_TURN, turn_job_id
 
@@ -53,6 +55,7 @@ def create_app() -> FastAPI:
             redis=redis,
             read_failures=redis.register_script(WINDOW_READ),
             append=redis.register_script(APPEND_SCRIPT),
+            read=redis.register_script(READ_HISTORY),
             enqueue=redis.register_script(_ENQUEUE),
         )
         yield
@@ -80,17 +83,22 @@ def create_app() -> FastAPI:
     async def send(sid: str, request: Request) -> Response:
         tenant = await auth_read(request)
         prompt = orjson.loads(await request.body())["prompt"]
-        body = orjson.dumps({"type": "user.message", "data": {"content": prompt}}).decode()
+        body = "Du" + orjson.dumps({"content": prompt}).decode()
         idx = K.index_keys(prefix, tenant, K.index_shard(sid, settings.index_shards))
+        live = K.live_key(prefix, tenant, K.live_shard(sid, settings.live_shards))
         res = await state["append"](
             keys=[
                 *K.session_keys(prefix, tenant, sid).all(),
                 idx.idx,
                 idx.exp,
                 K.lifecycle_key(prefix, tenant),
+                live,
             ],
-            args=[LIFECYCLE_MAXLEN, sid, "", "enqueue", "", "messages=1", body],
-        )
+            args=[
+                LIFECYCLE_MAXLEN, sid, settings.live_window_events,
+                settings.live_window_seconds * 1000, "", "enqueue", "", "messages=1", body,
+            ],
+        )  # fmt: skip
         message_id = res[3]
         job_id = turn_job_id(tenant, sid, message_id)
         now = timestamp_ms()
@@ -108,9 +116,18 @@ def create_app() -> FastAPI:
     @app.get("/sessions/{sid}/events")
     async def events(sid: str, request: Request) -> Response:
         tenant = await auth_read(request)
-        key = K.session_keys(prefix, tenant, sid).events
-        rows = await state["redis"].xrange(key, "-", "+", count=1000)
-        data = [{"id": eid, **orjson.loads(fields["e"])} for eid, fields in rows]
+        keys = K.session_keys(prefix, tenant, sid)
+        reply = await state["read"](
+            keys=[keys.meta, keys.history, keys.events], args=["", "", 1000, 0]
+        )
+        data = []
+        for n, item in enumerate(reply[2:], int(reply[1])):
+            brace = item.index("{")
+            head = item[:brace]
+            code = head.lstrip("0123456789")
+            ms = head[: len(head) - len(code)]
+            kind = {"u": "user.message", "a": "assistant.message"}.get(code, code)
+            data.append({"id": f"{ms}-{n}", "type": kind, "data": orjson.loads(item[brace:])})
         return Response(orjson.dumps({"data": data}), media_type="application/json")
 
     return app

@@ -16,7 +16,7 @@ on every key of a session):
   EVALSHA). Peer: ``RedisSession.add_items`` (WATCH, TYPE x3, TIME, then MULTI ... EXEC; the
   whole transaction again after a WATCH conflict).
 - read a 1,000-message history: ours ``TenantStore.read_events(limit=1000)`` (a session holding
-  its ``session.start`` and 999 messages) plus ``messages_from_events``; peer
+  1,000 messages) plus ``messages_from_events``; peer
   ``RedisSession.get_items()`` of 1,000 items (LRANGE + ``json.loads`` each).
 """
 
@@ -134,7 +134,7 @@ async def _ours_append(tenant: TenantStore, sessions: int, writers: int, per_wri
 async def _ours_read(tenant: TenantStore) -> int:
     for _ in range(READS):
         messages = messages_from_events(await tenant.read_events("hist", limit=HISTORY))
-        assert len(messages) == HISTORY - 1
+        assert len(messages) == HISTORY
     return READS
 
 
@@ -151,7 +151,7 @@ async def run(
         for s in range(8):
             await tenant.create(f"w{s}", model="m")
         await tenant.create("hist", model="m")
-        for i in range(HISTORY - 1):  # one append per event: ids (and timestamps) all differ
+        for i in range(HISTORY):  # one append per event: ids (and timestamps) all differ
             await tenant.append("hist", [_event(i)])
         filled = await peer.call(op="fill", session="hist", items=HISTORY)
         assert filled["n"] == HISTORY, filled

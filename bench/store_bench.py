@@ -57,14 +57,13 @@ async def _raw_append(redis: Redis, round_no: int) -> int:
         sid = f"w{w}"
         keys = K.session_keys("raw", "bench", sid)
         idx = K.index_keys("raw", "bench", 0)
+        live = K.live_key("raw", "bench", 0)
         for i in range(APPENDS_PER_WRITER):
-            body = json.dumps(
-                {"type": "user.message", "data": {"content": f"{i} {CONTENT}"}},
-                separators=(",", ":"),
-            )
+            body = "u" + json.dumps({"content": f"{i} {CONTENT}"}, separators=(",", ":"))
             now = int(time.time() * 1000)
             pipe = redis.pipeline(transaction=False)
-            pipe.xadd(keys.events, {"e": body})
+            pipe.rpush(keys.history, f"{now}{body}")
+            pipe.xadd(live, {"s": sid, "h": f"{now}-{i}", "e": body}, maxlen=10_000)
             pipe.hset(keys.meta, mapping={"modified": now, "last_event_id": "0-0"})
             pipe.hincrby(keys.meta, "events", 1)
             for key in keys.all():
@@ -121,9 +120,9 @@ async def run(redis_url: str, repeats: int = 5) -> list[Result]:
 async def _history(redis: Redis, store: Store, repeats: int) -> list[Result]:
     tenant = store.tenant("bench")
     await tenant.create("hist", model="m")
-    for i in range(HISTORY - 1):  # one append per event: ids (and timestamps) all differ
+    for i in range(HISTORY):  # one append per event: ids (and timestamps) all differ
         await tenant.append("hist", [_message(i)])
-    key = K.session_keys("bench", "bench", "hist").events
+    key = K.session_keys("bench", "bench", "hist").history
     list_key = "bench:list-peer"
     items = [json.dumps({"role": "user", "content": f"{i} {CONTENT}"}) for i in range(HISTORY)]
     await redis.delete(list_key)
@@ -143,7 +142,7 @@ async def _history(redis: Redis, store: Store, repeats: int) -> list[Result]:
 
     async def raw() -> int:
         for _ in range(50):
-            rows = await redis.xrange(key, "-", "+", count=HISTORY)
+            rows = await redis.lrange(key, 0, HISTORY - 1)
             assert len(rows) == HISTORY
         return 50
 
@@ -163,9 +162,9 @@ async def _history(redis: Redis, store: Store, repeats: int) -> list[Result]:
     best = {k: max(v) for k, v in rates.items()}
     return [
         Result("store", "read 1,000-event history, decoded", best["ours"], "reads/s", best["raw"],
-               "raw XRANGE (redis-py reply, not JSON-decoded)", ">= 0.70"),
+               "raw LRANGE of the history (not decoded)", ">= 0.70"),
         Result("store", "read 1,000-event history as served (JSON text)", best["served"],
-               "reads/s", best["raw"], "raw XRANGE (redis-py reply, not JSON-decoded)", ">= 0.70"),
+               "reads/s", best["raw"], "raw LRANGE of the history (not decoded)", ">= 0.70"),
         Result("store", "read 1,000-event history, decoded", best["ours"], "reads/s", best["list"],
                "list store: LRANGE + json.loads each", ">= 1.00"),
     ]  # fmt: skip

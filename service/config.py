@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(
         default=100_000, ge=1, description="Default cap of live sessions per tenant."
     )
+    live_window_seconds: int = Field(
+        default=300, ge=1, description="Live events (deltas, turn markers) kept this long."
+    )
+    live_window_events: int = Field(
+        default=10_000, ge=100, description="Live events kept per live shard, at most (about)."
+    )
+    live_shards: int = Field(
+        default=1, ge=1, le=64, description="Live-event streams per tenant (spread on a Cluster)."
+    )
+    max_streams_per_tenant: int = Field(
+        default=500, ge=1, description="Open event streams per tenant and API process."
+    )
     rate_limit_per_second: float = Field(
         default=50.0, ge=0, description="Default requests per second per tenant (0 = off)."
     )

@@ -1,21 +1,48 @@
-"""Rendering stored stream entries as event envelopes, fast.
+"""Stored events and their envelopes, fast.
 
-A stored entry is ``<ms>-<seq>`` with one field ``e`` = ``{"type":...,"data":...}``. The envelope
-adds ``id`` (the stream id) and ``timestamp`` (ISO-8601 UTC, from the id's milliseconds). A page
-is rendered as ONE JSON array string by splicing the id and timestamp into the stored text, so
-the API serves it as is and Python decodes it with a single ``orjson.loads``; nothing is
+Durable history items are ``<ms><code><data JSON>`` (see ``service.scripts``); an item's id is
+``<ms>-<n>`` (``n`` its ordinal). Live entries carry ``<code><data JSON>`` in their field ``e``.
+The envelope adds ``id``, ``timestamp`` (ISO-8601 UTC, from the id's milliseconds) and ``type``
+(from the code). A page is rendered as ONE JSON array string by splicing these into the stored
+text, so the API serves it as is and Python decodes it with a single ``orjson.loads``; nothing is
 re-encoded per event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
 import orjson
 
-from service.models import Event
+from service.models import Event, EventType
+
+# Durable event types and their one-letter codes (the Lua prelude's CODES table says the same).
+CODES = {
+    EventType.USER_MESSAGE.value: "u",
+    EventType.ASSISTANT_MESSAGE.value: "a",
+    EventType.SESSION_ERROR.value: "e",
+    EventType.SESSION_COMPACTION_COMPLETE.value: "c",
+    EventType.ABORT.value: "x",
+}
+# Events that matter only while a turn is live: never written to the history. Every other type
+# (the ones above, and any the service adds later) is durable.
+TRANSIENT_TYPES = frozenset(
+    {
+        EventType.SESSION_START.value,
+        EventType.ASSISTANT_TURN_START.value,
+        EventType.ASSISTANT_MESSAGE_DELTA.value,
+        EventType.ASSISTANT_TURN_END.value,
+        EventType.ASSISTANT_USAGE.value,
+        EventType.SESSION_IDLE.value,
+        EventType.SESSION_TITLE_CHANGED.value,
+        EventType.SESSION_COMPACTION_START.value,
+    }
+)
+TYPES = {code: f'"type":"{t}"' for t, code in CODES.items()}
+NAMES = {code: t for t, code in CODES.items()}
+_DIGITS = "0123456789"
 
 
 @lru_cache(maxsize=4096)
@@ -23,33 +50,101 @@ def _second(sec: str) -> str:
     return datetime.fromtimestamp(int(sec), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+@lru_cache(maxsize=65536)
+def _stamp(ms: str) -> str:
+    return timestamp_of(ms)
+
+
 def timestamp_of(event_id: str) -> str:
-    """ISO-8601 UTC with milliseconds, from a stream id (``1732246089878-0``)."""
+    """ISO-8601 UTC with milliseconds, from an id (``1732246089878-0``) or a ms count."""
     ms = event_id[: event_id.index("-")] if "-" in event_id else event_id
     ms = ms.rjust(4, "0")
     return f"{_second(ms[:-3])}.{ms[-3:]}Z"
 
 
-def render_page(rows: Sequence[tuple[str, str]]) -> str:
-    """``[(event id, stored JSON), ...]`` -> one JSON array of envelopes."""
-    parts = []
-    last_ms = ""
-    stamp = ""
-    for event_id, body in rows:
-        ms = event_id[: event_id.index("-")]
-        if ms != last_ms:
-            last_ms, stamp = ms, timestamp_of(event_id)
-        parts.append(f'{{"id":"{event_id}","timestamp":"{stamp}",{body[1:]}')
+def encode_body(event_type: str, data_json: str) -> str:
+    """``<code><data>``: the stored form of an event without its time."""
+    return CODES.get(event_type, event_type) + data_json
+
+
+def _type_field(head: str) -> str:
+    known = TYPES.get(head)
+    return known if known is not None else f'"type":{orjson.dumps(head).decode()}'
+
+
+def _envelope(event_id: str, stamp: str, body: str) -> str:
+    brace = body.index("{")
+    return (
+        f'{{"id":"{event_id}","timestamp":"{stamp}",{_type_field(body[:brace])},'
+        f'"data":{body[brace:]}}}'
+    )
+
+
+def render_history(first: int, items: Sequence[str]) -> str:
+    """History items (the first has ordinal ``first``) -> one JSON array of envelopes."""
+    return _render(range(first, first + len(items)), items)
+
+
+def render_history_reversed(last: int, items: Sequence[str]) -> str:
+    """History items newest first (the last of them has ordinal ``last``) -> one JSON array."""
+    top = last + len(items) - 1
+    return _render(range(top, top - len(items), -1), items)
+
+
+def _render(ordinals: Iterable[int], items: Sequence[str]) -> str:
+    parts: list[str] = []
+    append = parts.append
+    stamps: dict[str, str] = {}
+    types = TYPES
+    for n, item in zip(ordinals, items, strict=True):
+        # the usual item: 13 digits of ms (until the year 2286) and a one-letter code
+        if item[14:15] == "{" and item[12:13].isdigit() and (kind := types.get(item[13])):
+            ms, data = item[:13], item[14:]
+        else:
+            brace = item.index("{")
+            head = item[:brace]
+            code = head.lstrip(_DIGITS)
+            ms, data = head[: len(head) - len(code)], item[brace:]
+            kind = types.get(code) or _type_field(code)
+        stamp = stamps.get(ms)
+        if stamp is None:
+            stamp = stamps[ms] = _stamp(ms)
+        append(f'{{"id":"{ms}-{n}","timestamp":"{stamp}",{kind},"data":{data}}}')
     return "[" + ",".join(parts) + "]"
 
 
-def decode_page(page: str) -> list[Event]:
-    events: list[Event] = orjson.loads(page)
-    return events
+def decode_history(first: int, items: Sequence[str]) -> list[Event]:
+    """History items (the first has ordinal ``first``) -> envelopes, without building the
+    page's JSON text: each item's data is decoded on its own."""
+    out: list[Event] = []
+    append = out.append
+    stamps: dict[str, str] = {}
+    names = NAMES
+    loads = orjson.loads
+    for n, item in enumerate(items, first):
+        if item[14:15] == "{" and item[12:13].isdigit() and (kind := names.get(item[13])):
+            ms, data = item[:13], item[14:]
+        else:
+            brace = item.index("{")
+            head = item[:brace]
+            code = head.lstrip(_DIGITS)
+            ms, data = head[: len(head) - len(code)], item[brace:]
+            kind = names.get(code) or code
+        stamp = stamps.get(ms)
+        if stamp is None:
+            stamp = stamps[ms] = _stamp(ms)
+        append({"id": f"{ms}-{n}", "timestamp": stamp, "type": kind, "data": loads(data)})
+    return out
 
 
-def event_from_entry(event_id: str, body: str) -> Event:
-    event: Event = orjson.loads(
-        f'{{"id":"{event_id}","timestamp":"{timestamp_of(event_id)}",{body[1:]}'
-    )
+def live_event(live_id: str, history_id: str, body: str) -> Event:
+    """The envelope of a live entry: a durable event's copy keeps its history id."""
+    event_id = history_id or live_id
+    event: Event = orjson.loads(_envelope(event_id, timestamp_of(event_id), body))
     return event
+
+
+def live_json(live_id: str, history_id: str, body: str) -> str:
+    """The envelope of a live entry as JSON text (what an SSE frame carries)."""
+    event_id = history_id or live_id
+    return _envelope(event_id, timestamp_of(event_id), body)

@@ -3,13 +3,19 @@
 Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both validated in ``ids``):
 
     P:t:{t/s}:meta        hash    session metadata                         session TTL
-    P:t:{t/s}:events      stream  the session's events, append-only        session TTL
+    P:t:{t/s}:history     list    durable history: one compact item per    session TTL
+                                  message, error, abort, compaction record
+    P:t:{t/s}:events      stream  the earlier layout's events (read once,  session TTL
+                                  converted into history, then removed)
     P:t:{t/s}:bookmarks   hash    bookmark name -> JSON                    session TTL
     P:t:{t/s}:idem        hash    idempotency key -> event id              session TTL
     P:t:{t/s}:turns       list    pending turn message ids (oldest first)  session TTL
     P:t:{t/iN}:idx        zset    session id by modified ms (index shard N)     none
     P:t:{t/iN}:exp        zset    session id by expiry ms, finite sessions only none
     P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
+    P:t:{t/lN}:live       stream  live events of the tenant's sessions (shard   none (trimmed
+                                  N): deltas, turn start/end, idle, titles and   to the live
+                                  copies of durable events, for SSE and waits    window)
     P:t:{t}:quota         string  request-rate window counter                   short
     P:t:{t}:pending       zset    session id by ms registered with pending turns none
     P:_tenants:{admin}:records    hash    tenant id -> JSON (see ``service.tenants``)    none
@@ -27,19 +33,20 @@ from dataclasses import dataclass
 
 from service.ids import validate_session_id, validate_tenant_id
 
-SESSION_KEY_KINDS = ("meta", "events", "bookmarks", "idem", "turns")
+SESSION_KEY_KINDS = ("meta", "history", "bookmarks", "idem", "turns", "events")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionKeys:
     meta: str
-    events: str
+    history: str
     bookmarks: str
     idem: str
     turns: str
+    events: str  # the earlier layout's event stream, present only until converted
 
     def all(self) -> list[str]:
-        return [self.meta, self.events, self.bookmarks, self.idem, self.turns]
+        return [self.meta, self.history, self.bookmarks, self.idem, self.turns, self.events]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,17 @@ def index_keys(prefix: str, tenant: str, shard: int) -> IndexKeys:
 
 def lifecycle_key(prefix: str, tenant: str) -> str:
     return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:lifecycle"
+
+
+def live_shard(session_id: str, shards: int) -> int:
+    """The live-event shard of a session (CRC32, like the index shard)."""
+    return zlib.crc32(session_id.encode()) % shards if shards > 1 else 0
+
+
+def live_key(prefix: str, tenant: str, shard: int) -> str:
+    """A shard of the tenant's live-event stream, shared by many sessions: one stream per shard
+    instead of one per session, so no session pays a stream's preallocated node."""
+    return f"{tenant_prefix(prefix, tenant)}{{{tenant}/l{shard}}}:live"
 
 
 def pending_key(prefix: str, tenant: str) -> str:

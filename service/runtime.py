@@ -22,6 +22,7 @@ class Runtime:
     eviction: EvictionCheck
 
     async def close(self) -> None:
+        await self.store.hub.close()
         await close_redis(self.redis)
 
 
@@ -34,6 +35,9 @@ def build_runtime(settings: Settings, redis: RedisClient | None = None) -> Runti
         default_ttl=settings.default_ttl_seconds,
         max_event_bytes=settings.max_message_bytes,
         max_sessions=settings.max_sessions_per_tenant,
+        live_window_seconds=settings.live_window_seconds,
+        live_window_events=settings.live_window_events,
+        live_shards=settings.live_shards,
     )
     return Runtime(
         settings,

@@ -1,14 +1,19 @@
 """The store's Lua scripts: every change to a session is exactly one of these, atomic on one slot.
 
-Session scripts share one KEYS layout (built by ``SessionStore._keys``):
+Session scripts share one KEYS layout (built by ``TenantBase._script_keys``):
 
-    KEYS[1..5]  meta, events, bookmarks, idem, turns     (one session, one hash tag)
-    KEYS[6..8]  idx shard, exp shard, lifecycle stream   (optional: present on a single Redis,
-                                                          where the index is updated in the same
-                                                          script; on a Cluster they live in other
-                                                          slots and ``TOUCH_INDEX`` updates them)
-    KEYS[9]     the tenant's pending-turn registry       (single Redis only, like KEYS[6..8];
-                                                          see ``service.pending``)
+    KEYS[1..6]  meta, history, bookmarks, idem, turns,     (one session, one hash tag)
+                events (the earlier layout's stream)
+    KEYS[7..11] idx shard, exp shard, lifecycle stream,    (optional: present on a single Redis,
+                pending-turn registry, live shard          where the index, the registry (see
+                                                           ``service.pending``) and live events
+                                                           are written in the same script; on a
+                                                           Cluster they live in other slots and
+                                                           ``TOUCH_INDEX``, ``PENDING_REGISTER``
+                                                           and ``PUBLISH_LIVE`` follow)
+
+and one ARGV head: lifecycle_maxlen, sid, live_maxlen, live_window_ms; each script's own
+arguments follow from ARGV[5].
 
 The worker answering a session's turns holds a lease in the metadata field ``lease``
 (``<token>|<expiry ms>``, see ``LEASE``); a running turn's writes name the token and are refused
@@ -18,9 +23,13 @@ Times come from the server (``TIME``), so replicas of the API with skewed clocks
 outcomes are returned as tables whose first element is a status word (``ok``, ``missing``,
 ``conflict``, ``limit``, ``dup``); Lua errors are reserved for bugs and Redis failures.
 
-Events are stored as one stream field ``e`` holding ``{"type":...,"data":...}``; readers splice the
-stream id in (``"id":"<ms>-<seq>"``) and derive the timestamp from it, so nothing is stored twice
-(see ``service.events``).
+Durable history is a list of compact items ``<ms><code><data JSON>``: the server time in ms, a
+one-letter code of the event type (``service.events.CODES``; a type without one is written out,
+and a type never holds ``{``), then the event's ``data``. An item's id is ``<ms>-<n>``, ``n`` its
+ordinal in the history, so ids order as the list does and a page is an LRANGE; the ms never go
+back (an item takes the later of the clock and the previous item's ms). Live events are entries
+``s`` (session id), ``h`` (history id of a durable event's copy, else empty), ``e`` (code and data)
+of the tenant's live stream, trimmed to a window of time (MINID) and count (MAXLEN).
 """
 
 from __future__ import annotations
@@ -29,6 +38,13 @@ from dataclasses import dataclass
 
 # Shared helpers, prepended to every session script.
 _PRELUDE = r"""
+-- codes of durable event types (service.events.CODES), and the transient types (TRANSIENT_TYPES)
+local CODES = {['user.message'] = 'u', ['assistant.message'] = 'a', ['session.error'] = 'e',
+  ['session.compaction_complete'] = 'c', ['abort'] = 'x'}
+local TRANSIENT = {['session.start'] = true, ['assistant.turn_start'] = true,
+  ['assistant.message_delta'] = true, ['assistant.turn_end'] = true, ['assistant.usage'] = true,
+  ['session.idle'] = true, ['session.title_changed'] = true, ['session.compaction_start'] = true}
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,26 +56,26 @@ local function refresh(sid, now)
   local meta = redis.call('HMGET', KEYS[1], 'ttl', 'infinite')
   local ttl_ms = tonumber(meta[1] or '0') * 1000
   local infinite = meta[2] == '1'
-  for i = 1, 5 do
+  for i = 1, 6 do
     if infinite then redis.call('PERSIST', KEYS[i])
     else redis.call('PEXPIRE', KEYS[i], ttl_ms) end
   end
   local deadline = -1
   if not infinite then deadline = now + ttl_ms end
-  if #KEYS >= 7 then
-    redis.call('ZADD', KEYS[6], now, sid)
-    if infinite then redis.call('ZREM', KEYS[7], sid)
-    else redis.call('ZADD', KEYS[7], deadline, sid) end
+  if #KEYS >= 8 then
+    redis.call('ZADD', KEYS[7], now, sid)
+    if infinite then redis.call('ZREM', KEYS[8], sid)
+    else redis.call('ZADD', KEYS[8], deadline, sid) end
   end
   return deadline
 end
 
 -- The tenant's registry of sessions with pending turns (the watchdog's input, single Redis only).
 local function pending_add(sid, now)
-  if #KEYS >= 9 then redis.call('ZADD', KEYS[9], now, sid) end
+  if #KEYS >= 10 then redis.call('ZADD', KEYS[10], now, sid) end
 end
 local function pending_settle(sid)
-  if #KEYS >= 9 and redis.call('LLEN', KEYS[5]) == 0 then redis.call('ZREM', KEYS[9], sid) end
+  if #KEYS >= 10 and redis.call('LLEN', KEYS[5]) == 0 then redis.call('ZREM', KEYS[10], sid) end
 end
 
 -- Whether ``token`` holds the session's turn lease (expired or not: only another holder that
@@ -70,68 +86,153 @@ local function holds(token)
 end
 
 local function lifecycle(kind, sid, now)
-  if #KEYS >= 8 then
-    redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[1], '*',
+  if #KEYS >= 9 then
+    redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[1], '*',
       'type', kind, 'session_id', sid, 'at', tostring(now))
   end
+end
+
+-- A live event on the tenant's live shard (single Redis; on a Cluster the caller publishes).
+-- Returns its live id, or '' when the caller publishes.
+local function publish(sid, hid, body)
+  if #KEYS >= 11 then
+    return redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*', 's', sid, 'h', hid, 'e', body)
+  end
+  return ''
+end
+
+local function trim_live(now)
+  if #KEYS >= 11 then redis.call('XTRIM', KEYS[11], 'MINID', '~', now - tonumber(ARGV[4])) end
+end
+
+-- Convert a session written in the earlier layout (one stream of every event, KEYS[6]) into
+-- durable history: its durable events become items (ids <ms>-<n>), the rest is dropped, and every
+-- id the session refers to (pending turns, idempotency keys, bookmarks, compacted_through,
+-- last_event_id) moves to the new id of its event, or of the last durable event before it.
+-- Returns the number of items written, or -1 when the session has nothing to convert.
+local function upgrade()
+  if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
+  local rows = redis.call('XRANGE', KEYS[6], '-', '+')
+  local base = tonumber(redis.call('HGET', KEYS[1], 'hbase') or '0')
+  local n = base + redis.call('LLEN', KEYS[2])
+  local map, last, last_ms, count = {}, '0-0', 0, 0
+  for _, row in ipairs(rows) do
+    local f, body = row[2], ''
+    for i = 1, #f, 2 do if f[i] == 'e' then body = f[i + 1] end end
+    local typ, data = string.match(body, '^{"type":"([^"{]*)","data":(.*)}$')
+    local code = typ and (CODES[typ] or (not TRANSIENT[typ] and typ))
+    if code then
+      local ms = math.max(tonumber(string.match(row[1], '^(%d+)')), last_ms)
+      redis.call('RPUSH', KEYS[2], ms .. code .. data)
+      last, last_ms, n, count = ms .. '-' .. n, ms, n + 1, count + 1
+    end
+    map[row[1]] = last
+  end
+  local turns = redis.call('LRANGE', KEYS[5], 0, -1)
+  if #turns > 0 then
+    redis.call('DEL', KEYS[5])
+    for _, t in ipairs(turns) do redis.call('RPUSH', KEYS[5], map[t] or t) end
+  end
+  local idem = redis.call('HGETALL', KEYS[4])
+  for i = 1, #idem, 2 do
+    if map[idem[i + 1]] then redis.call('HSET', KEYS[4], idem[i], map[idem[i + 1]]) end
+  end
+  local marks = redis.call('HGETALL', KEYS[3])
+  for i = 1, #marks, 2 do
+    local moved = string.gsub(marks[i + 1], '"event_id":"([%d%-]+)"',
+      function(old) return '"event_id":"' .. (map[old] or old) .. '"' end)
+    redis.call('HSET', KEYS[3], marks[i], moved)
+  end
+  local through = redis.call('HGET', KEYS[1], 'compacted_through')
+  if through and map[through] then
+    redis.call('HSET', KEYS[1], 'compacted_through', map[through])
+  end
+  redis.call('HSET', KEYS[1], 'events', n - base)
+  if last ~= '0-0' then redis.call('HSET', KEYS[1], 'last_event_id', last)
+  else redis.call('HDEL', KEYS[1], 'last_event_id') end
+  redis.call('DEL', KEYS[6])
+  -- the rewritten keys keep the session's expiry (a conversion is not a write of the user's)
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl > 0 then
+    for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], pttl) end
+  end
+  return count
 end
 """
 
 CREATE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, ttl_s, infinite(0|1), max_sessions(0=unchecked), start_event_json,
+-- ARGV: (head), ttl_s, infinite(0|1), max_sessions(0=unchecked), start_body (a live event),
 --       then field/value pairs of further metadata.
--- Returns {'ok', now, event_id, deadline} | {'conflict'} | {'limit', live}
+-- Returns {'ok', now, live_id, deadline} | {'conflict'} | {'limit', live}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'conflict'} end
 local now = now_ms()
-local max = tonumber(ARGV[5])
-if max > 0 and #KEYS >= 7 then
-  local live = redis.call('ZCARD', KEYS[6]) - redis.call('ZCOUNT', KEYS[7], '-inf', now)
+local max = tonumber(ARGV[7])
+if max > 0 and #KEYS >= 8 then
+  local live = redis.call('ZCARD', KEYS[7]) - redis.call('ZCOUNT', KEYS[8], '-inf', now)
   if live >= max then return {'limit', live} end
 end
-redis.call('HSET', KEYS[1], 'id', sid, 'created', now, 'modified', now, 'ttl', ARGV[3],
-  'infinite', ARGV[4], 'events', 1, 'messages', 0)
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-local id = redis.call('XADD', KEYS[2], '*', 'e', ARGV[6])
-redis.call('HSET', KEYS[1], 'last_event_id', id)
+-- the first write may grow memory: Redis refuses it when full, and so the whole script (a
+-- script's later writes are no longer checked, so nothing may be written before it)
+redis.call('HSET', KEYS[1], 'id', sid, 'created', now, 'modified', now, 'ttl', ARGV[5],
+  'infinite', ARGV[6], 'events', 0, 'messages', 0)
+-- leftovers of an earlier session of this id (expired before its sweep) are not its history
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local id = publish(sid, '', ARGV[8])
+trim_live(now)
 local deadline = refresh(sid, now)
 lifecycle('session.created', sid, now)
 return {'ok', now, id, deadline}
 """
 
 APPEND_EVENTS = r"""
--- ARGV: lifecycle_maxlen, sid, idempotency_key('' = none), turn_op, turn_id, counters,
---       lease_token ('' = none), then one JSON per event.
+-- ARGV: (head), idempotency_key('' = none), turn_op, turn_id, counters, lease_token ('' = none),
+--       then one argument per event: 'D' (durable: history and live) or 'L' (live only), then
+--       its code and data.
 -- turn_op: 'none'; 'enqueue' (the first event starts a pending turn); 'guard' (append only while
 -- turn_id is the oldest pending turn, and lease_token, when given, holds the lease); 'complete'
 -- (guard, then pop it: a retried or aborted turn cannot reply twice); 'abort' (append only if
 -- turns are pending, then drop them all).
 -- counters: 'name=n,name=n' increments of metadata counters (messages, tokens).
 -- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'}
+-- (an id is the history id of a durable event, else its live id: '' when the caller publishes)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local idem = ARGV[3]
+upgrade()
+local idem = ARGV[5]
 if idem ~= '' then
   local prev = redis.call('HGET', KEYS[4], idem)
   if prev then return {'dup', prev} end
 end
-local op = ARGV[4]
+local op = ARGV[6]
 if op == 'complete' or op == 'guard' then
-  if redis.call('LINDEX', KEYS[5], 0) ~= ARGV[5] then return {'stale'} end
-  if ARGV[7] ~= '' and not holds(ARGV[7]) then return {'stale'} end
+  if redis.call('LINDEX', KEYS[5], 0) ~= ARGV[7] then return {'stale'} end
+  if ARGV[9] ~= '' and not holds(ARGV[9]) then return {'stale'} end
 end
 if op == 'abort' and redis.call('LLEN', KEYS[5]) == 0 then return {'stale'} end
 local now = now_ms()
+local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'hbase')
+local ms = math.max(now, tonumber(string.match(meta[1] or '', '^(%d+)') or '0'))
+local n = tonumber(meta[2] or '0') + redis.call('LLEN', KEYS[2])
 local out = {'ok', now, 0}
-local last
-for i = 8, #ARGV do
-  last = redis.call('XADD', KEYS[2], '*', 'e', ARGV[i])
-  out[#out + 1] = last
+local durable, last = 0, nil
+for i = 10, #ARGV do
+  local body, hid = string.sub(ARGV[i], 2), ''
+  if string.byte(ARGV[i], 1) == 68 then -- 'D'
+    hid = ms .. '-' .. n
+    redis.call('RPUSH', KEYS[2], ms .. body)
+    n, durable, last = n + 1, durable + 1, hid
+  end
+  local lid = publish(sid, hid, body)
+  if hid ~= '' then out[#out + 1] = hid else out[#out + 1] = lid end
 end
-redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', last)
-redis.call('HINCRBY', KEYS[1], 'events', #ARGV - 7)
-for name, n in string.gmatch(ARGV[6], '([%w_]+)=(%-?%d+)') do
-  redis.call('HINCRBY', KEYS[1], name, n)
+trim_live(now)
+redis.call('HSET', KEYS[1], 'modified', now)
+if last then redis.call('HSET', KEYS[1], 'last_event_id', last) end
+if durable > 0 then redis.call('HINCRBY', KEYS[1], 'events', durable) end
+for name, k in string.gmatch(ARGV[8], '([%w_]+)=(%-?%d+)') do
+  redis.call('HINCRBY', KEYS[1], name, k)
 end
 if idem ~= '' then
   redis.call('HSET', KEYS[4], idem, out[4])
@@ -145,19 +246,20 @@ return out
 """
 
 UPDATE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, ttl_s('' = keep), infinite(''|0|1), n, then n field/expected
---       pairs (conditions: the write happens only if every field holds its expected value, a
---       missing field counting as ''), then field/value pairs.
+-- ARGV: (head), ttl_s('' = keep), infinite(''|0|1), n, then n field/expected pairs
+--       (conditions: the write happens only if every field holds its expected value, a missing
+--       field counting as ''), then field/value pairs.
 -- Returns {'ok', now, deadline} | {'missing'} | {'conflict'} (a condition did not hold)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local first = 6 + 2 * tonumber(ARGV[5])
-for i = 6, first - 1, 2 do
+local first = 8 + 2 * tonumber(ARGV[7])
+for i = 8, first - 1, 2 do
   if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return {'conflict'} end
 end
+upgrade()
 local now = now_ms()
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[3]) end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'infinite', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ttl', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'infinite', ARGV[6]) end
 for i = first, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'modified', now)
 local deadline = refresh(sid, now)
@@ -166,22 +268,22 @@ return {'ok', now, deadline}
 """
 
 DELETE_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid, expected_modified ('' = unconditional).
+-- ARGV: (head), expected_modified ('' = unconditional).
 -- Deletes every key and index entry of a live session and emits 'session.deleted'. With
 -- expected_modified, refuses (-1) a session written since or with a pending turn: cleanup never
 -- deletes a session in use. A session already gone (expired) is left to the sweeper, which emits
 -- its one 'session.expired'. Returns 1 (deleted) | 0 (no such session) | -1 (refused).
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[3] ~= '' then
-  if redis.call('HGET', KEYS[1], 'modified') ~= ARGV[3] or redis.call('LLEN', KEYS[5]) > 0 then
+if ARGV[5] ~= '' then
+  if redis.call('HGET', KEYS[1], 'modified') ~= ARGV[5] or redis.call('LLEN', KEYS[5]) > 0 then
     return -1
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-if #KEYS >= 7 then
-  redis.call('ZREM', KEYS[6], sid)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+if #KEYS >= 8 then
   redis.call('ZREM', KEYS[7], sid)
+  redis.call('ZREM', KEYS[8], sid)
 end
 pending_settle(sid)
 lifecycle('session.deleted', sid, now_ms())
@@ -189,32 +291,33 @@ return 1
 """
 
 SET_BOOKMARK = r"""
--- ARGV: lifecycle_maxlen, sid, name, partial_json ('{"name":..,"description":..,...}').
--- The bookmark points at the session's last event and records how many messages preceded it.
--- ARGV[5]: most bookmarks a session may hold (a new name past it is refused: {'limit'}).
--- Returns {'ok', stored_json} | {'missing'} | {'limit'}
+-- ARGV: (head), name, partial_json ('{"name":..,"description":..,...}'), most bookmarks a
+--       session may hold (a new name past it is refused: {'limit'}).
+-- The bookmark points at the session's last durable event and records how many messages
+-- preceded it. Returns {'ok', stored_json} | {'missing'} | {'limit'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0
-    and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then
+if redis.call('HEXISTS', KEYS[3], ARGV[5]) == 0
+    and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[7]) then
   return {'limit'}
 end
+upgrade()
 local now = now_ms()
 local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'messages')
 local json = '{"event_id":"' .. (meta[1] or '0-0') .. '","message_count":' .. (meta[2] or '0')
-  .. ',"created":' .. now .. ',' .. string.sub(ARGV[4], 2)
-redis.call('HSET', KEYS[3], ARGV[3], json)
+  .. ',"created":' .. now .. ',' .. string.sub(ARGV[6], 2)
+redis.call('HSET', KEYS[3], ARGV[5], json)
 redis.call('HSET', KEYS[1], 'modified', now)
 refresh(sid, now)
 return {'ok', json}
 """
 
 DELETE_BOOKMARK = r"""
--- ARGV: lifecycle_maxlen, sid, name.  Returns {'ok', removed(0|1)} | {'missing'}
+-- ARGV: (head), name.  Returns {'ok', removed(0|1)} | {'missing'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 local now = now_ms()
-local removed = redis.call('HDEL', KEYS[3], ARGV[3])
+local removed = redis.call('HDEL', KEYS[3], ARGV[5])
 redis.call('HSET', KEYS[1], 'modified', now)
 refresh(sid, now)
 return {'ok', removed}
@@ -283,7 +386,7 @@ return 1
 
 
 SWEEP_SESSION = r"""
--- ARGV: lifecycle_maxlen, sid.
+-- ARGV: (head).
 -- The sweeper's step for an index entry past its deadline. A session whose metadata still exists
 -- is alive: nothing changes. Otherwise its leftover keys go; on a single Redis its index entries
 -- go too, and 'session.expired' is emitted only when THIS call removed the expiry entry, so
@@ -292,11 +395,11 @@ SWEEP_SESSION = r"""
 -- Cluster the caller continues with SWEEP_INDEX, on a single Redis someone else swept it).
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 pending_settle(sid)
-if #KEYS < 7 then return 0 end
-local removed = redis.call('ZREM', KEYS[7], sid)
-redis.call('ZREM', KEYS[6], sid)
+if #KEYS < 8 then return 0 end
+local removed = redis.call('ZREM', KEYS[8], sid)
+redis.call('ZREM', KEYS[7], sid)
 if removed == 1 then
   lifecycle('session.expired', sid, now_ms())
   return 1
@@ -317,6 +420,18 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSource:
+    name: str
+    body: str
+    session: bool  # uses the session KEYS layout and the shared prelude
+
+    @property
+    def text(self) -> str:
+        return (_PRELUDE + _PRUNE_IDEMPOTENCY + self.body) if self.session else self.body
+
 
 COUNT_LIVE = r"""
 -- Read only. KEYS: idx shard, exp shard.  ARGV: now_ms ('' = the server's TIME).
@@ -357,7 +472,7 @@ end
 
 
 LEASE = r"""
--- ARGV: lifecycle_maxlen, sid, op ('take' | 'renew' | 'release'), token, lease_ms.
+-- ARGV: (head), op ('take' | 'renew' | 'release'), token, lease_ms.
 -- The lease of the worker answering the session's turns: the metadata field 'lease' =
 -- '<token>|<expiry ms>' (it goes with the session and costs no key of its own). 'take' sets it
 -- unless another token's lease is still live; 'renew' extends it while this token holds it (a
@@ -367,7 +482,7 @@ LEASE = r"""
 -- expired) | 0 (another token holds it) | -1 (no such session).
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = now_ms()
-local op, token = ARGV[3], ARGV[4]
+local op, token = ARGV[5], ARGV[6]
 local held = redis.call('HGET', KEYS[1], 'lease')
 local result = 1
 if held and string.sub(held, 1, #token + 1) ~= token .. '|' then
@@ -378,12 +493,12 @@ elseif not held and op ~= 'take' then
   return 0
 end
 if op == 'release' then redis.call('HDEL', KEYS[1], 'lease'); return 1 end
-redis.call('HSET', KEYS[1], 'lease', token .. '|' .. (now + tonumber(ARGV[5])))
+redis.call('HSET', KEYS[1], 'lease', token .. '|' .. (now + tonumber(ARGV[7])))
 return result
 """
 
 TURN_STATE = r"""
--- ARGV: lifecycle_maxlen, sid.  Read only: what the watchdog decides on.
+-- ARGV: (head).  Read only: what the watchdog decides on.
 -- Returns {exists(0|1), pending turns, oldest pending turn ('' = none), lease live(0|1)}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, '', 0} end
 local held = redis.call('HGET', KEYS[1], 'lease')
@@ -422,19 +537,17 @@ return 1
 """
 
 
-@dataclass(frozen=True, slots=True)
-class ScriptSource:
-    name: str
-    body: str
-    session: bool  # uses the session KEYS layout and the shared prelude
-
-    @property
-    def text(self) -> str:
-        return (_PRELUDE + _PRUNE_IDEMPOTENCY + self.body) if self.session else self.body
+MIGRATE_SESSION = r"""
+-- ARGV: (head).  Converts a session of the earlier layout (see upgrade() in the prelude).
+-- Returns the number of history items written | -1 (nothing to convert) | -2 (no such session)
+if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
+return upgrade()
+"""
 
 
 ALL = (
     ScriptSource("create_session", CREATE_SESSION, session=True),
+    ScriptSource("migrate_session", MIGRATE_SESSION, session=True),
     ScriptSource("append_events", APPEND_EVENTS, session=True),
     ScriptSource("update_session", UPDATE_SESSION, session=True),
     ScriptSource("delete_session", DELETE_SESSION, session=True),

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from service import keys as K
-from service import store as store_module
 from service.errors import LimitExceeded
 from service.models import NewEvent
 from service.scripts import IDEMPOTENCY_KEYS_KEPT, IDEMPOTENCY_PRUNE_BATCH
 from service.store import Store, TenantStore
+from service.store import bookmarks as store_bookmarks
+from service.store import listing as store_listing
 
 
 def user(text: str) -> NewEvent:
@@ -54,7 +55,7 @@ async def test_list_pages_leave_out_system_messages_and_end_at_a_byte_budget(
     assert all(info.system_message == "" for info in page.data)
     assert (await acme.get("s00")).system_message == big  # a single read has it
 
-    monkeypatch.setattr(store_module, "LIST_PAGE_BYTES", 40_000)  # four items of ~9.5 KB
+    monkeypatch.setattr(store_listing, "LIST_PAGE_BYTES", 40_000)  # four items of ~9.5 KB
     seen: list[str] = []
     cursor = None
     pages = 0
@@ -73,7 +74,7 @@ async def test_list_pages_leave_out_system_messages_and_end_at_a_byte_budget(
 async def test_bookmarks_per_session_are_capped(
     store: Store, acme: TenantStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "MAX_BOOKMARKS", 5)
+    monkeypatch.setattr(store_bookmarks, "MAX_BOOKMARKS", 5)
     await acme.create("b", model="m")
     await acme.append("b", [user("x")])
     for i in range(5):

@@ -25,6 +25,9 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_every_key_kind_is_in_the_architecture_doc() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text()
-    kinds = ("meta", "events", "bookmarks", "idem", "turns", "idx", "exp", "lifecycle", "pending")
+    kinds = (
+        "meta", "history", "events", "bookmarks", "idem", "turns", "idx", "exp", "lifecycle",
+        "pending", "live",
+    )  # fmt: skip
     for kind in kinds:
         assert f":{kind}`" in doc, kind

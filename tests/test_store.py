@@ -56,7 +56,8 @@ async def test_create_with_custom_and_generated_id(acme: TenantStore) -> None:
     assert info.session_id == "user-42-main"
     assert info.model == "gpt-4o"
     assert info.labels == {"team": "a"}
-    assert info.event_count == 1  # session.start
+    assert info.event_count == 0  # session.start is a live event, not history
+    assert [e["type"] for e in await acme.live_events("user-42-main")] == ["session.start"]
     generated = await acme.create(model="m")
     assert len(generated.session_id) == 36
     assert (await acme.get(generated.session_id)).session_id == generated.session_id
@@ -78,13 +79,13 @@ async def test_append_and_read_history(acme: TenantStore) -> None:
     res = await acme.append("s1", [user("hi"), assistant("hello")])
     assert len(res.event_ids) == 2
     events = await acme.read_events("s1")
-    assert [e["type"] for e in events] == ["session.start", "user.message", "assistant.message"]
-    assert events[1]["id"] == res.event_ids[0]
-    assert events[1]["timestamp"].endswith("Z") and "T" in events[1]["timestamp"]
+    assert [e["type"] for e in events] == ["user.message", "assistant.message"]
+    assert [e["id"] for e in events] == res.event_ids
+    assert events[0]["timestamp"].endswith("Z") and "T" in events[0]["timestamp"]
     msgs = messages_from_events(events)
     assert [(m.role, m.content) for m in msgs] == [("user", "hi"), ("assistant", "hello")]
     info = await acme.get("s1")
-    assert info.event_count == 3
+    assert info.event_count == 2
     assert info.message_count == 2
     assert info.last_event_id == res.event_ids[-1]
 
@@ -112,8 +113,10 @@ async def test_read_after_before_last_and_paged(acme: TenantStore) -> None:
     page = await acme.read_events("p", limit=4)
     assert len(page) == 4
     exported = [e async for e in acme.iter_events("p", page=3)]
-    assert len(exported) == 11
-    assert [e["id"] for e in exported][1:] == ids
+    assert len(exported) == 10
+    assert [e["id"] for e in exported] == ids
+    newest = await acme.read_events("p", before=ids[6], limit=2, reverse=True)
+    assert [e["data"]["content"] for e in newest] == ["5", "4"]
 
 
 async def test_unicode_and_json_special_content_roundtrip(acme: TenantStore) -> None:
@@ -129,7 +132,7 @@ async def test_idempotent_append(acme: TenantStore) -> None:
     first = await acme.append("i", [user("once")], idempotency_key="k1", enqueue_turn=True)
     again = await acme.append("i", [user("once")], idempotency_key="k1", enqueue_turn=True)
     assert again.duplicate and again.event_ids == first.event_ids[:1]
-    assert len(await acme.read_events("i")) == 2
+    assert len(await acme.read_events("i")) == 1
 
 
 async def test_unknown_session_errors(acme: TenantStore, any_redis: Redis) -> None:
@@ -183,7 +186,7 @@ async def test_concurrent_appends_lose_nothing(acme: TenantStore) -> None:
     assert len(seen) == 1000
     for t in range(50):
         assert [e["data"]["i"] for e in events if e["data"]["t"] == t] == list(range(20))
-    assert (await acme.get("busy")).event_count == 1001
+    assert (await acme.get("busy")).event_count == 1000
 
 
 async def test_every_key_shares_ttl_refreshed_by_append(
@@ -361,13 +364,13 @@ async def test_bad_cursor_and_limits(acme: TenantStore) -> None:
 async def test_stored_event_is_compact(acme: TenantStore, any_redis: Redis) -> None:
     await acme.create("c", model="m")
     await acme.append("c", [user("hello")])
-    key = K.session_keys("test", "acme", "c").events
-    _, fields = (await any_redis.xrange(key))[-1]
-    assert fields == {
-        "e": json.dumps(
-            {"type": "user.message", "data": {"content": "hello"}}, separators=(",", ":")
-        )
-    }
+    await acme.append("c", [NewEvent(type="assistant.turn_start", data={"turnId": "1-0"})])
+    key = K.session_keys("test", "acme", "c").history
+    (item,) = await any_redis.lrange(key, 0, -1)  # the transient turn_start is not history
+    ms, _, n = (await acme.read_events("c"))[0]["id"].partition("-")
+    assert n == "0"
+    assert item == ms + "u" + json.dumps({"content": "hello"}, separators=(",", ":"))
+    assert not await any_redis.exists(K.session_keys("test", "acme", "c").events)
 
 
 async def test_conditional_delete_spares_sessions_in_use(acme: TenantStore) -> None:
@@ -401,20 +404,49 @@ async def test_turn_complete_and_abort(acme: TenantStore) -> None:
     assert [e["data"]["content"] for e in replies] == ["reply one"]
 
 
-async def test_wait_events_blocks_until_an_event(acme: TenantStore) -> None:
+async def test_follow_delivers_live_events_through_one_reader(
+    acme: TenantStore, any_redis: Redis
+) -> None:
+    from service.store.live import entry_event
+
     await acme.create("w", model="m")
-    start = (await acme.read_events("w"))[-1]["id"]
-    assert await acme.wait_events("w", start, timeout_ms=50) == []
+    notify = asyncio.Event()
+    following = await acme.follow("w", None, notify)
+    try:
+        assert following.replay_after == "0-0" and not following.resync
+        assert following.sub.take() == []
 
-    async def later() -> None:
-        await asyncio.sleep(0.05)
-        await acme.append("w", [user("arrived")])
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            await acme.append("w", [user("arrived"), NewEvent(type="session.idle")])
 
-    task = asyncio.create_task(later())
-    got = await acme.wait_events("w", start, timeout_ms=2000)
-    await task
-    assert [e["data"]["content"] for e in got] == ["arrived"]
-    assert got == (await acme.read_events("w", after=start))
+        task = asyncio.create_task(later())
+        async with asyncio.timeout(5):
+            await notify.wait()
+            while len(following.sub.entries) < 2:
+                notify.clear()
+                await notify.wait()
+        await task
+        got = [entry_event(*entry) for entry in following.sub.take()]
+        assert [e["type"] for e in got] == ["user.message", "session.idle"]
+        assert got[0] == (await acme.read_events("w"))[0]  # the copy keeps its history id
+        # resuming from the live id of the idle event (a transient event's id): nothing after it
+        resumed = await acme.follow("w", got[1]["id"])
+        assert resumed.replay_after is None and not resumed.resync
+        assert resumed.sub.take() == []
+        resumed.close()
+        # from the live id of the user message's copy: the idle event again
+        rows = await any_redis.xrange(K.live_key("test", "acme", 0))
+        assert [f["s"] for _, f in rows] == ["w"] * 3  # session.start, user.message, idle
+        again = await acme.follow("w", "L" + rows[1][0])
+        assert [entry_event(*e)["type"] for e in again.sub.take()] == ["session.idle"]
+        again.close()
+        # an id neither in history nor in the live window: resync
+        lost = await acme.follow("w", "1-5")
+        assert lost.resync
+        lost.close()
+    finally:
+        following.close()
 
 
 async def test_cluster_slots_session_together_index_spread(redis_cluster_nodes: str) -> None:

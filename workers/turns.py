@@ -35,13 +35,19 @@ from service.models import Event, EventType, NewEvent, SessionInfo, datetime_to_
 from service.runtime import Runtime
 from service.store import TenantStore
 from workers import metrics
-from workers.context import build_context, compaction_split, needs_compaction, next_event_id
+from workers.context import (
+    Context,
+    build_context,
+    compaction_split,
+    needs_compaction,
+    next_event_id,
+)
 from workers.lease import LeaseLost, SessionLease
 from workers.providers import Provider
 from workers.queue import TurnQueue
 
 log = get_logger("workers.turns")
-CONTEXT_EVENTS = 400  # newest events read for one turn's context
+CONTEXT_ITEMS = 400  # newest history items (messages, errors, ...) read for one turn's context
 MAX_CUT_OFF = 3  # deadlines one turn may pass before it fails
 HAND_OVER_SHARE = 0.25  # share of the turn deadline after which a job starts no further turn
 JOB_GRACE_S = 10.0  # arq's backstop beyond the longest job this module runs
@@ -192,20 +198,7 @@ async def answer(
     settings: Settings = ctx["settings"]
     started = time.perf_counter()
     info = await store.get(session_id)
-    events = await store.read_events(
-        session_id,
-        after=info.compacted_through or None,
-        before=next_event_id(turn_id),
-        limit=CONTEXT_EVENTS,
-        reverse=True,
-    )
-    events.reverse()
-    context = build_context(
-        system_message=info.system_message,
-        summary=await store.get_meta_field(session_id, "compaction_summary") or "",
-        events=events,
-        budget_tokens=int(settings.model_context_tokens * settings.compaction_threshold),
-    )
+    context, events = await turn_context(store, info, turn_id, settings)
     model = info.model or settings.default_model
     bound = log.bind(tenant=store.tenant_id, session=session_id, turn=turn_id)
 
@@ -278,6 +271,29 @@ async def answer(
     bound.info("turn.done", ms=round((time.perf_counter() - started) * 1000, 1))
     metrics.turn_ended("answered", started)
     await _follow_ups(ctx, store, info, context.history_tokens, events)
+
+
+async def turn_context(
+    store: TenantStore, info: SessionInfo, turn_id: str, settings: Settings
+) -> tuple[Context, list[Event]]:
+    """What the model is sent for the turn of ``turn_id``: built from the durable history
+    (messages, never live events such as deltas), so a streaming session's context is the same
+    as a non-streaming one's. Also returns the history read (for the compaction decision)."""
+    events = await store.read_events(
+        info.session_id,
+        after=info.compacted_through or None,
+        before=next_event_id(turn_id),
+        limit=CONTEXT_ITEMS,
+        reverse=True,
+    )
+    events.reverse()
+    context = build_context(
+        system_message=info.system_message,
+        summary=await store.get_meta_field(info.session_id, "compaction_summary") or "",
+        events=events,
+        budget_tokens=int(settings.model_context_tokens * settings.compaction_threshold),
+    )
+    return context, events
 
 
 async def _follow_ups(

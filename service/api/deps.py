@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.limits import RequestLimits
+from service.api.sse import StreamSlots
 from service.config import Settings
 from service.errors import Forbidden, StoreUnavailable, Unauthorized
 from service.lifecycle import LifecycleReader
@@ -34,8 +35,10 @@ class ApiState:
     runtime: Runtime | None = None
     queue: TurnQueue | None = None
     limits: RequestLimits | None = None
+    streams: StreamSlots | None = None
 
     def attach(self, runtime: Runtime, queue: TurnQueue) -> None:
+        self.streams = StreamSlots(runtime.settings.max_streams_per_tenant)
         self.runtime = runtime
         self.queue = queue
         self.limits = RequestLimits(runtime.redis, runtime.settings.key_prefix, self.metrics)

@@ -49,6 +49,21 @@ EventIdQuery = Annotated[
     str | None,
     Query(description=f"{EVENT_ID_RULE} Exclusive.", json_schema_extra=EVENT_ID_SCHEMA),
 ]
+# An event stream's cursor: an event id, or ``L<live id>`` (the SSE id of a live event).
+STREAM_CURSOR_SCHEMA = _string("^L?" + ids.EVENT_ID_PATTERN[1:], ids.EVENT_ID_MAX + 1)
+STREAM_CURSOR_RULE = f"{EVENT_ID_RULE} Or `L<live id>`, the SSE `id:` of a live event."
+StreamCursorQuery = Annotated[
+    str | None,
+    Query(description=f"{STREAM_CURSOR_RULE} Exclusive.", json_schema_extra=STREAM_CURSOR_SCHEMA),
+]
+StreamLastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description=f"{STREAM_CURSOR_RULE} Resume after it (wins over `after`).",
+        json_schema_extra=STREAM_CURSOR_SCHEMA,
+    ),
+]
 LastEventId = Annotated[
     str | None,
     Header(

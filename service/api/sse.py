@@ -1,29 +1,36 @@
 """Server-Sent Events: framing, and the follow loops of a session's events and a tenant's
 lifecycle stream.
 
-Each loop waits on Redis in slices of ``WAIT_SLICE_MS`` (shorter than the data client's socket
-timeout, which would otherwise cut a blocking read), sends ``: keepalive`` after
+Each loop waits for the process's one live reader (``service.store.hub``) to hand it entries, in
+slices of ``WAIT_SLICE_MS``: an open stream holds no Redis connection of its own, and
+``StreamSlots`` caps the open streams of a tenant per process (429 past the cap). It sends
+``: keepalive`` after
 ``KEEPALIVE_SECONDS`` without an event, re-checks the key at most every ``REAUTH_SECONDS`` (a
 disabled tenant or rotated key ends the stream), and ends when the client goes away. A session
 stream also ends when the session is deleted or expires: it waits on the tenant's lifecycle stream
 alongside the session's own events and sends a final ``session.deleted`` (or ``session.expired``).
-A Redis failure ends the stream too; the client resumes with ``Last-Event-ID``.
+A Redis failure ends the stream too; the client resumes with ``Last-Event-ID``: within the live
+window it resumes exactly, beyond it the stream starts with ``session.resync`` (re-read history).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from service.api.shutdown import stopping
-from service.errors import ServiceError, Unauthorized
-from service.lifecycle import ENDING_TYPES, LifecycleEvent, LifecycleReader
+from service.errors import LimitExceeded, ServiceError, Unauthorized
+from service.events import live_json
+from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
 from service.logging import get_logger
 from service.metrics import Metrics
 from service.store import TenantStore
+from service.store.hub import Subscription
+from service.store.live import LIVE_MARK, START, Following, entry_parts
 
 log = get_logger("service.api.sse")
 
@@ -53,22 +60,49 @@ def lifecycle_frame(ev: LifecycleEvent, *, with_id: bool = True) -> bytes:
     return frame(ev.type, ev.model_dump_json(), ev.id if with_id else None)
 
 
-class Follow:
-    """What a follow loop needs besides its stream: the key check, disconnect probe, metrics."""
+# Re-checks of a key shared by the streams that use it: (started, outcome), one per key and
+# REAUTH_SECONDS in this process, so a hundred streams of one tenant cost one check, not a
+# hundred concurrent Redis calls (and pooled connections).
+_CHECKS: dict[str, tuple[float, asyncio.Future[bool]]] = {}
+KEPT_CHECKS = 10_000
 
-    def __init__(self, authorize: Authorize, disconnected: Disconnected, metrics: Metrics) -> None:
+
+class Follow:
+    """What a follow loop needs besides its stream: the key check, disconnect probe, metrics.
+    ``share`` names the credential: streams with the same one share its re-checks."""
+
+    def __init__(
+        self,
+        authorize: Authorize,
+        disconnected: Disconnected,
+        metrics: Metrics,
+        share: str | None = None,
+    ) -> None:
         self.authorize = authorize
         self.disconnected = disconnected
         self.metrics = metrics
+        self.share = share
         self._checked = time.monotonic()
 
     async def still_allowed(self) -> bool:
         """False once the client is gone or its key no longer works."""
         if await self.disconnected():
             return False
-        if time.monotonic() - self._checked < REAUTH_SECONDS:
+        now = time.monotonic()
+        if now - self._checked < REAUTH_SECONDS:
             return True
-        self._checked = time.monotonic()
+        self._checked = now
+        if self.share is None:
+            return await self._check()
+        shared = _CHECKS.get(self.share)
+        if shared is None or now - shared[0] >= REAUTH_SECONDS:
+            if len(_CHECKS) >= KEPT_CHECKS:
+                _CHECKS.clear()
+            shared = (now, asyncio.ensure_future(self._check()))
+            _CHECKS[self.share] = shared
+        return await asyncio.shield(shared[1])
+
+    async def _check(self) -> bool:
         try:
             await self.authorize()
         except Unauthorized:
@@ -76,44 +110,86 @@ class Follow:
         return True
 
 
+class StreamSlots:
+    """Open event streams per tenant in this process, capped: an open stream costs no Redis
+    connection (the process's one reader serves it), but it holds memory and a socket."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def take(self, tenant_id: str) -> None:
+        count = self.open.get(tenant_id, 0)
+        if count >= self.limit:
+            raise LimitExceeded(
+                f"tenant already has {count} open event streams on this server "
+                f"(limit {self.limit}); close one or retry later",
+                retry_after=RETRY_MS // 1000,
+            )
+        self.open[tenant_id] = count + 1
+
+    def give(self, tenant_id: str) -> None:
+        count = self.open.get(tenant_id, 0) - 1
+        if count > 0:
+            self.open[tenant_id] = count
+        else:
+            self.open.pop(tenant_id, None)
+
+
+RESYNC = "session.resync"
+
+
+def resync_frame(session_id: str, last_event_id: str) -> bytes:
+    """Told when a stream cannot resume where the client asked (its ``Last-Event-ID`` is past
+    the live window): what it missed is in the durable history, which it should re-read."""
+    data = {
+        "session_id": session_id,
+        "reason": "the requested position is beyond the live window",
+        "last_event_id": last_event_id,
+    }
+    return frame(RESYNC, dumps(data))
+
+
 async def session_events(
     follow: Follow,
     store: TenantStore,
-    lifecycle: LifecycleReader,
+    following: Following,
     session_id: str,
-    *,
-    after: str,
-    lifecycle_after: str,
+    notify: asyncio.Event,
 ) -> AsyncIterator[bytes]:
-    """Every event of ``session_id`` after ``after``, live, until the session ends."""
+    """Every event of ``session_id`` from where ``following`` starts, live, until the session
+    ends. Waits on the process's live reader, never on a Redis connection of its own."""
     follow.metrics.streams_open.inc()
-    events: asyncio.Task[Any] | None = None
-    ends: asyncio.Task[list[LifecycleEvent]] | None = None
-    stop = _task(stopping().wait())
+    stop = _stop_relay(notify)
     quiet_since = time.monotonic()
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
+        replayed = ""
+        if following.resync:
+            info = await store.get(session_id)
+            yield resync_frame(session_id, info.last_event_id)
+        elif following.replay_after is not None:
+            cursor = None if following.replay_after == START else following.replay_after
+            async for ev in store.iter_events(session_id, after=cursor):
+                yield frame(ev["type"], dumps(ev), ev["id"])
+                replayed = ev["id"]
+        done = replayed and _id_key(replayed)
         while True:
-            if events is None:
-                events = _task(store.wait_events(session_id, after, timeout_ms=WAIT_SLICE_MS))
-            if ends is None:
-                ends = _task(lifecycle.wait(lifecycle_after, timeout_ms=WAIT_SLICE_MS))
-            done, _ = await asyncio.wait({events, ends, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if stop in done:  # the server is stopping: the client resumes elsewhere
+            if stop.done():  # the server is stopping: the client resumes elsewhere
                 return
             got_any = False
-            if events in done:
-                batch, events = events.result(), None
-                for ev in batch:
-                    yield frame(ev["type"], dumps(ev), ev["id"])
-                    after = ev["id"]
-                got_any = bool(batch)
-            if ends in done:
-                entries, ends = ends.result(), None
-                for entry in entries:
-                    lifecycle_after = entry.id
-                    if entry.session_id == session_id and entry.type in ENDING_TYPES:
-                        yield lifecycle_frame(entry, with_id=False)
+            for entry in following.sub.take():
+                live_id, history_id, body = entry_parts(entry)
+                if history_id and done and _id_key(history_id) <= done:
+                    continue  # served from history already
+                text = live_json(live_id, history_id, body)
+                yield frame(_type_of(text), text, LIVE_MARK + live_id)
+                got_any = True
+            if following.lifecycle is not None:
+                for entry_id, fields in following.lifecycle.take():
+                    ending = entry_to_event(entry_id, fields)
+                    if ending.type in ENDING_TYPES:
+                        yield lifecycle_frame(ending, with_id=False)
                         return
             if got_any:
                 quiet_since = time.monotonic()
@@ -125,32 +201,34 @@ async def session_events(
                 quiet_since = time.monotonic()
             if not await follow.still_allowed():
                 return
+            if not notify.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WAIT_SLICE_MS / 1000):
+                        await notify.wait()
+            notify.clear()
     except ServiceError as exc:
         log.warning("event stream ended by an error", error=type(exc).__name__)
     finally:
-        _cancel(events, ends, stop)
+        stop.cancel()
+        following.close()
         follow.metrics.streams_open.dec()
 
 
 async def lifecycle_events(
-    follow: Follow, lifecycle: LifecycleReader, *, after: str
+    follow: Follow, sub: Subscription, notify: asyncio.Event
 ) -> AsyncIterator[bytes]:
-    """Every lifecycle entry after ``after``, live, until the client leaves."""
+    """Every lifecycle entry of ``sub``, live, until the client leaves."""
     follow.metrics.streams_open.inc()
-    stop = _task(stopping().wait())
+    stop = _stop_relay(notify)
     quiet_since = time.monotonic()
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         while True:
-            waiting = _task(lifecycle.wait(after, timeout_ms=WAIT_SLICE_MS))
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
             if stop.done():  # the server is stopping: the client resumes elsewhere
-                waiting.cancel()
                 return
-            entries = waiting.result()
-            for entry in entries:
-                yield lifecycle_frame(entry)
-                after = entry.id
+            entries = sub.take()
+            for entry_id, fields in entries:
+                yield lifecycle_frame(entry_to_event(entry_id, fields))
             if entries:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
@@ -158,11 +236,27 @@ async def lifecycle_events(
                 quiet_since = time.monotonic()
             if not await follow.still_allowed():
                 return
+            if not notify.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WAIT_SLICE_MS / 1000):
+                        await notify.wait()
+            notify.clear()
     except ServiceError as exc:
         log.warning("lifecycle stream ended by an error", error=type(exc).__name__)
     finally:
-        _cancel(stop)
+        stop.cancel()
+        sub.close()
         follow.metrics.streams_open.dec()
+
+
+def _stop_relay(notify: asyncio.Event) -> asyncio.Task[Any]:
+    """A task that ends (and wakes the loop) once the server process is stopping."""
+
+    async def relay() -> None:
+        await stopping().wait()
+        notify.set()
+
+    return _task(relay())
 
 
 def _task(coro: Awaitable[Any]) -> asyncio.Task[Any]:
@@ -176,7 +270,11 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _cancel(*tasks: asyncio.Task[Any] | None) -> None:
-    for task in tasks:
-        if task is not None:
-            task.cancel()
+def _type_of(envelope: str) -> str:
+    start = envelope.index('"type":"') + 8
+    return envelope[start : envelope.index('"', start)]
+
+
+def _id_key(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)

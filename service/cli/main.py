@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("serve", "worker", "dev", "tenants", "sessions", "cleanup", "stats")
+COMMAND_MODULES = ("serve", "worker", "dev", "tenants", "sessions", "cleanup", "stats", "migrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

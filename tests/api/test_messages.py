@@ -169,14 +169,14 @@ async def test_abort(client: httpx.AsyncClient, acme: TenantKey) -> None:
     r = await client.get(
         f"/v1/sessions/{sid}/events", params={"reverse": "true", "limit": 2}, headers=acme.headers
     )
-    assert [e["type"] for e in r.json()["data"]] == ["session.idle", "abort"]
+    assert [e["type"] for e in r.json()["data"]] == ["abort", "user.message"]  # idle: live only
     r = await client.post("/v1/sessions/nope/abort", headers=acme.headers)
     assert r.status_code == 404
 
 
 async def test_events_page(client: httpx.AsyncClient, runtime: Runtime, acme: TenantKey) -> None:
     sid = await new_session(client, acme)
-    for text in ("one", "two", "three"):
+    for text in ("zero", "one", "two", "three"):
         await client.post(
             f"/v1/sessions/{sid}/messages", json={"prompt": text}, headers=acme.headers
         )
@@ -184,7 +184,7 @@ async def test_events_page(client: httpx.AsyncClient, runtime: Runtime, acme: Te
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     events = r.json()["data"]
-    assert [e["type"] for e in events] == ["session.start"] + ["user.message"] * 3
+    assert [e["type"] for e in events] == ["user.message"] * 4  # session.start is live only
     assert set(events[1]) == {"id", "timestamp", "type", "data"}
     assert events == await runtime.store.tenant("acme").read_events(sid)
     r = await client.get(

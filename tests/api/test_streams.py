@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service import keys as K
 from service.api import sse
 from service.models import NewEvent
 from service.runtime import Runtime
@@ -63,33 +65,111 @@ async def test_follow_disconnect_and_resume_exactly_once(
     received: list[dict[str, Any]] = []
     async with httpx.AsyncClient(timeout=10) as http:
         async with http.stream("GET", url, headers=acme.headers) as r:
-            assert r.status_code == 200
+            assert r.status_code == 200  # subscribed before the headers are sent
             assert r.headers["content-type"].startswith("text/event-stream")
             assert r.headers["cache-control"] == "no-cache"
             assert r.headers["x-accel-buffering"] == "no"
             messages = sse_messages(r)
-            received += await take(messages, 1)  # session.start
             await store.append("live", [user("one"), user("two")])
             received += await take(messages, 2)
         # disconnected; more happens meanwhile
         await store.append("live", [user("three")])
+        await store.append("live", [NewEvent(type="session.idle")])
         await store.append("live", [user("four")])
         headers = {**acme.headers, "Last-Event-ID": received[-1]["id"]}
         async with http.stream("GET", url, headers=headers) as r:
             messages = sse_messages(r)
-            received += await take(messages, 2)
+            received += await take(messages, 3)
             await store.append("live", [user("five")])
             received += await take(messages, 1)
     events = [json.loads(m["data"]) for m in received]
-    assert [m["id"] for m in received] == [e["id"] for e in events]
     assert [m["event"] for m in received] == [e["type"] for e in events]
-    assert events == await store.read_events("live")
-    assert [e["data"].get("content") for e in events[1:]] == ["one", "two", "three", "four", "five"]
+    # durable events keep their history ids; the SSE ids are live positions, resumable
+    assert [e for e in events if e["type"] == "user.message"] == await store.read_events("live")
+    assert [e["data"].get("content") for e in events] == [
+        "one", "two", "three", None, "four", "five"
+    ]  # fmt: skip
+    rows = await runtime.redis.xrange(K.live_key(runtime.settings.key_prefix, "acme", 0))
+    live_ids = [i for i, f in rows if f["s"] == "live"][1:]  # after session.start
+    assert [m["id"] for m in received] == ["L" + i for i in live_ids]
     for _ in range(100):  # the server notices both disconnects and closes the loops
         if app.state.api.metrics.streams_open._value.get() == 0:
             break
         await asyncio.sleep(0.05)
     assert app.state.api.metrics.streams_open._value.get() == 0
+    assert app.state.api.streams.open == {}
+
+
+async def test_resume_from_history_id_or_beyond_the_window(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("gap", model="m")
+    ids = (await store.append("gap", [user("a"), user("b"), user("c")])).event_ids
+    base = await serve(app)
+    url = f"{base}/v1/sessions/gap/events/stream"
+    async with httpx.AsyncClient(timeout=10) as http:
+        # a history id: the durable history after it, then live events
+        headers = {**acme.headers, "Last-Event-ID": ids[0]}
+        async with http.stream("GET", url, headers=headers) as r:
+            messages = sse_messages(r)
+            replayed = await take(messages, 2)
+            await store.append("gap", [user("d")])
+            replayed += await take(messages, 1)
+        assert [json.loads(m["data"])["data"]["content"] for m in replayed] == ["b", "c", "d"]
+        assert [m["id"] for m in replayed[:2]] == ids[1:]
+        # an id the live window no longer holds (and no history id): told to re-read history
+        headers = {**acme.headers, "Last-Event-ID": "1000-3"}
+        async with http.stream("GET", url, headers=headers) as r:
+            messages = sse_messages(r)
+            (resync,) = await take(messages, 1)
+            await store.append("gap", [user("e")])
+            (after,) = await take(messages, 1)
+    assert resync["event"] == "session.resync" and "id" not in resync
+    data = json.loads(resync["data"])
+    assert data["session_id"] == "gap"
+    assert data["last_event_id"] == json.loads(replayed[-1]["data"])["id"]  # "d", the newest
+    assert json.loads(after["data"])["data"]["content"] == "e"
+
+
+async def test_open_streams_share_one_redis_reader_and_are_capped(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey
+) -> None:
+    store = runtime.store.tenant("acme")
+    streams = 100
+    for i in range(streams):
+        await store.create(f"many{i}", model="m")
+    base = await serve(app)
+
+    async def clients() -> int:
+        return int((await runtime.redis.info("clients"))["connected_clients"])
+
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=streams + 10))
+        )
+        await http.get(f"{base}/v1/sessions/many0", headers=acme.headers)  # warm the pool
+        before = await clients()
+        opened = []
+        for i in range(streams):
+            url = f"{base}/v1/sessions/many{i}/events/stream"
+            r = await stack.enter_async_context(http.stream("GET", url, headers=acme.headers))
+            assert r.status_code == 200
+            opened.append(sse_messages(r))
+        await asyncio.sleep(0.3)  # every stream past its first loop
+        during = await clients()
+        assert during - before <= 3, (before, during)
+        # every stream is live: an event reaches the last one opened
+        await store.append(f"many{streams - 1}", [user("hello")])
+        (got,) = await take(opened[-1], 1)
+        assert json.loads(got["data"])["data"]["content"] == "hello"
+        # the tenant's cap answers 429 with a problem document, and nothing else changes
+        app.state.api.streams.limit = streams
+        r = await http.get(f"{base}/v1/sessions/many0/events/stream", headers=acme.headers)
+        assert r.status_code == 429
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "open event streams" in r.json()["detail"]
+        assert app.state.api.streams.open == {"acme": streams}
 
 
 async def test_after_parameter_and_keepalive(
@@ -122,8 +202,8 @@ async def test_stream_ends_when_session_is_deleted(
     async with httpx.AsyncClient(timeout=10) as http:
         url = f"{base}/v1/sessions/doomed/events/stream"
         async with http.stream("GET", url, headers=acme.headers) as r:
+            assert r.status_code == 200  # subscribed before the headers are sent
             messages = sse_messages(r)
-            assert (await take(messages, 1))[0]["event"] == "session.start"
             deleted = await http.delete(f"{base}/v1/sessions/doomed", headers=acme.headers)
             assert deleted.status_code == 204
             rest = [m async for m in messages if "event" in m]
@@ -140,8 +220,8 @@ async def test_stream_ends_when_key_is_rotated(
     async with httpx.AsyncClient(timeout=10) as http:
         url = f"{base}/v1/sessions/s/events/stream"
         async with http.stream("GET", url, headers=acme.headers) as r:
+            assert r.status_code == 200
             messages = sse_messages(r)
-            await take(messages, 1)
             await runtime.tenants.rotate_key("acme")
             async with asyncio.timeout(10):
                 rest = [m async for m in messages if "event" in m]

@@ -166,19 +166,19 @@ def test_sessions_commands_and_only_an_explicit_delete_removes_an_infinite_sessi
 
     assert cli("sessions", "show", "--tenant", "acme", "forever000", "--json") == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["infinite"] is True and shown["event_count"] == 5
+    assert shown["infinite"] is True and shown["event_count"] == 4  # no session.start
     assert cli("sessions", "show", "--tenant", "acme", "nope") == 1
 
     assert cli("sessions", "export", "--tenant", "acme", "forever000") == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert lines[0]["session"]["session_id"] == "forever000" and len(lines) == 6
+    assert lines[0]["session"]["session_id"] == "forever000" and len(lines) == 5
     target = tmp_path / "one.json"
     assert (
         cli("sessions", "export", "--tenant", "acme", "s000", "-o", str(target), "--format", "json")
         == 0
     )
     doc = json.loads(target.read_text())
-    assert doc["session"]["session_id"] == "s000" and len(doc["events"]) == 3
+    assert doc["session"]["session_id"] == "s000" and len(doc["events"]) == 2
 
     # Neither cleanup's automatic filters nor a non-interactive delete without --yes remove it.
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
@@ -196,7 +196,7 @@ def test_stats(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("stats", "--tenant", "acme", "--tenant", "globex", "--json") == 0
     out = json.loads(capsys.readouterr().out)
     acme, globex = out["tenants"]
-    assert (acme["sessions"], acme["infinite_sessions"], acme["events"]) == (12, 2, 52)
+    assert (acme["sessions"], acme["infinite_sessions"], acme["events"]) == (12, 2, 40)
     assert acme["memory_bytes_estimate"] > 0 and out["memory_is_estimate"] is True
     assert (globex["sessions"], globex["events"], globex["memory_sample_size"]) == (0, 0, 0)
     assert cli("stats") == 0

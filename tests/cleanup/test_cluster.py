@@ -45,7 +45,7 @@ async def test_sweep_cleanup_and_retention_on_a_cluster(
         assert report.counts()["deleted"] == 2
         for name in listing(tmp_path):
             session, exported = read_export(tmp_path / name)
-            assert len(exported) == 4 and session["labels"] == {"old": "1"}
+            assert len(exported) == 3 and session["labels"] == {"old": "1"}
 
         assert await acme.count_live() == 7 and await acme.count_finite_live() == 4
         tenant = Tenant(id="acme", name="a", created_at_ms=0, retention=Retention(max_sessions=1))

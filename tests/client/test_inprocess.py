@@ -198,7 +198,7 @@ async def test_long_histories_are_read_in_pages(client: SessionClient, runtime: 
     assert [m.content for m in messages[:3]] == ["m0", "m1", "m2"]
     assert messages[-2].content == "m1199" and messages[-1].content == "last"
     events = await session.get_events()
-    assert len(events) == 1 + 1200 + 1100 + 1  # session.start included
+    assert len(events) == 1200 + 1100 + 1  # session.start is a live event, not history
     newest = await session.get_events(limit=5, reverse=True)
     assert [e.id for e in newest] == [e.id for e in events[::-1][:5]]
     middle = await session.get_events(after=events[10].id, before=events[14].id)

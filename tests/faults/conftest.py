@@ -202,8 +202,16 @@ async def until(check: Callable[[], bool], what: str, procs: Processes, timeout:
         await asyncio.sleep(0.02)
 
 
-async def all_events(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
-    """Every stored event of a session, through the API, page by page."""
+async def all_events(
+    http: httpx.AsyncClient, session_id: str, *, live: bool = False
+) -> list[dict[str, Any]]:
+    """Every stored event of a session, through the API, page by page; with ``live``, every
+    event the live window holds (transient ones too: what followers were sent)."""
+    if live:
+        resp = await http.get(f"/v1/sessions/{session_id}/events", params={"live": "true"})
+        assert resp.status_code == 200, resp.text
+        live_events: list[dict[str, Any]] = resp.json()["data"]
+        return live_events
     events: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 1000}
     while True:

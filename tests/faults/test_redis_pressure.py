@@ -61,7 +61,7 @@ async def fill(redis: Redis) -> int:
 async def session_state(redis: Redis, session_id: str) -> dict[str, Any]:
     keys = K.session_keys(PREFIX, TENANT, session_id)
     return {
-        "xlen": await redis.xlen(keys.events),
+        "llen": await redis.llen(keys.history),
         "events": await redis.hget(keys.meta, "events"),
         "messages": await redis.hget(keys.meta, "messages"),
         "last_event_id": await redis.hget(keys.meta, "last_event_id"),
@@ -103,7 +103,7 @@ async def test_out_of_memory_refuses_writes_with_507_and_keeps_reads(
         assert await r.zscore(idx.exp, "refused") is None
         assert await r.xlen(lifecycle) == lifecycle_before
 
-        # Send: 507, and the session is exactly as it was (counters agree with the stream).
+        # Send: 507, and the session is exactly as it was (counters agree with the history).
         resp = await http.post(
             "/v1/sessions/kept/messages",
             json={"prompt": "refused while full"},
@@ -113,7 +113,7 @@ async def test_out_of_memory_refuses_writes_with_507_and_keeps_reads(
         assert "out of memory" in body["detail"] and "append" in body["detail"]
         after = await session_state(r, "kept")
         assert after == before
-        assert after["xlen"] == int(after["events"]) == 3
+        assert after["llen"] == int(after["events"]) == 2  # the two prompts
 
         # The job of a send whose append fitted just under the limit is refused as StoreFull
         # (507) too: arq's enqueue is plain commands, whose errors lack the OOM code.
@@ -126,7 +126,7 @@ async def test_out_of_memory_refuses_writes_with_507_and_keeps_reads(
 
         # Reads work, and so does readiness (Redis answers; it is full, not down).
         resp = await http.get("/v1/sessions/kept")
-        assert resp.status_code == 200 and resp.json()["event_count"] == 3, resp.text
+        assert resp.status_code == 200 and resp.json()["event_count"] == 2, resp.text
         resp = await http.get("/v1/sessions/kept/messages")
         assert [m["content"] for m in resp.json()["data"]] == ["first", "second"]
         assert (await http.get("/v1/sessions/kept/events")).status_code == 200
@@ -148,7 +148,7 @@ async def test_out_of_memory_refuses_writes_with_507_and_keeps_reads(
         assert resp.status_code == 202 and resp.json()["duplicate"] is False, resp.text
         assert (await http.post("/v1/sessions", json={"session_id": "refused"})).status_code == 201
         state = await session_state(r, "kept")
-        assert state["xlen"] == int(state["events"]) == 4
+        assert state["llen"] == int(state["events"]) == 3  # the three prompts
         assert list(state["idem"]) == ["full-1"]
     assert api.proc.poll() is None, procs.output()
 

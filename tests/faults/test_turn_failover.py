@@ -48,7 +48,7 @@ async def holder_mid_turn(
     """The worker streaming the session's turn, once it has streamed a few deltas."""
     meta = K.session_keys(PREFIX, TENANT, session_id).meta
     for _ in range(500):
-        events = await store.last_events(session_id, 5)
+        events = (await store.live_events(session_id))[-5:]  # deltas are live events
         lease = await runtime.redis.hget(meta, "lease")
         if lease and sum(e["type"] == "assistant.message_delta" for e in events) >= 3:
             pid = int(lease.split(":")[1])
@@ -62,7 +62,7 @@ async def restarted_at(store: TenantStore, session_id: str, turn: str, timeout: 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        events = [e async for e in store.iter_events(session_id)]
+        events = await store.live_events(session_id)  # turn markers are live events
         starts = [e for e in events if e["type"] == "assistant.turn_start"]
         if sum(e["data"]["turnId"] == turn for e in starts) >= 2:
             return loop.time()

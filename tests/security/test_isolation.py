@@ -171,8 +171,9 @@ async def test_crafted_ids_are_refused_and_never_become_keys(
 # counters and the turn queue (arq's own keys).
 LAYOUT = re.compile(
     rf"{PREFIX}:(?P<t>[a-z0-9][a-z0-9-]{{0,39}}):\{{(?P=t)(/[A-Za-z0-9][A-Za-z0-9._-]{{0,127}})?\}}"
-    r":(meta|events|bookmarks|idem|turns|lifecycle|quota|pending)"
+    r":(meta|history|events|bookmarks|idem|turns|lifecycle|quota|pending)"
     rf"|{PREFIX}:(?P<u>[a-z0-9][a-z0-9-]{{0,39}}):\{{(?P=u)/i[0-9]+\}}:(idx|exp)"
+    rf"|{PREFIX}:(?P<v>[a-z0-9][a-z0-9-]{{0,39}}):\{{(?P=v)/l[0-9]+\}}:live"
     rf"|{PREFIX}:_tenants:\{{admin\}}:records"
     rf"|{PREFIX}:_tenants:\{{admin\}}:failures:([0-9A-Fa-f.:]+|unknown)"
     rf"|{re.escape(QUEUE_NAME)}|arq:.*"

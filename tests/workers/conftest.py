@@ -78,11 +78,12 @@ async def send(store: TenantStore, queue: TurnQueue, session_id: str, prompt: st
 
 
 async def wait_idle(store: TenantStore, session_id: str, timeout: float = 15.0) -> list[Event]:
-    """Events of the session once no turn is pending and the last event is session.idle."""
+    """Events of the session as live subscribers saw them (the live window: transient events
+    and copies of durable ones), once no turn is pending and the last turn ended idle."""
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         if not await store.pending_turns(session_id):
-            events = [e async for e in store.iter_events(session_id)]
+            events = await store.live_events(session_id)
             last_user = max(
                 (i for i, e in enumerate(events) if e["type"] == "user.message"), default=-1
             )

@@ -81,10 +81,14 @@ def workers(redis_server_url: str, tmp_path: Path) -> Iterator[Workers]:
 async def test_100_prompts_10_senders_4_workers_in_order_without_overlap(
     runtime: Runtime, queue: TurnQueue, workers: Workers
 ) -> None:
+    # the whole timeline (every delta of 100 streamed turns) is read back from the live window:
+    # a window that keeps all of it
+    window = "1000000"
+    runtime.store.live_window_events = int(window)
     store = runtime.store.tenant("acme")
     await store.create("busy", model="dev-echo", streaming=True)
     for _ in range(4):
-        workers.start()
+        workers.start(SESSIONS_LIVE_WINDOW_EVENTS=window)
 
     async def sender(n: int) -> None:
         for i in range(10):
@@ -126,7 +130,7 @@ async def test_worker_killed_mid_turn_still_yields_exactly_one_reply(
     victim = workers.start(**slow)
     prompt = await send(store, queue, "crash", "please answer slowly with many words " * 3)
     for _ in range(500):
-        kinds = [e["type"] for e in await store.read_events("crash")]
+        kinds = [e["type"] for e in await store.live_events("crash")]
         if "assistant.message_delta" in kinds:
             break
         await asyncio.sleep(0.02)

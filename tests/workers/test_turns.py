@@ -13,7 +13,9 @@ from service.models import NewEvent, messages_from_events
 from service.runtime import Runtime
 from tests.providers.fake_openai import FakeOpenAI
 from tests.workers.conftest import WorkerFactory, send, wait_idle
+from workers.context import needs_compaction
 from workers.queue import TurnQueue
+from workers.turns import turn_context
 
 
 def types(events: list[dict[str, object]] | list) -> list[str]:  # type: ignore[type-arg]
@@ -55,7 +57,7 @@ async def test_turn_produces_one_reply_with_full_event_sequence(
             break
         await asyncio.sleep(0.02)
     assert info.summary == "Let's plan a web app architecture"
-    titles = [e for e in await store.read_events("s1") if e["type"] == "session.title_changed"]
+    titles = [e for e in await store.live_events("s1") if e["type"] == "session.title_changed"]
     assert len(titles) == 1
 
 
@@ -106,7 +108,7 @@ async def test_abort_drops_pending_turns_and_running_stream(
     await send(store, queue, "ab", "a long answer please " * 5)
     await send(store, queue, "ab", "and another")
     for _ in range(200):
-        if "assistant.message_delta" in types(await store.read_events("ab")):
+        if "assistant.message_delta" in types(await store.live_events("ab")):
             break
         await asyncio.sleep(0.01)
     aborted = await store.abort_turns(
@@ -210,12 +212,76 @@ async def test_infinite_session_compacts_and_keeps_everything(
     events = await wait_idle(store, "inf")
     kinds = types(events)
     assert "session.compaction_start" in kinds and "session.compaction_complete" in kinds
-    # every message is still there, in order
-    msgs = messages_from_events(events)
+    # every message is still in the durable history, in order, with the compaction record
+    history = [e async for e in store.iter_events("inf")]
+    assert "session.compaction_complete" in types(history)
+    msgs = messages_from_events(history)
     assert [m.content for m in msgs if m.role == "user"] == [*prompts, "What were we discussing?"]
     assert sum(1 for m in msgs if m.role == "assistant") == len(prompts) + 1
     # the last turn used the summary: the dev model names compacted prompts through it
     recall = msgs[-1].content
     assert "Topic number 0" in recall
-    events_key = session_keys("wt", "acme", "inf").events
-    assert info.infinite and await runtime.redis.ttl(events_key) == -1
+    history_key = session_keys("wt", "acme", "inf").history
+    assert info.infinite and await runtime.redis.ttl(history_key) == -1
+
+
+async def test_streaming_and_plain_sessions_send_the_model_the_same_context(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory, settings: Settings
+) -> None:
+    """The context is built from the durable history, so streamed deltas take no room in it:
+    every turn of a streaming session is sent what the same turn of a plain session is."""
+    store = runtime.store.tenant("acme")
+    await store.create("plain", model="dev-echo", system_message="Be brief.")
+    await store.create("streamed", model="dev-echo", system_message="Be brief.", streaming=True)
+    await start_worker()
+    prompts = [f"Prompt {i}: tell me about topic {i} " + "in detail " * 8 for i in range(6)]
+    for p in prompts:
+        for sid in ("plain", "streamed"):
+            await send(store, queue, sid, p)
+            await wait_idle(store, sid)
+    live = await store.live_events("streamed")
+    assert sum(1 for e in live if e["type"] == "assistant.message_delta") > 6 * 3
+    sent: dict[str, list[list[tuple[str, str]]]] = {}
+    for sid in ("plain", "streamed"):
+        info = await store.get(sid)
+        turns = [e["id"] for e in await store.read_events(sid) if e["type"] == "user.message"]
+        sent[sid] = []
+        for turn in turns:
+            context, _ = await turn_context(store, info, turn, settings)
+            sent[sid].append([(m.role.value, m.content) for m in context.messages])
+    assert sent["streamed"] == sent["plain"]
+    # the context grows by one exchange per turn: system + 2 * earlier turns + the prompt
+    assert [len(c) for c in sent["plain"]] == [1 + 2 * i + 1 for i in range(6)]
+
+
+async def test_streaming_session_compacts_like_a_plain_one(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory, settings: Settings
+) -> None:
+    small = settings.model_copy(update={"model_context_tokens": 400, "compaction_threshold": 0.8})
+    store = runtime.store.tenant("acme")
+    await start_worker(small)
+    tokens: dict[str, list[int]] = {}
+    for sid, streaming in (("inf-plain", False), ("inf-stream", True)):
+        await store.create(sid, model="dev-echo", infinite=True, streaming=streaming)
+        for i in range(12):
+            await send(store, queue, sid, f"Topic number {i}: " + "details " * 15)
+            await wait_idle(store, sid)
+        for _ in range(200):
+            info = await store.get(sid)
+            if info.compacted_through:
+                break
+            await asyncio.sleep(0.02)
+        assert info.compacted_through, sid
+        history = await store.read_events(sid)
+        assert "session.compaction_complete" in types(history)
+        # what each turn measured against the window, from the start of the conversation
+        whole = info.model_copy(update={"compacted_through": ""})
+        turns = [e["id"] for e in history if e["type"] == "user.message"]
+        tokens[sid] = [
+            (await turn_context(store, whole, t, small))[0].history_tokens for t in turns
+        ]
+    # the same measure in both up to the turn where it first passes the threshold, so
+    # compaction triggers at the same turn (later replies depend on when the compaction job ran)
+    first = next(i for i, t in enumerate(tokens["inf-plain"]) if needs_compaction(t, 400, 0.8))
+    assert tokens["inf-stream"][: first + 1] == tokens["inf-plain"][: first + 1]
+    assert needs_compaction(tokens["inf-stream"][first], 400, 0.8)

@@ -28,6 +28,7 @@ from redis_sessions_client._models import (
     turn_outcome,
 )
 from redis_sessions_client._requests import Call
+from redis_sessions_client._sse import RESYNC, TRANSIENT_TYPES
 from redis_sessions_client._stream import EventStream
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Session:
         self.session_id = info.session_id
         self._path = calls.session_path(info.session_id)
         self._cursor: str | None = info.last_event_id or None
+        self._durable: str | None = info.last_event_id or None  # newest history id seen
         self._handlers: list[tuple[str | None, Handler]] = []
         self._listener: asyncio.Task[None] | None = None
         # send_and_wait: one event stream per handle, opened by the first call and kept until
@@ -200,15 +202,31 @@ class Session:
         try:
             async with contextlib.aclosing(stream.events()) as events:
                 async for event in events:
-                    self._saw(event.id)
-                    self._settle(event)
-                    await self._dispatch(event)
+                    if event.type == RESYNC:
+                        await self._catch_up()
+                        continue
+                    await self._handle(event)
         except SessionError as exc:
             log.warning("event listener of session %s stopped: %s", self.session_id, exc)
             ended = exc
         finally:
             await stream.aclose()
             self._fail_waiters(ended)
+
+    async def _handle(self, event: Event) -> None:
+        self._saw(event.id)
+        if event.type not in TRANSIENT_TYPES and (
+            self._durable is None or id_key(event.id) > id_key(self._durable)
+        ):
+            self._durable = event.id
+        self._settle(event)
+        await self._dispatch(event)
+
+    async def _catch_up(self) -> None:
+        """After ``session.resync`` (the stream could not resume where it left off): hand on
+        what the history holds after the newest history event this handle saw."""
+        for event in await self.get_events(after=self._durable):
+            await self._handle(event)
 
     async def _dispatch(self, event: Event) -> None:
         for wanted, handler in list(self._handlers):

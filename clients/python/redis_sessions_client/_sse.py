@@ -22,6 +22,14 @@ MEDIA_TYPE = "text/event-stream"
 STREAM_READ_TIMEOUT_S = 45.0  # three keepalive periods of silence mean a dead connection
 RECONNECT_MAX_S = 2.0
 ENDING_TYPES = frozenset({"session.deleted", "session.expired"})  # the last event of a stream
+RESYNC = "session.resync"  # the stream could not resume where asked: re-read the history
+TRANSIENT_TYPES = frozenset(
+    {
+        "session.start", "assistant.turn_start", "assistant.message_delta", "assistant.turn_end",
+        "assistant.usage", "session.idle", "session.title_changed", "session.compaction_start",
+    }
+)  # fmt: skip
+# (events the service keeps only in its live window; every other one is in the history)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,8 @@ class EventStream:
                 async for sse in aiter_sse(self._response):
                     attempt = 0
                     event = event_from_sse(sse.event, sse.data, sse.id)
-                    self.last_id = event.id
+                    # the SSE id is the resume cursor (L<live id> for live events)
+                    self.last_id = sse.id or event.id
                     yield event
                     if event.type in ENDING_TYPES:
                         return
@@ -176,7 +177,7 @@ class SyncEventStream:
                 for sse in iter_sse_lines(self._response.iter_lines()):
                     attempt = 0
                     event = event_from_sse(sse.event, sse.data, sse.id)
-                    self.last_id = event.id
+                    self.last_id = sse.id or event.id  # the resume cursor
                     yield event
                     if event.type in ENDING_TYPES:
                         return

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from service import keys as K
 from service.api import sse
-from service.api.deps import KeyDep, LifecycleDep, MetricsDep, RuntimeDep, StoreDep
-from service.api.params import EventIdQuery, LastEventId, SessionId
+from service.api.deps import KeyDep, MetricsDep, RuntimeDep, StateDep, StoreDep, TenantCtx
+from service.api.params import EventIdQuery, SessionId, StreamCursorQuery, StreamLastEventId
 from service.api.routes import V1
 from service.api.schemas import EventList
 from service.errors import SessionNotFound
 from service.ids import validate_stream_id
+from service.store.live import LIVE_MARK
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}/events", tags=["events"])
 
@@ -26,8 +31,23 @@ async def get_events(
     before: EventIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     reverse: bool = False,
+    live: Annotated[
+        bool,
+        Query(
+            description="Read the live window instead: recent transient events and copies "
+            "of durable ones, oldest first (at most ``limit``; ``after``, ``before`` and "
+            "``reverse`` do not apply)"
+        ),
+    ] = False,
 ) -> Response:
-    """A page of events, oldest first (newest first with ``reverse``)."""
+    """A page of the durable history, oldest first (newest first with ``reverse``); with
+    ``live``, what the live window still holds of the session."""
+    for value in (after, before):
+        if value is not None:
+            validate_stream_id(value)  # checked whatever is read
+    if live:
+        events = (await store.live_events(session_id))[:limit]
+        return Response(orjson.dumps({"data": events}), media_type="application/json")
     if before is not None and not validate_stream_id(before).strip("0-"):
         await store.get(session_id)  # nothing is before 0-0: an empty page of a session that exists
         return Response(b'{"data":[]}', media_type="application/json")
@@ -41,32 +61,69 @@ async def get_events(
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {sse.MEDIA_TYPE: {}}, "description": "The event stream."}},
+    responses={
+        200: {"content": {sse.MEDIA_TYPE: {}}, "description": "The event stream."},
+        429: {"description": "The tenant has too many open event streams on this server."},
+    },
 )
 async def stream_events(
     session_id: SessionId,
     request: Request,
     key: KeyDep,
     rt: RuntimeDep,
+    state: StateDep,
     store: StoreDep,
-    lifecycle: LifecycleDep,
+    ctx: TenantCtx,
     m: MetricsDep,
-    after: EventIdQuery = None,
-    last_event_id: LastEventId = None,
+    after: StreamCursorQuery = None,
+    last_event_id: StreamLastEventId = None,
 ) -> StreamingResponse:
     """Every event after ``Last-Event-ID`` (else ``after``, else from the start), live. Ends with
-    a final ``session.deleted`` when the session is deleted."""
-    given = [validate_stream_id(v) for v in (last_event_id, after) if v is not None]
-    start = given[0] if given else "0-0"
-    lifecycle_after = await lifecycle.last_id()  # before the check, so no delete slips between
-    if not await store.exists(session_id):
-        raise SessionNotFound(f"session {session_id!r} does not exist", session_id=session_id)
+    a final ``session.deleted`` when the session is deleted.
+
+    The ``id:`` of a live event is ``L<live id>``: it resumes there while the live window
+    still holds it. A history id (what events replayed from history carry, and every durable
+    event's ``id``) replays the durable history after it, then follows live events. Anything
+    older gets a ``session.resync`` event (re-read the history), then live events from now."""
+    given = [v for v in (last_event_id, after) if v is not None]
+    for value in given:
+        validate_stream_id(value.removeprefix(LIVE_MARK))
+    cursor = given[0] if given else None
+    slots = state.streams
+    assert slots is not None, "the API state is attached at start-up"
+    slots.take(ctx.tenant.id)
+    notify = asyncio.Event()
+    try:
+        lifecycle = await rt.store.hub.subscribe(
+            K.lifecycle_key(rt.settings.key_prefix, ctx.tenant.id),
+            field="session_id",
+            value=session_id,
+            notify=notify,
+        )  # before the check, so no delete slips between
+        try:
+            if not await store.exists(session_id):
+                raise SessionNotFound(
+                    f"session {session_id!r} does not exist", session_id=session_id
+                )
+            following = await store.follow(session_id, cursor, notify)
+        except BaseException:
+            lifecycle.close()
+            raise
+        following.lifecycle = lifecycle
+    except BaseException:
+        slots.give(ctx.tenant.id)
+        raise
 
     async def authorize() -> None:
         await rt.tenants.authenticate(key or "")
 
-    follow = sse.Follow(authorize, request.is_disconnected, m)
-    body = sse.session_events(
-        follow, store, lifecycle, session_id, after=start, lifecycle_after=lifecycle_after
-    )
-    return StreamingResponse(body, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            follow = sse.Follow(authorize, request.is_disconnected, m, share=key or "")
+            async for chunk in sse.session_events(follow, store, following, session_id, notify):
+                yield chunk
+        finally:
+            following.close()
+            slots.give(ctx.tenant.id)
+
+    return StreamingResponse(body(), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)

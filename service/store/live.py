@@ -1,0 +1,122 @@
+"""Live events of a session: following them (SSE, ``send_and_wait``) through the process's one
+reader (``service.store.hub``), and reading what the live window still holds."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from service.connections import store_errors
+from service.events import live_event
+from service.ids import validate_stream_id
+from service.models import Event
+from service.store.base import TenantBase, _missing
+from service.store.hub import Entry, Subscription
+
+START = "0-0"
+LIVE_MARK = "L"  # an SSE cursor naming a live entry: L<live id>
+
+
+@dataclass
+class Following:
+    """A session's live events from a cursor. ``replay_after`` is set when the cursor is a
+    history position: the caller first serves the durable history after it, then the live
+    entries (skipping copies of durable events already served). ``resync`` is set when the
+    cursor is neither a history id nor within the live window: the caller tells the client to
+    re-read history, then serves live entries from now on."""
+
+    sub: Subscription
+    replay_after: str | None = None
+    resync: bool = False
+    lifecycle: Subscription | None = field(default=None)
+
+    def close(self) -> None:
+        self.sub.close()
+        if self.lifecycle is not None:
+            self.lifecycle.close()
+
+
+class LiveOps(TenantBase):
+    """Following a session's live events, and reading its live window."""
+
+    async def follow(
+        self,
+        session_id: str,
+        cursor: str | None,
+        notify: asyncio.Event | None = None,
+        *,
+        from_now: bool = False,
+    ) -> Following:
+        """Live events of ``session_id`` after ``cursor``: ``L<live id>`` (what an SSE ``id:``
+        line of a live event carries) resumes there while the live window holds it; a history
+        id (or None, the start) replays history first; a bare live id (a transient event's
+        ``id``) resumes too; anything else resyncs. ``from_now``: only what comes next."""
+        key = self._live_key(session_id)
+        hub = self._s.hub
+        if from_now:
+            return Following(await hub.subscribe(key, field="s", value=session_id, notify=notify))
+        live = cursor is not None and cursor.startswith(LIVE_MARK)
+        start = validate_stream_id(cursor[1:] if live else cursor) if cursor else START
+        if live or (start != START and not await self._in_history(session_id, start)):
+            if await self._live_entry_of(key, session_id, start):
+                sub = await hub.subscribe(
+                    key, after=start, field="s", value=session_id, notify=notify
+                )
+                return Following(sub)
+            sub = await hub.subscribe(key, field="s", value=session_id, notify=notify)
+            return Following(sub, resync=True)
+        # Live entries from the copy of the newest durable event on (what came after it,
+        # transient events included), else from now; the caller skips copies it replayed.
+        after = await self._copy_of_newest(key, session_id)
+        sub = await hub.subscribe(key, after=after, field="s", value=session_id, notify=notify)
+        return Following(sub, replay_after=start)
+
+    async def _copy_of_newest(self, key: str, session_id: str) -> str | None:
+        """The live id of the copy of the session's newest durable event, while the live window
+        holds it (the copy was written in the same script, in the same ms or just before)."""
+        with store_errors("follow live events"):
+            newest = await self._s.redis.hget(self._session_keys(session_id).meta, "last_event_id")
+            if not newest:
+                return None
+            ms = int(newest.partition("-")[0])
+            rows = await self._s.redis.xrange(
+                key, min=f"{max(ms - 1, 0)}-0", max=f"{ms}-18446744073709551615", count=1000
+            )
+        for entry_id, fields in rows:
+            if fields.get("h") == newest and fields.get("s") == session_id:
+                return str(entry_id)
+        return None
+
+    async def _live_entry_of(self, key: str, session_id: str, entry_id: str) -> bool:
+        with store_errors("follow live events"):
+            rows = await self._s.redis.xrange(key, min=entry_id, max=entry_id, count=1)
+        return bool(rows) and rows[0][1].get("s") == session_id
+
+    async def _in_history(self, session_id: str, event_id: str) -> bool:
+        keys = self._session_keys(session_id)
+        with store_errors("read events"):
+            found = await self._s.scripts["history_at"](
+                keys=[keys.meta, keys.history], args=[event_id]
+            )
+        return bool(int(found))
+
+    async def live_events(self, session_id: str, *, after: str | None = None) -> list[Event]:
+        """What the live window still holds of the session (transient events and copies of
+        durable ones), oldest first: for tests and inspection; clients follow the stream."""
+        if not await self.exists(session_id):
+            raise _missing(session_id)
+        key = self._live_key(session_id)
+        start = "-" if after is None else "(" + validate_stream_id(after)
+        with store_errors("read live events"):
+            rows = await self._s.redis.xrange(key, min=start, max="+")
+        return [entry_event(str(i), f) for i, f in rows if f.get("s") == session_id]
+
+
+def entry_event(live_id: str, fields: dict[str, str]) -> Event:
+    return live_event(live_id, fields.get("h", ""), fields.get("e", "{}"))
+
+
+def entry_parts(entry: Entry) -> tuple[str, str, str]:
+    """``(live id, history id or '', body)`` of a live entry."""
+    live_id, fields = entry
+    return live_id, fields.get("h", ""), fields.get("e", "{}")
