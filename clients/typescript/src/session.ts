@@ -22,6 +22,20 @@ import {
 } from "./models.js";
 import { ENDING_TYPES, followEvents } from "./sse.js";
 
+/** The service's answer to a resume from past its live window: re-read the history. */
+const RESYNC = "session.resync";
+/** Events the service keeps only in its live window; every other one is in the history. */
+const TRANSIENT_TYPES = new Set([
+  "session.start",
+  "assistant.turn_start",
+  "assistant.message_delta",
+  "assistant.turn_end",
+  "assistant.usage",
+  "session.idle",
+  "session.title_changed",
+  "session.compaction_start",
+]);
+
 export const PAGE = 1000; // the service's largest page
 export const DEFAULT_WAIT_MS = 60_000;
 
@@ -97,6 +111,39 @@ export class Session {
     this.cursor = metadata.lastEventId || undefined;
   }
 
+  /** Events of the stream as handlers get them: after `session.resync` (the stream could not
+   * resume where it left off, past the live window) the history after the newest durable event
+   * seen, then the stream again; a durable event already seen is not handed on twice. */
+  private async *delivered(
+    events: AsyncIterable<SessionEvent>,
+    from: string | undefined,
+  ): AsyncGenerator<SessionEvent> {
+    // the newest history event this stream handed on (a live id is no place in the history);
+    // per stream, as a handle may follow two at once (on() and sendAndWait)
+    let durable = from?.startsWith("L") ? undefined : from;
+    for await (const event of events) {
+      const batch = event.type === RESYNC ? await this.historyAfter(durable) : [event];
+      for (const item of batch) {
+        if (!TRANSIENT_TYPES.has(item.type) && !item.id.startsWith("L")) {
+          if (durable !== undefined && compareIds(item.id, durable) <= 0) continue;
+          durable = item.id;
+        }
+        this.saw(item.id);
+        yield item;
+      }
+    }
+  }
+
+  private async historyAfter(after: string | undefined): Promise<SessionEvent[]> {
+    const out: SessionEvent[] = [];
+    for (;;) {
+      const page = await this.getEvents({ limit: PAGE, ...(after ? { after } : {}) });
+      out.push(...page);
+      if (page.length < PAGE) return out;
+      after = page[page.length - 1]?.id;
+    }
+  }
+
   private saw(id: string): void {
     if (this.cursor === undefined || compareIds(id, this.cursor) > 0) this.cursor = id;
   }
@@ -128,8 +175,8 @@ export class Session {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
     try {
-      for await (const event of followEvents(this.http, this.path, { after: messageId, signal: controller.signal })) {
-        this.saw(event.id);
+      const events = followEvents(this.http, this.path, { after: messageId, signal: controller.signal });
+      for await (const event of this.delivered(events, messageId)) {
         if (answers(event, messageId)) return turnOutcome(messageId, event);
         if (ENDING_TYPES.has(event.type)) {
           throw new SessionNotFoundError(404, {
@@ -177,8 +224,7 @@ export class Session {
     void (async () => {
       try {
         const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal });
-        for await (const event of events) {
-          this.saw(event.id);
+        for await (const event of this.delivered(events, this.cursor)) {
           for (const { type, handler } of [...this.handlers]) {
             if (type !== undefined && type !== event.type) continue;
             try {
@@ -216,14 +262,7 @@ export class Session {
   // --- history ----------------------------------------------------------------------------------
   /** Every stored event of the session (`{id, type, data, timestamp}`), oldest first. */
   async getMessages(): Promise<SessionEvent[]> {
-    const out: SessionEvent[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.getEvents({ limit: PAGE, ...(after ? { after } : {}) });
-      out.push(...page);
-      if (page.length < PAGE) return out;
-      after = page[page.length - 1]?.id;
-    }
+    return this.historyAfter(undefined);
   }
 
   /** The conversation only (user and assistant messages, `{role, content, id, timestamp}`). */
