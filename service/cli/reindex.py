@@ -96,7 +96,9 @@ async def reindex(args: argparse.Namespace, settings: Settings) -> int:
             row: dict[str, Any] = {"tenant": tenant, "moved": moved.moved}
             if not args.dry_run:
                 repaired = await ts.repair_index(progress=lambda c: progress(c, "repair"))
-                row.update({k: v for k, v in asdict(repaired).items() if k != "moved"})
+                row.update(
+                    {k: v for k, v in asdict(repaired).items() if k not in ("moved", "cursor")}
+                )
             rows.append(row)
     if args.json:
         print_json({"dry_run": args.dry_run, "from_shards": args.from_shards, "tenants": rows})

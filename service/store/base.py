@@ -107,6 +107,8 @@ class Store:
         self.live_window_events = live_window_events
         self.live_shards = live_shards
         self.seat_grace_ms = seat_grace_ms
+        # Cluster: where each tenant's index repair slice continues (``service.sweep``)
+        self.repair_cursors: dict[str, tuple[int, str] | None] = {}
         self.scripts = {
             s.name: LuaScript(self.redis, s.text) for s in (*scripts.ALL, *scripts_history.ALL)
         }
@@ -146,6 +148,14 @@ class TenantBase:
         self._s = store
         self.tenant_id = tenant_id
         self.prefix = K.tenant_prefix(store.prefix, tenant_id)
+
+    @property
+    def store(self) -> Store:
+        return self._s
+
+    @property
+    def cluster(self) -> bool:
+        return self._s.cluster
 
     # --- keys ----------------------------------------------------------------------------------
     def _session_keys(self, session_id: str) -> K.SessionKeys:

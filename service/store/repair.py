@@ -30,6 +30,7 @@ class RepairCounts:
     expired: int = 0  # of those, announced as expired here
     seated: int = 0  # live sessions given the seat they lacked
     moved: int = 0  # entries moved to their shard (reindex)
+    cursor: tuple[int, str] | None = None  # where a walk with a budget stopped
 
 
 class RepairOps(MaintenanceOps):
@@ -72,16 +73,22 @@ class RepairOps(MaintenanceOps):
         return before - await self._seat_count(seats)
 
     async def repair_index(
-        self, progress: Callable[[RepairCounts], None] | None = None
+        self,
+        progress: Callable[[RepairCounts], None] | None = None,
+        *,
+        after: tuple[int, str] | None = None,
+        budget: int | None = None,
     ) -> RepairCounts:
-        """Walk the whole index (oldest first): remove entries whose session is gone and
-        announce the expiry of each that was not deleted; on a Cluster, seat every live
-        session. On a single Redis the index is written with the session and nothing is found."""
+        """Walk the index (oldest first, from the cursor ``after``): remove entries whose session
+        is gone and announce the expiry of each that was not deleted; on a Cluster, seat every
+        live session. With ``budget``, stops after about that many entries and leaves the cursor
+        to continue from in ``counts.cursor`` (None once the walk reached the end). On a single
+        Redis the index is written with the session and nothing is found."""
         counts = RepairCounts()
-        after: tuple[int, str] | None = None
-        while True:
+        while budget is None or counts.checked < budget:
             page = await self.index_oldest(REPAIR_PAGE, after=after)
             if not page:
+                after = None
                 break
             after = (page[-1][1], page[-1][0])
             alive = await self._alive([sid for sid, _ in page])
@@ -95,6 +102,7 @@ class RepairOps(MaintenanceOps):
                 )
             if progress is not None:
                 progress(counts)
+        counts.cursor = after
         return counts
 
     async def _prune(self, sid: str, modified: int, counts: RepairCounts) -> None:
@@ -140,6 +148,7 @@ class RepairOps(MaintenanceOps):
         the session was written meanwhile. Safe while the service runs; with ``dry_run`` only
         counts."""
         counts = RepairCounts()
+        moved: set[str] = set()
         for shard in range(max(from_shards, self._s.index_shards)):
             src = K.index_keys(self._s.prefix, self.tenant_id, shard)
             with store_errors("read the session index"):
@@ -148,10 +157,13 @@ class RepairOps(MaintenanceOps):
                     async for m, s in self._s.redis.zscan_iter(src.idx, count=REPAIR_PAGE)
                 ]
             for sid, modified in entries:
+                if sid in moved:
+                    continue  # moved here by this run
                 counts.checked += 1
                 if K.index_shard(sid, self._s.index_shards) == shard:
                     continue
                 counts.moved += 1
+                moved.add(sid)
                 if not dry_run:
                     await self._move(sid, modified, src)
                 if progress is not None and counts.moved % REPAIR_PAGE == 0:
