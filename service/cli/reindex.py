@@ -4,7 +4,7 @@
 Each entry of the earlier layout (``--from-shards N``, the value before the change) that the
 current number of shards places elsewhere is moved there: added as an index update of the time the
 session was last written (a newer write or a delete wins), then removed from its earlier shard
-unless the session was written meanwhile. It is safe while the service runs (listings show each
+unless the session was written meanwhile. It is safe while the service runs (a list page shows a
 session once even while it is in two shards). Then the repair pass removes entries whose session
 is gone, announcing each expiry not announced yet, and on a Cluster gives every session its seat.
 ``--dry-run`` counts the entries that would move and changes nothing. Progress goes to stderr.
