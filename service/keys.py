@@ -12,12 +12,18 @@ Layout (``P`` = global prefix, ``t`` = tenant id, ``s`` = session id; both valid
     P:t:{t/s}:turns       list    pending turn message ids (oldest first)  session TTL
     P:t:{t/iN}:idx        zset    session id by modified ms (index shard N)     none
     P:t:{t/iN}:exp        zset    session id by expiry ms, finite sessions only none
+    P:t:{t/iN}:gone       zset    Cluster only: id by ms of its delete, kept     none (trimmed
+                                  TOMBSTONE_MS; a late index touch of a deleted  to that age)
+                                  session does not bring it back
     P:t:{t}:lifecycle     stream  session.created/updated/deleted/expired       none (capped)
     P:t:{t/lN}:live       stream  live events of the tenant's sessions (shard   none (trimmed
                                   N): deltas, turn start/end, idle, titles and   to the live
                                   copies of durable events, for SSE and waits    window)
     P:t:{t}:quota         string  request-rate window counter                   short
     P:t:{t}:pending       zset    session id by ms registered with pending turns none
+    P:t:{t}:seats         zset    session id by ms its seat was taken: the      none
+                                  tenant's sessions, counted against its limit
+                                  (Cluster only; ``service.store.seats``)
     P:_tenants:{admin}:records    hash    tenant id -> JSON (see ``service.tenants``)    none
     P:_tenants:{admin}:failures:A string  refused API keys from client address A       window
 
@@ -53,6 +59,10 @@ class SessionKeys:
 class IndexKeys:
     idx: str
     exp: str
+    gone: str  # Cluster only: recently deleted ids, so a late index touch cannot bring one back
+
+    def pair(self) -> tuple[str, str]:
+        return self.idx, self.exp
 
 
 def tenant_prefix(prefix: str, tenant: str) -> str:
@@ -72,7 +82,7 @@ def index_shard(session_id: str, shards: int) -> int:
 
 def index_keys(prefix: str, tenant: str, shard: int) -> IndexKeys:
     base = f"{tenant_prefix(prefix, tenant)}{{{tenant}/i{shard}}}"
-    return IndexKeys(idx=f"{base}:idx", exp=f"{base}:exp")
+    return IndexKeys(idx=f"{base}:idx", exp=f"{base}:exp", gone=f"{base}:gone")
 
 
 def lifecycle_key(prefix: str, tenant: str) -> str:
@@ -93,6 +103,12 @@ def live_key(prefix: str, tenant: str, shard: int) -> str:
 def pending_key(prefix: str, tenant: str) -> str:
     """The tenant's registry of sessions that may have pending turns (``service.pending``)."""
     return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:pending"
+
+
+def seats_key(prefix: str, tenant: str) -> str:
+    """The tenant's session seats on a Cluster: one member per session, taken before the
+    session's create script, so concurrent creates stop at the limit exactly."""
+    return f"{tenant_prefix(prefix, tenant)}{{{tenant}}}:seats"
 
 
 def quota_key(prefix: str, tenant: str) -> str:

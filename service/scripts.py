@@ -162,20 +162,29 @@ end
 
 CREATE_SESSION = r"""
 -- ARGV: (head), ttl_s, infinite(0|1), max_sessions(0=unchecked), start_body (a live event),
---       then field/value pairs of further metadata.
+--       then field/value pairs of further metadata. On a single Redis, KEYS[12..] are the
+--       idx/exp pairs of all the tenant's index shards: the limit counts every shard.
 -- Returns {'ok', now, live_id, deadline} | {'conflict'} | {'limit', live}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'conflict'} end
 local now = now_ms()
 local max = tonumber(ARGV[7])
-if max > 0 and #KEYS >= 8 then
-  local live = redis.call('ZCARD', KEYS[7]) - redis.call('ZCOUNT', KEYS[8], '-inf', now)
+if max > 0 and #KEYS >= 12 then
+  -- KEYS[12..]: the idx/exp pair of every index shard of the tenant (a single Redis)
+  local live = 0
+  for i = 12, #KEYS, 2 do
+    live = live + redis.call('ZCARD', KEYS[i]) - redis.call('ZCOUNT', KEYS[i + 1], '-inf', now)
+  end
   if live >= max then return {'limit', live} end
 end
 -- the first write may grow memory: Redis refuses it when full, and so the whole script (a
 -- script's later writes are no longer checked, so nothing may be written before it)
 redis.call('HSET', KEYS[1], 'id', sid, 'created', now, 'modified', now, 'ttl', ARGV[5],
   'infinite', ARGV[6], 'events', 0, 'messages', 0)
+-- an earlier session of this id that expired before its sweep is announced now, before this one
+if #KEYS >= 8 and redis.call('ZREM', KEYS[8], sid) == 1 then
+  lifecycle('session.expired', sid, now)
+end
 -- leftovers of an earlier session of this id (expired before its sweep) are not its history
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -272,7 +281,8 @@ DELETE_SESSION = r"""
 -- Deletes every key and index entry of a live session and emits 'session.deleted'. With
 -- expected_modified, refuses (-1) a session written since or with a pending turn: cleanup never
 -- deletes a session in use. A session already gone (expired) is left to the sweeper, which emits
--- its one 'session.expired'. Returns 1 (deleted) | 0 (no such session) | -1 (refused).
+-- its one 'session.expired'. Returns the server time in ms (deleted) | 0 (no such session) |
+-- -1 (refused).
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[5] ~= '' then
@@ -286,8 +296,9 @@ if #KEYS >= 8 then
   redis.call('ZREM', KEYS[8], sid)
 end
 pending_settle(sid)
-lifecycle('session.deleted', sid, now_ms())
-return 1
+local now = now_ms()
+lifecycle('session.deleted', sid, now)
+return now
 """
 
 SET_BOOKMARK = r"""
@@ -370,17 +381,44 @@ return {live, suspect, 0, last_m, last_s}
 """
 
 TOUCH_INDEX = r"""
--- Cluster mode only (the index lives in another slot). KEYS: idx shard, exp shard.
--- ARGV: sid, modified_ms, deadline_ms (-1 = infinite), op ('touch' | 'remove').
--- Never moves modified back in time (ZADD GT), so out-of-order calls cannot regress the order.
+-- Cluster mode only (the index lives in another slot). KEYS: idx shard, exp shard, gone shard.
+-- ARGV: sid, modified_ms (by the session's server), deadline_ms (-1 = infinite),
+--       op ('touch' | 'remove'), tombstone_ms (how long a delete is remembered).
+-- Calls may land out of order; the session's modified time orders them:
+-- * 'remove' drops the entries and remembers the delete (in 'gone', at its time), so a touch of
+--   an earlier write landing after it does not bring the deleted session back;
+-- * 'touch' of a write older than the newest one indexed, or than a delete, changes nothing (an
+--   earlier write's expiry must not replace a later one's: infinite -> finite keeps its entry).
+-- Returns 1 (applied) | 0 (stale, ignored).
+local sid, modified = ARGV[1], tonumber(ARGV[2])
 if ARGV[4] == 'remove' then
-  redis.call('ZREM', KEYS[1], ARGV[1]); redis.call('ZREM', KEYS[2], ARGV[1]); return 1
+  redis.call('ZREM', KEYS[1], sid); redis.call('ZREM', KEYS[2], sid)
+  redis.call('ZADD', KEYS[3], 'GT', modified, sid)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', modified - tonumber(ARGV[5]))
+  return 1
 end
--- The expiry is written as given: a stale, earlier deadline only makes a live session look
--- expired, which readers confirm with EXISTS; a later one could hide an expiry, so none is kept.
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
-if ARGV[3] == '-1' then redis.call('ZREM', KEYS[2], ARGV[1])
-else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+local gone = redis.call('ZSCORE', KEYS[3], sid)
+if gone and tonumber(gone) >= modified then return 0 end
+local cur = redis.call('ZSCORE', KEYS[1], sid)
+if cur and tonumber(cur) > modified then return 0 end
+if gone then redis.call('ZREM', KEYS[3], sid) end
+redis.call('ZADD', KEYS[1], modified, sid)
+if ARGV[3] == '-1' then redis.call('ZREM', KEYS[2], sid)
+else redis.call('ZADD', KEYS[2], ARGV[3], sid) end
+return 1
+"""
+
+PRUNE_INDEX = r"""
+-- Cluster mode only: the repair pass's step for an index entry whose session was found gone.
+-- KEYS: idx shard, exp shard, gone shard.  ARGV: sid, modified_ms the entry had when read.
+-- Removes the entries unless the session was written since (its entry moved). Returns 0 (moved:
+-- nothing changed) | 1 (removed, and no delete is remembered: the session expired, and the
+-- caller announces it) | 2 (removed; the session was deleted, which was announced).
+local sid = ARGV[1]
+local cur = redis.call('ZSCORE', KEYS[1], sid)
+if not cur or tonumber(cur) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], sid); redis.call('ZREM', KEYS[2], sid)
+if redis.call('ZSCORE', KEYS[3], sid) then return 2 end
 return 1
 """
 
@@ -418,6 +456,27 @@ local t = redis.call('TIME')
 if tonumber(dl) > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+SEAT = r"""
+-- Cluster mode: the tenant's session seats (one slot). KEYS: seats.
+-- ARGV: op ('take' | 'release'), sid, limit (0 = none), min_age_ms (release: only a seat taken
+-- at least that long ago, so a create still in flight keeps its seat; '' = any).
+-- 'take' returns 1 (taken) | 2 (the id holds a seat already) | 0 (the tenant is at its limit);
+-- 'release' returns 1 when a seat was released, else 0.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] == 'release' then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+  if not score then return 0 end
+  if ARGV[4] ~= '' and tonumber(score) > now - tonumber(ARGV[4]) then return 0 end
+  return redis.call('ZREM', KEYS[1], ARGV[2])
+end
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 2 end
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
 return 1
 """
 
@@ -562,4 +621,6 @@ ALL = (
     ScriptSource("pending_register", PENDING_REGISTER, session=False),
     ScriptSource("pending_settle", PENDING_SETTLE, session=False),
     ScriptSource("count_live", COUNT_LIVE, session=False),
+    ScriptSource("seat", SEAT, session=False),
+    ScriptSource("prune_index", PRUNE_INDEX, session=False),
 )

@@ -24,6 +24,7 @@ from service.store import Store, TenantStore
 
 SWEEP_BATCH = 500
 SWEEP_CONCURRENCY = 16
+REPAIR_SLICE = 2_000  # index entries the repair pass checks per tenant and sweep (Cluster)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SweepReport:
     swept: Counter[str] = field(default_factory=Counter)  # tenant -> sessions swept
     alive: int = 0  # entries past their deadline whose session still exists (left in place)
     gone: int = 0  # already swept or deleted by someone else
+    repaired: int = 0  # Cluster: index entries of sessions gone, removed by the repair slice
     duration_s: float = 0.0
 
     @property
@@ -43,6 +45,7 @@ class SweepReport:
             "tenants": dict(sorted(self.swept.items())),
             "alive": self.alive,
             "gone": self.gone,
+            "repaired": self.repaired,
             "duration_s": self.duration_s,
         }
 
@@ -54,6 +57,7 @@ async def sweep_tenant(
     *,
     batch: int = SWEEP_BATCH,
     concurrency: int = SWEEP_CONCURRENCY,
+    repair: int = REPAIR_SLICE,
 ) -> None:
     """Sweep one tenant's entries whose deadline is at or before ``now_ms``, batch by batch."""
     gate = asyncio.Semaphore(concurrency)
@@ -66,7 +70,7 @@ async def sweep_tenant(
     while True:
         entries = await ts.expired_after(now_ms, batch, after=cursor)
         if not entries:
-            return
+            break
         cursor = (entries[-1][1], entries[-1][0])
         for outcome in await asyncio.gather(*(one(sid) for sid, _ in entries)):
             if outcome == "swept":
@@ -77,6 +81,14 @@ async def sweep_tenant(
                 report.alive += 1
             else:
                 report.gone += 1
+    if ts.cluster:
+        # A Cluster's index is updated after each session script and can miss an update; a
+        # slice of the repair pass per sweep walks the whole index over time.
+        store = ts.store
+        counts = await ts.repair_index(after=store.repair_cursors.get(ts.tenant_id), budget=repair)
+        store.repair_cursors[ts.tenant_id] = counts.cursor
+        report.swept[ts.tenant_id] += counts.expired
+        report.repaired += counts.removed
 
 
 async def sweep_expired(

@@ -122,7 +122,8 @@ CRON_LAST_SUCCESS = Gauge(
 SWEEP_SESSIONS = Counter(
     "sessions_worker_sweep_sessions",
     "Index entries the expiry sweep handled, by result: swept (expired and settled), alive "
-    "(past its deadline, still there), gone (settled by someone else).",
+    "(past its deadline, still there), gone (settled by someone else), repaired (Cluster: an "
+    "entry of a session gone, removed by the repair pass).",
     ["result"],
     registry=REGISTRY,
 )
@@ -277,7 +278,7 @@ def cron_job(job: str, run: CronJob) -> CronJob:
 
 def record_summary(job: str, summary: dict[str, Any]) -> None:
     if job == "sweep":
-        for result in ("swept", "alive", "gone"):
+        for result in ("swept", "alive", "gone", "repaired"):
             SWEEP_SESSIONS.labels(result).inc(int(summary.get(result, 0)))
     elif job == "watchdog":
         for result, key in (("rescued", "rescued"), ("settled", "settled"), ("failed", "failures")):

@@ -11,7 +11,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("serve", "worker", "dev", "tenants", "sessions", "cleanup", "stats", "migrate")
+COMMAND_MODULES = (
+    "serve", "worker", "dev", "tenants", "sessions", "cleanup", "stats", "migrate", "reindex",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

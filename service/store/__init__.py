@@ -13,6 +13,7 @@ it is given, because every key comes from ``service.keys`` after the id is valid
     bookmarks     named positions in the history
     listing       list_sessions and live counts from the index
     maintenance   cleanup walks, retention facts, the sweeper's step, stats
+    repair        Cluster seats, the index repair pass, moving entries between shards
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ LIST_FIELDS = (
     "completion_tokens", "compacted_through",
 )  # fmt: skip
 KEPT_TENANT_STORES = 10_000
+# Cluster: how long the index remembers a delete (a later touch of an earlier write is ignored),
+# and how old a seat must be before a pass that finds its session missing may release it (a
+# create in flight holds its seat before its session exists).
+TOMBSTONE_MS = 10 * 60 * 1000
+SEAT_GRACE_MS = 10 * 1000  # beyond a create's socket timeout (connections.py: 5 s)
 MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s
 
 
@@ -87,6 +92,7 @@ class Store:
         live_window_seconds: int = 300,
         live_window_events: int = 10_000,
         live_shards: int = 1,
+        seat_grace_ms: int = SEAT_GRACE_MS,
     ) -> None:
         # redis-py types every async reply as ``Awaitable[T] | T``, which strict mypy cannot
         # await; the client is typed loosely here and every reply is parsed where it is read.
@@ -100,6 +106,9 @@ class Store:
         self.live_window_ms = live_window_seconds * 1000
         self.live_window_events = live_window_events
         self.live_shards = live_shards
+        self.seat_grace_ms = seat_grace_ms
+        # Cluster: where each tenant's index repair slice continues (``service.sweep``)
+        self.repair_cursors: dict[str, tuple[int, str] | None] = {}
         self.scripts = {
             s.name: LuaScript(self.redis, s.text) for s in (*scripts.ALL, *scripts_history.ALL)
         }
@@ -140,6 +149,14 @@ class TenantBase:
         self.tenant_id = tenant_id
         self.prefix = K.tenant_prefix(store.prefix, tenant_id)
 
+    @property
+    def store(self) -> Store:
+        return self._s
+
+    @property
+    def cluster(self) -> bool:
+        return self._s.cluster
+
     # --- keys ----------------------------------------------------------------------------------
     def _session_keys(self, session_id: str) -> K.SessionKeys:
         return K.session_keys(self._s.prefix, self.tenant_id, session_id)
@@ -167,13 +184,20 @@ class TenantBase:
             ]
         return keys
 
-    async def _run(self, name: str, session_id: str, args: Sequence[str | int], action: str) -> Any:
+    async def _run(
+        self,
+        name: str,
+        session_id: str,
+        args: Sequence[str | int],
+        action: str,
+        extra_keys: Sequence[str] = (),
+    ) -> Any:
         head: list[str | int] = [
             LIFECYCLE_MAXLEN, session_id, self._s.live_window_events, self._s.live_window_ms
         ]  # fmt: skip
         with store_errors(action):
             return await self._s.scripts[name](
-                keys=self._script_keys(session_id), args=[*head, *args]
+                keys=[*self._script_keys(session_id), *extra_keys], args=[*head, *args]
             )
 
     async def _publish(self, session_id: str, entries: Sequence[tuple[str, str]]) -> list[str]:
@@ -207,16 +231,31 @@ class TenantBase:
         with store_errors("update the session index"):
             calls = [
                 self._s.scripts["touch_index"](
-                    keys=[idx.idx, idx.exp], args=[session_id, now, deadline, op]
+                    keys=[idx.idx, idx.exp, idx.gone],
+                    args=[session_id, now, deadline, op, TOMBSTONE_MS],
                 )
             ]
             if lifecycle is not None:
                 calls.append(self._lifecycle(lifecycle, session_id, now))
-            if remove:  # a deleted session has no pending turn left
+            if remove:  # a deleted session has no pending turn left, and holds no seat
                 calls.append(
                     self._s.redis.zrem(K.pending_key(self._s.prefix, self.tenant_id), session_id)
                 )
+                calls.append(self._seat("release", session_id))
             await asyncio.gather(*calls)
+
+    async def _seat(
+        self, op: str, session_id: str, *, limit: int = 0, min_age_ms: int | None = None
+    ) -> int:
+        """Cluster mode: take or release the session's seat (``SEAT``)."""
+        age = "" if min_age_ms is None else min_age_ms
+        with store_errors("count the tenant's sessions"):
+            return int(
+                await self._s.scripts["seat"](
+                    keys=[K.seats_key(self._s.prefix, self.tenant_id)],
+                    args=[op, session_id, limit, age],
+                )
+            )
 
     async def _server_ms(self) -> int:
         """The data Redis' clock (``TIME``) in ms: times come from Redis, never the API host."""

@@ -35,16 +35,20 @@ class ListingOps(TenantBase):
         size = 0
         last = ("", "")  # the (score, member) of the last item taken
         next_cursor = cursor
+        listed: set[str] = set()
         for _ in range(5 if want else 1):
             entries, next_cursor = await self._index_page(limit - len(out), next_cursor)
             infos = await self._infos([m for _, m in entries])
             for (score, member), info in zip(entries, infos, strict=True):
+                if member in listed:  # in two shards while ``reindex`` moves it
+                    continue
                 if info is None or any(info.labels.get(k) != v for k, v in want.items()):
                     continue
                 if out and size + _listed_bytes(info) > LIST_PAGE_BYTES:
                     # Cut the page: continue strictly after the last item returned.
                     return SessionPage(data=out, next_cursor=encode_cursor(*last))
                 out.append(info)
+                listed.add(member)
                 size += _listed_bytes(info)
                 last = (score, member)
             if next_cursor is None or len(out) >= limit:

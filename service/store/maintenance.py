@@ -111,6 +111,7 @@ class MaintenanceOps(ListingOps):
             return "swept"
         if not self._s.cluster:
             return "gone"
+        await self._seat("release", session_id, min_age_ms=self._s.seat_grace_ms)
         idx = self._index_keys(session_id)
         with store_errors("sweep a session"):
             removed = await self._s.scripts["sweep_index"](

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from service import keys as K
 from service.connections import store_errors
 from service.errors import (
     Conflict,
@@ -20,9 +22,10 @@ from service.models import (
 )
 from service.store.base import TenantBase, _missing, encode_event
 from service.store.listing import ListingOps
+from service.store.repair import RepairOps
 
 
-class SessionOps(ListingOps, TenantBase):
+class SessionOps(RepairOps, ListingOps, TenantBase):
     """Create, read, update and delete sessions (the metadata hash)."""
 
     async def create(
@@ -42,10 +45,6 @@ class SessionOps(ListingOps, TenantBase):
         self._session_keys(sid)  # validates the id before anything else
         ttl = self._ttl(ttl_seconds)
         limit = self._s.max_sessions if max_sessions is None else max_sessions
-        if self._s.cluster and limit > 0:
-            live = await self.count_live()
-            if live >= limit:
-                raise LimitExceeded(f"tenant already holds {live} sessions (limit {limit})")
         start = encode_event(
             NewEvent(type=EventType.SESSION_START, data={"sessionId": sid, "model": model}),
             self._s.max_event_bytes,
@@ -66,12 +65,16 @@ class SessionOps(ListingOps, TenantBase):
             raise PayloadTooLarge(
                 f"system message is over the limit of {self._s.max_event_bytes} bytes"
             )
-        res = await self._run(
-            "create_session",
-            sid,
-            [ttl, int(infinite), 0 if self._s.cluster else limit, start, *fields],
-            "create a session",
-        )
+        if self._s.cluster:
+            res = await self._create_seated(sid, limit, [ttl, int(infinite), 0, start, *fields])
+        else:
+            shards = [
+                key
+                for shard in range(self._s.index_shards)
+                for key in K.index_keys(self._s.prefix, self.tenant_id, shard).pair()
+            ]
+            args = [ttl, int(infinite), limit, start, *fields]
+            res = await self._run("create_session", sid, args, "create a session", shards)
         if res[0] == "conflict":
             raise Conflict(f"session {sid!r} already exists", session_id=sid)
         if res[0] == "limit":
@@ -80,6 +83,29 @@ class SessionOps(ListingOps, TenantBase):
             await self._publish(sid, [("", start)])
         await self._after_write(sid, int(res[1]), int(res[3]), lifecycle="session.created")
         return await self.get(sid)
+
+    async def _create_seated(self, sid: str, limit: int, args: list[str | int]) -> Any:
+        """Cluster mode: the session's seat is taken before its create script (the seats are
+        one slot, the session another), so concurrent creates stop at the limit exactly; a
+        create that does not happen gives its seat back."""
+        # an earlier session of this id that expired unswept is announced (and its seat freed)
+        # before the id is used again
+        await self.sweep_session(sid)
+        taken = await self._seat("take", sid, limit=limit)
+        if taken == 0:  # seats of sessions expired but not swept yet are freed, once
+            await self.reclaim_seats()
+            taken = await self._seat("take", sid, limit=limit)
+        if taken == 0:
+            raise LimitExceeded(f"tenant already holds {limit} sessions (limit {limit})")
+        try:
+            res = await self._run("create_session", sid, args, "create a session")
+        except BaseException:
+            if taken == 1:
+                await self._seat("release", sid)
+            raise
+        if res[0] != "ok" and taken == 1:
+            await self._seat("release", sid)
+        return res
 
     def _ttl(self, ttl_seconds: int | None) -> int:
         ttl = self._s.default_ttl if ttl_seconds is None else ttl_seconds
@@ -148,5 +174,5 @@ class SessionOps(ListingOps, TenantBase):
             return False
         if outcome == 0:
             raise _missing(session_id)
-        await self._after_write(session_id, 0, -1, remove=True, lifecycle="session.deleted")
+        await self._after_write(session_id, outcome, -1, remove=True, lifecycle="session.deleted")
         return True
