@@ -17,7 +17,7 @@ from service.store import Store
 from tests.workers.conftest import WorkerFactory, wait_idle
 from workers.lease import LEASE_S, LeaseLost, SessionLease
 from workers.queue import TurnQueue
-from workers.watchdog import watch
+from workers.watchdog import BATCH, watch
 
 
 async def strand(runtime: Runtime, session_id: str, prompt: str = "hello") -> str:
@@ -208,3 +208,30 @@ background: set[asyncio.Task[Any]] = set()
 
 def delta(text: str) -> NewEvent:
     return NewEvent(type="assistant.message_delta", data={"deltaContent": text})
+
+
+async def test_sessions_being_answered_do_not_hide_a_stranded_one(
+    runtime: Runtime, queue: TurnQueue
+) -> None:
+    """More than one batch of registered sessions whose turns are being answered (live leases,
+    e.g. slow provider calls) sit at the head of the registry: a stranded session registered
+    after them must still be rescued within a few passes, not wait behind them for ever."""
+    store = runtime.store.tenant("acme")
+    for i in range(BATCH):
+        sid = f"busy{i}"
+        await store.create(sid, model="dev-echo")
+        await strand(runtime, sid)
+        assert await store.lease(sid, "take", f"elsewhere:{i}", 60_000) == 1
+    await asyncio.sleep(0.01)  # registered strictly after every busy one
+    await store.create("stranded", model="dev-echo")
+    turn = await strand(runtime, "stranded")
+    rescued = passes = 0
+    while not rescued and passes < 3:
+        rescued = (await watch(runtime, queue, ["acme"], stranded_after_s=0)).rescued
+        passes += 1
+    assert rescued == 1
+    assert (await store.turn_state("stranded")).oldest == turn
+    # the busy ones come back to be looked at once their leases could have expired
+    registry = runtime.store.pending("acme")
+    now = await runtime.store.server_time_ms()
+    assert len(await registry.older_than(now + 60_000, BATCH + 1)) == BATCH + 1
