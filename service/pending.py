@@ -51,8 +51,10 @@ class PendingRegistry:
             )
         return bool(done)
 
-    async def bump(self, session_id: str) -> None:
-        """Mark a rescue just dispatched: the entry's time becomes now, so the next rescue of
-        the same session waits as long as a fresh turn would."""
+    async def bump(self, session_id: str, at_ms: int = 0) -> None:
+        """Move a still registered entry's time to ``at_ms`` (0: now). Now marks a rescue just
+        dispatched, so the next rescue of the same session waits as long as a fresh turn would;
+        a later time keeps a session being answered out of the passes until its lease could
+        have expired."""
         with store_errors("update the pending-turn registry"):
-            await self._settle(keys=[self.key], args=[session_id, 0, "bump"])
+            await self._settle(keys=[self.key], args=[session_id, max(at_ms, 0), "bump"])

@@ -558,12 +558,14 @@ return result
 
 TURN_STATE = r"""
 -- ARGV: (head).  Read only: what the watchdog decides on.
--- Returns {exists(0|1), pending turns, oldest pending turn ('' = none), lease live(0|1)}.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, '', 0} end
+-- Returns {exists(0|1), pending turns, oldest pending turn ('' = none), lease live(0|1),
+-- lease expiry ms (0 = none)}.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0, '', 0, 0} end
 local held = redis.call('HGET', KEYS[1], 'lease')
-local live = 0
-if held and tonumber(string.match(held, '|(%d+)$') or '0') > now_ms() then live = 1 end
-return {1, redis.call('LLEN', KEYS[5]), redis.call('LINDEX', KEYS[5], 0) or '', live}
+local live, expiry = 0, 0
+if held then expiry = tonumber(string.match(held, '|(%d+)$') or '0') end
+if expiry > now_ms() then live = 1 end
+return {1, redis.call('LLEN', KEYS[5]), redis.call('LINDEX', KEYS[5], 0) or '', live, expiry}
 """
 
 PENDING_REGISTER = r"""
@@ -579,9 +581,11 @@ return {now, 0}
 """
 
 PENDING_SETTLE = r"""
--- KEYS: registry.  ARGV: sid, score seen, op ('prune' | 'bump').
+-- KEYS: registry.  ARGV: sid, score (seen for 'prune'; to set for 'bump', 0 = now), op
+-- ('prune' | 'bump').
 -- 'prune' removes the entry only if nobody registered the session again since it was read (its
--- score is unchanged); 'bump' moves a still registered entry to now (a rescue was dispatched).
+-- score is unchanged); 'bump' moves a still registered entry to the score given (the time it is
+-- to be looked at again, less the watchdog's wait) or to now (a rescue was dispatched).
 -- Returns 1 when changed, else 0.
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 0 end
@@ -589,9 +593,12 @@ if ARGV[3] == 'prune' then
   if tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
   return redis.call('ZREM', KEYS[1], ARGV[1])
 end
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-  ARGV[1])
+local at = tonumber(ARGV[2])
+if at <= 0 then
+  local t = redis.call('TIME')
+  at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+redis.call('ZADD', KEYS[1], 'XX', at, ARGV[1])
 return 1
 """
 

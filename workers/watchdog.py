@@ -7,7 +7,10 @@ queue write after the append failed, or a job was lost with a queue Redis. Every
 tenants' pending-turn registries (``service.pending``) for sessions registered more than
 ``STRANDED_AFTER_S`` ago. A session with pending turns and no live lease gets a new turn job,
 and its entry's time is moved to now, so it gets no second one before as long again. A session
-without pending turns leaves the registry. A session whose lease is live is being answered.
+without pending turns leaves the registry. A session whose lease is live is being answered: its
+entry's time moves so that it is looked at again once the lease could have expired, which keeps
+sessions answered at length (more than a ``BATCH`` of them) from hiding the stranded ones behind
+them at the head of the registry.
 
 A dead holder's turn therefore continues after its lease expires (``LEASE_S``) plus at most one
 tick; a turn whose job is merely queued behind a backlog for longer may get a second job, which
@@ -77,6 +80,9 @@ async def watch(
                         turn=state.oldest,
                         pending=state.pending,
                     )
+                else:  # being answered: look again when the lease could have expired
+                    wait_ms = int(stranded_after_s * 1000)
+                    await registry.bump(entry.session_id, state.lease_expiry_ms - wait_ms)
             except ServiceError as exc:
                 report.failures += 1
                 log.warning(

@@ -38,6 +38,7 @@ class TurnState:
     pending: int
     oldest: str
     lease_live: bool
+    lease_expiry_ms: int  # server ms the lease expires (or expired) at; 0: no lease
 
 
 class HistoryOps(TenantBase):
@@ -99,10 +100,10 @@ class HistoryOps(TenantBase):
 
     async def turn_state(self, session_id: str) -> TurnState:
         """What the watchdog decides on, read atomically."""
-        exists, pending, oldest, live = await self._run(
+        exists, pending, oldest, live, expiry = await self._run(
             "turn_state", session_id, [], "read a session's turns"
         )
-        return TurnState(bool(exists), int(pending), str(oldest), bool(live))
+        return TurnState(bool(exists), int(pending), str(oldest), bool(live), int(expiry))
 
     async def pending_turns(self, session_id: str) -> list[str]:
         """Message ids of pending turns, oldest first."""

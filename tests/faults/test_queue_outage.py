@@ -1,0 +1,56 @@
+"""The queue Redis (``SESSIONS_QUEUE_REDIS_URL``) dies while the data Redis is up: a prompt whose
+append succeeded but whose enqueue failed, and the jobs the queue held, are answered once the queue
+Redis is back (empty: it kept nothing), by the watchdog, exactly once each."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import Settings
+from service.errors import StoreUnavailable
+from service.models import NewEvent
+from service.runtime import Runtime
+from tests.faults.conftest import PREFIX, TENANT, Processes, RedisServers, create_tenant
+from tests.faults.test_turn_failover import one_reply_each
+from tests.workers.conftest import wait_idle
+from workers.queue import TurnQueue
+
+
+@pytest.fixture
+def settings(redis_servers: RedisServers) -> Settings:
+    data = redis_servers.start("data", persistent=False)
+    queue = redis_servers.start("queue", persistent=False)
+    return Settings(redis_url=data.url, queue_redis_url=queue.url, key_prefix=PREFIX)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_prompt_whose_enqueue_failed_is_answered_once_the_queue_is_back(
+    procs: Processes, runtime: Runtime, redis_servers: RedisServers
+) -> None:
+    url, queue_url = runtime.settings.redis_url, runtime.settings.queue_redis_url
+    assert url is not None and queue_url is not None
+    await create_tenant(url)
+    store = runtime.store.tenant(TENANT)
+    await store.create("q", model="dev-echo")
+    worker = procs.worker(url, SESSIONS_QUEUE_REDIS_URL=queue_url)
+    queue_server = redis_servers.servers[-1]
+    queue = await TurnQueue.connect(runtime.settings)
+    try:
+        first = await store.append(
+            "q", [NewEvent(type="user.message", data={"content": "one"})], enqueue_turn=True
+        )
+        await queue.enqueue_turn(TENANT, "q", first.event_ids[0])
+        await wait_idle(store, "q", timeout=30)
+        queue_server.kill()
+        second = await store.append(
+            "q", [NewEvent(type="user.message", data={"content": "two"})], enqueue_turn=True
+        )
+        with pytest.raises(StoreUnavailable):  # the API answers 503 here; the prompt is kept
+            await queue.enqueue_turn(TENANT, "q", second.event_ids[0])
+        queue_server.start()
+        events = await wait_idle(store, "q", timeout=45)
+        one_reply_each(events, [first.event_ids[0], second.event_ids[0]])
+        assert worker.poll() is None, procs.output()
+    finally:
+        await queue.close()
