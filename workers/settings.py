@@ -10,12 +10,15 @@ on Kubernetes) every few seconds; ``sessionctl worker --check`` reads it for a l
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from typing import Any
 
 from arq import cron, func
 from arq.worker import Worker, async_check_health
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.config import Settings
 from service.errors import ServiceError
@@ -27,6 +30,21 @@ from workers.providers import build_provider
 
 log = get_logger("workers")
 HEALTH_INTERVAL_S = 5
+QUEUE_RETRY_S = 0.5  # pause after a poll that could not reach the queue Redis
+
+
+class QueueTolerantWorker(Worker):
+    """arq's worker, kept alive through a queue Redis outage: arq lets a failed poll end the
+    process, and every worker would die of one restart of the queue Redis. A poll that fails
+    to reach Redis is logged and tried again after a pause; turns left meanwhile are handed on
+    by the watchdog once the queue is back."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("worker.queue_unavailable", error=str(exc), pause_s=QUEUE_RETRY_S)
+            await asyncio.sleep(QUEUE_RETRY_S)
 
 
 def health_key(host: str | None = None) -> str:
@@ -127,7 +145,7 @@ def build_worker(
         "allow_abort_jobs": False,
     }
     options.update(overrides)
-    return Worker(**options)
+    return QueueTolerantWorker(**options)
 
 
 async def check_health(settings: Settings, host: str | None = None) -> bool:

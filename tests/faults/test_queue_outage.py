@@ -4,6 +4,8 @@ Redis is back (empty: it kept nothing), by the watchdog, exactly once each."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from service.config import Settings
@@ -48,8 +50,12 @@ async def test_a_prompt_whose_enqueue_failed_is_answered_once_the_queue_is_back(
         )
         with pytest.raises(StoreUnavailable):  # the API answers 503 here; the prompt is kept
             await queue.enqueue_turn(TENANT, "q", second.event_ids[0])
+        await asyncio.sleep(1.0)  # the worker polls the dead queue Redis a few hundred times
         queue_server.start()
-        events = await wait_idle(store, "q", timeout=45)
+        try:
+            events = await wait_idle(store, "q", timeout=45)
+        except TimeoutError as exc:
+            raise AssertionError(procs.output()) from exc
         one_reply_each(events, [first.event_ids[0], second.event_ids[0]])
         assert worker.poll() is None, procs.output()
     finally:
