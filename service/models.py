@@ -25,6 +25,17 @@ class EventType(str, Enum):
     SESSION_COMPACTION_START = "session.compaction_start"
     SESSION_COMPACTION_COMPLETE = "session.compaction_complete"
     ABORT = "abort"
+    ITEM = "item"
+    ITEM_POPPED = "item.popped"
+    ITEMS_CLEARED = "items.cleared"
+
+
+class SessionMode(str, Enum):
+    """``turns``: a prompt queues a turn for the workers. ``store``: storage only, the app runs
+    its own model loop and appends items; nothing ever queues a turn."""
+
+    TURNS = "turns"
+    STORE = "store"
 
 
 MESSAGE_ROLES = {
@@ -105,6 +116,7 @@ class SessionInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     compacted_through: str = ""
+    mode: SessionMode = SessionMode.TURNS
     modified_ms: int = Field(default=0, exclude=True)
 
 
@@ -152,5 +164,6 @@ def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
         prompt_tokens=int(raw.get("prompt_tokens", 0)),
         completion_tokens=int(raw.get("completion_tokens", 0)),
         compacted_through=raw.get("compacted_through", ""),
+        mode=SessionMode(raw.get("mode", SessionMode.TURNS.value)),
         modified_ms=modified,
     )

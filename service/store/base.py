@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from service import keys as K
-from service import scripts, scripts_history
+from service import scripts, scripts_history, scripts_items
 from service.connections import LuaScript, RedisClient, store_errors
 from service.errors import (
     InvalidInput,
@@ -101,7 +101,8 @@ class Store:
         self.live_window_events = live_window_events
         self.live_shards = live_shards
         self.scripts = {
-            s.name: LuaScript(self.redis, s.text) for s in (*scripts.ALL, *scripts_history.ALL)
+            s.name: LuaScript(self.redis, s.text)
+            for s in (*scripts.ALL, *scripts_history.ALL, *scripts_items.ALL)
         }
         self.hub = LiveHub(redis, cluster=self.cluster)
         self._tenants: dict[str, TenantStore] = {}

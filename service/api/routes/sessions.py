@@ -57,6 +57,7 @@ async def create_session(
         labels=body.labels,
         name=body.name,
         max_sessions=tenant.limits.max_sessions,
+        mode=body.mode,
     )
     return SessionPublic.of(info)
 
