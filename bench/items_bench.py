@@ -34,7 +34,6 @@ from service.client.agents import ServiceSession
 from service.embedded import free_port
 from service.tenants import TenantRegistry
 
-
 TENANT = "bench"
 READS = 20
 PEER_PREFIX = "peer:session"
