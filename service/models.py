@@ -79,12 +79,29 @@ def messages_from_events(events: list[Event]) -> list[Message]:
     out: list[Message] = []
     for ev in events:
         role = MESSAGE_ROLES.get(ev["type"])
+        content: Any = ""
         if role is not None:
             content = ev["data"].get("content", "")
+        elif ev["type"] == EventType.ITEM.value and ev["data"].get("role") in ITEM_ROLES:
+            role, content = ev["data"]["role"], _item_text(ev["data"].get("content", ""))
+        if role is not None:
             out.append(
                 Message(role=role, content=str(content), id=ev["id"], timestamp=ev["timestamp"])
             )
     return out
+
+
+ITEM_ROLES = frozenset(MESSAGE_ROLES.values())
+
+
+def _item_text(content: Any) -> str:
+    """The text of an item's ``content``: a string, or the ``text`` of its parts (the
+    Responses-API ``input_text``/``output_text`` shapes)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
 
 
 def datetime_to_ms(moment: datetime) -> int:

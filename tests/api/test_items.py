@@ -67,6 +67,11 @@ async def test_items_pass_through_in_order_latest_n_pop_and_clear(
     page = await items_of(client, acme, sid)
     assert page == {"data": ITEMS, "ids": ids}
     assert await items_of(client, acme, sid, limit=2) == {"data": ITEMS[-2:], "ids": ids[-2:]}
+    r = await client.get(f"/v1/sessions/{sid}/messages", headers=h)
+    assert [(m["role"], m["content"], m["id"]) for m in r.json()["data"]] == [
+        ("user", "What is the weather in Paris?", ids[0]),
+        ("assistant", "18°C and sunny.", ids[4]),
+    ]
     older = await items_of(client, acme, sid, limit=2, before=ids[3])
     assert older == {"data": ITEMS[1:3], "ids": ids[1:3]}
 
