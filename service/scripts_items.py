@@ -40,7 +40,10 @@ redis.call('RPUSH', KEYS[2], unpack(rows))
 trim_live(now)
 redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', out[#out])
 redis.call('HINCRBY', KEYS[1], 'events', #rows)
-if idem ~= '' then redis.call('HSET', KEYS[4], idem, out[4]) end
+if idem ~= '' then
+  redis.call('HSET', KEYS[4], idem, out[4])
+  prune_idempotency_keys(KEYS[4])
+end
 out[3] = refresh(sid, now)
 return out
 """

@@ -46,7 +46,7 @@ MAX_BOOKMARKS = 1_000  # per session: its bookmark list is one response
 LIST_FIELDS = (
     "id", "model", "streaming", "summary", "name", "labels", "infinite", "ttl", "created",
     "modified", "events", "messages", "last_event_id", "status", "prompt_tokens",
-    "completion_tokens", "compacted_through",
+    "completion_tokens", "compacted_through", "mode",
 )  # fmt: skip
 KEPT_TENANT_STORES = 10_000
 MAX_BLOCK_MS = 4_000  # socket_timeout in connections.py is 5 s

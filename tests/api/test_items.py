@@ -92,6 +92,8 @@ async def test_items_pass_through_in_order_latest_n_pop_and_clear(
     r = await client.post(f"/v1/sessions/{sid}/items/pop", headers=h)
     assert r.json() == {"id": None, "item": None}
     info = (await client.get(f"/v1/sessions/{sid}", headers=h)).json()
+    listed = (await client.get("/v1/sessions", headers=h)).json()["data"]
+    assert [(s["session_id"], s["mode"]) for s in listed] == [(sid, "store")]
     assert info["labels"] == {"team": "a"} and info["ttl_seconds"] == 600
     assert info["mode"] == "store" and info["event_count"] == 0
     r = await client.post(f"/v1/sessions/{sid}/items", json={"items": ITEMS[:1]}, headers=h)
