@@ -134,6 +134,8 @@ class ItemOps(TenantBase):
                 )
                 if reply[0] == "missing":
                     raise _missing(session_id)
+                if mode != "store":  # (a session of the earlier layout runs turns too)
+                    raise _turns(session_id)
                 first, entries = int(reply[1]), reply[2:]
         if mode != "store":
             raise _turns(session_id)

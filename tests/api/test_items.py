@@ -126,6 +126,7 @@ async def test_items_on_a_session_that_runs_turns_are_409(
     for method, url, body in [
         ("POST", base, {"items": [{"a": 1}]}),
         ("GET", base, None),
+        ("GET", base + "?before=1-0", None),
         ("POST", base + "/pop", None),
         ("DELETE", base, None),
     ]:

@@ -62,6 +62,10 @@ async def test_session_protocol_order_limit_pop_clear(
     assert info.mode.value == "store" and info.labels == {"app": "agents"}
     assert info.ttl_seconds == 900
 
+    await client.delete_session("agent-1")  # gone (deleted, expired): the next write makes it
+    await session.add_items([message("user", "again")])
+    assert await session.get_items() == [message("user", "again")]
+
     limited = ServiceSession("agent-1", client, session_settings=SessionSettings(limit=1))
     await limited.add_items([message("assistant", "last")])
     assert await limited.get_items() == [message("assistant", "last")]
