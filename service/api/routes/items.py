@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import StoreDep, TenantCtx
@@ -24,7 +25,7 @@ router = APIRouter(prefix=V1 + "/sessions/{session_id}/items", tags=["items"])
 )
 async def append_items(
     session_id: str, body: ItemsAppend, ctx: TenantCtx, request: Request
-) -> ItemsAppended:
+) -> Response:
     """Append a batch of items in order, atomically (409 on a session that runs turns). Each
     item is at most the tenant's message byte limit (413). A repeated ``Idempotency-Key``
     stores nothing and returns the first item's id (``duplicate: true``)."""
@@ -34,7 +35,10 @@ async def append_items(
         idempotency_key=request.headers.get("idempotency-key"),
         max_item_bytes=ctx.tenant.limits.max_message_bytes or ctx.settings.max_message_bytes,
     )
-    return ItemsAppended(ids=result.event_ids, duplicate=result.duplicate)
+    # the ItemsAppended document as a response of its own, as a send does: FastAPI would build
+    # and check the model, then serialize it
+    appended = {"ids": result.event_ids, "duplicate": result.duplicate}
+    return Response(orjson.dumps(appended), 201, media_type="application/json")
 
 
 @router.get("", response_model=ItemList)
