@@ -54,7 +54,12 @@ async def read_items(
         ),
     ] = None,
     before: Annotated[
-        str | None, Query(max_length=41, description="An item id: only items before it")
+        str | None,
+        Query(
+            max_length=41,
+            pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+            description="An item id: only items before it",
+        ),
     ] = None,
 ) -> Response:
     """The newest ``limit`` items (before the item ``before``), oldest first, unchanged as
