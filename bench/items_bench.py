@@ -23,14 +23,14 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis_sessions_client import SessionClient
+from redis_sessions_client.agents import ServiceSession
 
 from bench.api_bench import PREFIX, api_command, api_env, server, wait_ready
 from bench.common import Result
 from bench.peer_bench import HISTORY, Peer, peer_python
 from bench.store_bench import CONTENT
 from service import keys as K
-from service.client import SessionClient
-from service.client.agents import ServiceSession
 from service.embedded import free_port
 from service.tenants import TenantRegistry
 

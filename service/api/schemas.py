@@ -8,7 +8,7 @@ number without a fraction (``60.0`` is the integer 60 in JSON Schema, too).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -63,8 +63,8 @@ class SessionCreate(RequestBody):
         default_factory=dict, description=LABELS_RULE, json_schema_extra=LABELS_SCHEMA
     )
     name: str = Field(default="", max_length=200)
-    mode: SessionMode = Field(
-        default=SessionMode.TURNS,
+    mode: Literal["turns", "store"] = Field(
+        default="turns",
         description="`turns`: a prompt queues a turn. `store`: storage only; the app appends "
         "items and no turn ever runs.",
     )

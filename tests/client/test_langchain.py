@@ -11,9 +11,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
-
 from redis_sessions_client import SessionClient
 from redis_sessions_client.langchain import ServiceChatMessageHistory
+
 from service.runtime import Runtime
 from tests.client.asgi import StreamingASGITransport
 from tests.client.conftest import BASE_URL
@@ -48,7 +48,7 @@ async def test_async_history_round_trips_every_message_kind(
     await history.aclear()
     assert await history.aget_messages() == []
     assert (await runtime.store.tenant("acme").get("lc-1")).labels == {"app": "lc"}
-    history.close()
+    await history.aclose()
 
 
 # deprecated in langchain-core 1.x in favour of LangGraph's persistence, and still what the
@@ -83,4 +83,4 @@ async def test_runnable_with_message_history_round_trip(client: SessionClient) -
         ("AIMessage", "Your name is Ada."),
     ]
     for h in histories:
-        h.close()
+        await h.aclose()

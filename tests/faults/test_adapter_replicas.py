@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
-
 from redis_sessions_client import SessionClient
 from redis_sessions_client.agents import ServiceSession
 from redis_sessions_client.langchain import ServiceChatMessageHistory
+
 from tests.faults.conftest import Processes, RedisServers, create_tenant, wait_ready
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis_sessions_client._errors import SessionError, SessionNotFound
@@ -175,9 +176,8 @@ class SyncItems:
 
     def read(self, limit: int | None = None) -> list[Any]:
         pages = _Pages(self._path, limit)
-        while pages.call is not None:
-            call = pages.call
-            response = _ignore_missing(lambda: self._client._request(call))
+        while (call := pages.call) is not None:
+            response = _ignore_missing(partial(self._client._request, call))
             if response is None:
                 return []
             pages.take(response.json())
@@ -185,8 +185,8 @@ class SyncItems:
 
     def pop(self) -> Any | None:
         call = Call("POST", self._path + "/items/pop")
-        response = _ignore_missing(lambda: self._client._request(call))
+        response = _ignore_missing(partial(self._client._request, call))
         return None if response is None else response.json()["item"]
 
     def clear(self) -> None:
-        _ignore_missing(lambda: self._client._request(Call("DELETE", self._path + "/items")))
+        _ignore_missing(partial(self._client._request, Call("DELETE", self._path + "/items")))

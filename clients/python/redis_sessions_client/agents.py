@@ -24,7 +24,8 @@ try:
     from agents.memory.session_settings import SessionSettings, resolve_session_limit
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "redis_sessions_client.agents needs the OpenAI Agents SDK: pip install 'redis-sessions-client[agents]'"
+        "redis_sessions_client.agents needs the OpenAI Agents SDK: "
+        "pip install 'redis-sessions-client[agents]'"
     ) from exc
 
 from redis_sessions_client._items import Items
