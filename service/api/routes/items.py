@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.deps import StoreDep, TenantCtx
+from service.api.params import SessionId
 from service.api.routes import V1
 from service.api.routes.messages import IDEMPOTENCY_KEY
 from service.api.schemas import ItemList, ItemPopped, ItemsAppend, ItemsAppended, ItemsCleared
@@ -24,7 +25,7 @@ router = APIRouter(prefix=V1 + "/sessions/{session_id}/items", tags=["items"])
     openapi_extra={"parameters": [IDEMPOTENCY_KEY]},
 )
 async def append_items(
-    session_id: str, body: ItemsAppend, ctx: TenantCtx, request: Request
+    session_id: SessionId, body: ItemsAppend, ctx: TenantCtx, request: Request
 ) -> Response:
     """Append a batch of items in order, atomically (409 on a session that runs turns). Each
     item is at most the tenant's message byte limit (413). A repeated ``Idempotency-Key``
@@ -43,7 +44,7 @@ async def append_items(
 
 @router.get("", response_model=ItemList)
 async def read_items(
-    session_id: str,
+    session_id: SessionId,
     store: StoreDep,
     limit: Annotated[
         int | None,
@@ -71,7 +72,7 @@ async def read_items(
 
 
 @router.post("/pop", response_model=ItemPopped)
-async def pop_item(session_id: str, store: StoreDep) -> ItemPopped:
+async def pop_item(session_id: SessionId, store: StoreDep) -> ItemPopped:
     """Remove the newest item atomically and return it (``id`` and ``item`` null when the
     session holds none)."""
     popped = await store.pop_item(session_id)
@@ -81,6 +82,6 @@ async def pop_item(session_id: str, store: StoreDep) -> ItemPopped:
 
 
 @router.delete("", response_model=ItemsCleared)
-async def clear_items(session_id: str, store: StoreDep) -> ItemsCleared:
+async def clear_items(session_id: SessionId, store: StoreDep) -> ItemsCleared:
     """Drop every item (and bookmark); the session keeps its id, TTL, labels and settings."""
     return ItemsCleared(removed=await store.clear_items(session_id))
