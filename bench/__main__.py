@@ -28,7 +28,7 @@ from bench.common import Result, machine_notes, private_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
-GROUPS = ("store", "list", "turns", "sweep", "api", "peer", "cluster", "memory")
+GROUPS = ("store", "list", "turns", "sweep", "api", "peer", "items", "cluster", "memory")
 OPTIONAL_GROUPS = ("scaling",)  # run only when named in --only
 QUICK_NOTE = "quick (a smoke run: small sizes, few repeats; not figures to quote)"
 FLAT_TOLERANCE = 1.5  # "~1" targets pass within this factor (either way) of the baseline
@@ -40,6 +40,7 @@ TITLES = {
     "sweep": "Expiry sweep: cost against live sessions",
     "api": "HTTP API: one API process against a minimal FastAPI app",
     "peer": "Against the OpenAI Agents SDK's RedisSession",
+    "items": "Storage-only sessions through the Agents SDK adapter and HTTP, against RedisSession",
     "cluster": "Store on a 3-node Redis Cluster against raw redis-py",
     "memory": "Redis memory per session",
     "scaling": "Scale-out: API processes and workers",
@@ -51,6 +52,7 @@ SOURCES = {
     "sweep": "bench/sweep_bench.py",
     "api": "bench/api_bench.py, bench/minimal_app.py",
     "peer": "bench/peer_bench.py, bench/peer_driver.py",
+    "items": "bench/items_bench.py, bench/peer_driver.py",
     "cluster": "bench/cluster_bench.py",
     "memory": "bench/memory_bench.py, bench/conversation_memory.py",
     "scaling": "bench/scaling_bench.py",
@@ -118,6 +120,19 @@ async def group_peer(quick: bool) -> list[Result]:
         return await peer_bench.run(url)
 
 
+async def group_items(quick: bool) -> list[Result]:
+    from bench import items_bench, peer_bench
+
+    try:
+        await asyncio.to_thread(peer_bench.peer_python)
+    except peer_bench.PeerUnavailable as exc:
+        raise Skipped(str(exc)) from exc
+    with private_redis() as url:
+        if quick:
+            return await items_bench.run(url, rounds=1, per_writer=10)
+        return await items_bench.run(url)
+
+
 async def group_cluster(quick: bool) -> list[Result]:
     from bench import cluster_bench
     from service.embedded import RedisClusterProcesses
@@ -156,6 +171,7 @@ RUNNERS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
     "sweep": group_sweep,
     "api": group_api,
     "peer": group_peer,
+    "items": group_items,
     "cluster": group_cluster,
     "memory": group_memory,
     "scaling": group_scaling,

@@ -8,6 +8,7 @@
     │   ├── TenantNotFound
     │   └── BookmarkNotFound
     ├── Conflict                      409  duplicate session id, tenant name, busy session
+    │   └── StorageOnly                    a prompt (a turn) sent to a storage-only session
     ├── Unauthorized                  401  missing or unknown API key
     ├── Forbidden                     403  a key that may not do this (tenant key on admin routes)
     ├── LimitExceeded                 429  per-tenant quotas (sessions, request rate)
@@ -61,6 +62,12 @@ class BookmarkNotFound(NotFound):
 class Conflict(ServiceError):
     status = 409
     title = "Conflict"
+
+
+class StorageOnly(Conflict):
+    """A prompt sent to a storage-only session: it never runs a turn."""
+
+    title = "Storage-only session"
 
 
 class Unauthorized(ServiceError):

@@ -25,6 +25,7 @@ CODES = {
     EventType.SESSION_ERROR.value: "e",
     EventType.SESSION_COMPACTION_COMPLETE.value: "c",
     EventType.ABORT.value: "x",
+    EventType.ITEM.value: "i",
 }
 # Events that matter only while a turn is live: never written to the history. Every other type
 # (the ones above, and any the service adds later) is durable.
@@ -38,6 +39,8 @@ TRANSIENT_TYPES = frozenset(
         EventType.SESSION_IDLE.value,
         EventType.SESSION_TITLE_CHANGED.value,
         EventType.SESSION_COMPACTION_START.value,
+        EventType.ITEM_POPPED.value,
+        EventType.ITEMS_CLEARED.value,
     }
 )
 TYPES = {code: f'"type":"{t}"' for t, code in CODES.items()}

@@ -25,6 +25,17 @@ class EventType(str, Enum):
     SESSION_COMPACTION_START = "session.compaction_start"
     SESSION_COMPACTION_COMPLETE = "session.compaction_complete"
     ABORT = "abort"
+    ITEM = "item"
+    ITEM_POPPED = "item.popped"
+    ITEMS_CLEARED = "items.cleared"
+
+
+class SessionMode(str, Enum):
+    """``turns``: a prompt queues a turn for the workers. ``store``: storage only, the app runs
+    its own model loop and appends items; nothing ever queues a turn."""
+
+    TURNS = "turns"
+    STORE = "store"
 
 
 MESSAGE_ROLES = {
@@ -68,12 +79,29 @@ def messages_from_events(events: list[Event]) -> list[Message]:
     out: list[Message] = []
     for ev in events:
         role = MESSAGE_ROLES.get(ev["type"])
+        content: Any = ""
         if role is not None:
             content = ev["data"].get("content", "")
+        elif ev["type"] == EventType.ITEM.value and ev["data"].get("role") in ITEM_ROLES:
+            role, content = ev["data"]["role"], _item_text(ev["data"].get("content", ""))
+        if role is not None:
             out.append(
                 Message(role=role, content=str(content), id=ev["id"], timestamp=ev["timestamp"])
             )
     return out
+
+
+ITEM_ROLES = frozenset(MESSAGE_ROLES.values())
+
+
+def _item_text(content: Any) -> str:
+    """The text of an item's ``content``: a string, or the ``text`` of its parts (the
+    Responses-API ``input_text``/``output_text`` shapes)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
 
 
 def datetime_to_ms(moment: datetime) -> int:
@@ -105,6 +133,7 @@ class SessionInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     compacted_through: str = ""
+    mode: SessionMode = SessionMode.TURNS
     modified_ms: int = Field(default=0, exclude=True)
 
 
@@ -152,5 +181,6 @@ def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
         prompt_tokens=int(raw.get("prompt_tokens", 0)),
         completion_tokens=int(raw.get("completion_tokens", 0)),
         compacted_through=raw.get("compacted_through", ""),
+        mode=SessionMode(raw.get("mode", SessionMode.TURNS.value)),
         modified_ms=modified,
     )

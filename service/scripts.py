@@ -40,10 +40,11 @@ from dataclasses import dataclass
 _PRELUDE = r"""
 -- codes of durable event types (service.events.CODES), and the transient types (TRANSIENT_TYPES)
 local CODES = {['user.message'] = 'u', ['assistant.message'] = 'a', ['session.error'] = 'e',
-  ['session.compaction_complete'] = 'c', ['abort'] = 'x'}
+  ['session.compaction_complete'] = 'c', ['abort'] = 'x', ['item'] = 'i'}
 local TRANSIENT = {['session.start'] = true, ['assistant.turn_start'] = true,
   ['assistant.message_delta'] = true, ['assistant.turn_end'] = true, ['assistant.usage'] = true,
-  ['session.idle'] = true, ['session.title_changed'] = true, ['session.compaction_start'] = true}
+  ['session.idle'] = true, ['session.title_changed'] = true, ['session.compaction_start'] = true,
+  ['item.popped'] = true, ['items.cleared'] = true}
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -204,10 +205,14 @@ APPEND_EVENTS = r"""
 -- (guard, then pop it: a retried or aborted turn cannot reply twice); 'abort' (append only if
 -- turns are pending, then drop them all).
 -- counters: 'name=n,name=n' increments of metadata counters (messages, tokens).
--- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'}
+-- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'} |
+-- {'store'} ('enqueue' on a storage-only session: it never runs a turn)
 -- (an id is the history id of a durable event, else its live id: '' when the caller publishes)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if ARGV[6] == 'enqueue' and redis.call('HGET', KEYS[1], 'mode') == 'store' then
+  return {'store'}
+end
 upgrade()
 local idem = ARGV[5]
 if idem ~= '' then

@@ -21,6 +21,7 @@ from service.api.routes import (
     events,
     export,
     health,
+    items,
     lifecycle,
     messages,
     sessions,
@@ -94,6 +95,7 @@ def create_app(
     # Starlette tries routes in order: the most requested first.
     for router in (
         messages.router,
+        items.router,
         events.router,
         sessions.router,
         health.router,

@@ -8,13 +8,13 @@ number without a fraction (``60.0`` is the integer 60 in JSON Schema, too).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service import ids
 from service.lifecycle import LifecycleEvent
-from service.models import Bookmark, Message, SessionInfo
+from service.models import Bookmark, Message, SessionInfo, SessionMode
 from service.tenants import Limits, Retention, Tenant
 
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
@@ -63,6 +63,11 @@ class SessionCreate(RequestBody):
         default_factory=dict, description=LABELS_RULE, json_schema_extra=LABELS_SCHEMA
     )
     name: str = Field(default="", max_length=200)
+    mode: Literal["turns", "store"] = Field(
+        default="turns",
+        description="`turns`: a prompt queues a turn. `store`: storage only; the app appends "
+        "items and no turn ever runs.",
+    )
 
 
 class SessionUpdate(RequestBody):
@@ -96,6 +101,7 @@ class SessionListItem(BaseModel):
     status: str
     prompt_tokens: int
     completion_tokens: int
+    mode: SessionMode
 
     @classmethod
     def of(cls, info: SessionInfo) -> SessionListItem:
@@ -151,6 +157,40 @@ class EventOut(BaseModel):
 
 class EventList(BaseModel):
     data: list[EventOut]
+
+
+# --- items of storage-only sessions ----------------------------------------------------------
+Item = dict[str, Any]
+
+
+class ItemsAppend(RequestBody):
+    items: list[Item] = Field(
+        min_length=1,
+        max_length=1000,
+        description="JSON objects of any role and kind (Responses-API messages, function calls, "
+        "tool outputs, reasoning items...), stored and returned unchanged.",
+    )
+
+
+class ItemsAppended(BaseModel):
+    ids: list[str] = Field(
+        description="Ids of the stored items, in order; the first item's only on a duplicate."
+    )
+    duplicate: bool = Field(description="True when the Idempotency-Key was seen before.")
+
+
+class ItemList(BaseModel):
+    data: list[Item] = Field(description="Items, oldest first, as appended.")
+    ids: list[str] = Field(description="Their ids, in the same order.")
+
+
+class ItemPopped(BaseModel):
+    id: str | None = Field(description="Id of the removed item; null when there was none.")
+    item: Item | None
+
+
+class ItemsCleared(BaseModel):
+    removed: int = Field(description="Number of items removed.")
 
 
 # --- bookmarks and export ---------------------------------------------------------------------

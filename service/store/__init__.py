@@ -9,6 +9,7 @@ it is given, because every key comes from ``service.keys`` after the id is valid
     base          Store, TenantBase (keys, the script runner, the Cluster index follow-up)
     sessions      create / get / update / delete
     history       appends (with the turn guards) and paged reads of a session's events
+    items         items of storage-only sessions: append, latest N, pop, clear
     live          live follow of a session's events (hub: the process's one live reader)
     bookmarks     named positions in the history
     listing       list_sessions and live counts from the index
@@ -32,12 +33,13 @@ from service.store.base import (
 )
 from service.store.bookmarks import BookmarkOps
 from service.store.history import TurnState
+from service.store.items import ItemOps
 from service.store.live import LiveOps
 from service.store.maintenance import MaintenanceOps
 from service.store.sessions import SessionOps
 
 
-class TenantStore(SessionOps, BookmarkOps, LiveOps, MaintenanceOps):
+class TenantStore(SessionOps, BookmarkOps, ItemOps, LiveOps, MaintenanceOps):
     """Session operations for one tenant."""
 
 

@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from service import keys as K
-from service import scripts, scripts_history
+from service import scripts, scripts_history, scripts_items
 from service.connections import LuaScript, RedisClient, store_errors
 from service.errors import (
     InvalidInput,
@@ -46,7 +46,7 @@ MAX_BOOKMARKS = 1_000  # per session: its bookmark list is one response
 LIST_FIELDS = (
     "id", "model", "streaming", "summary", "name", "labels", "infinite", "ttl", "created",
     "modified", "events", "messages", "last_event_id", "status", "prompt_tokens",
-    "completion_tokens", "compacted_through",
+    "completion_tokens", "compacted_through", "mode",
 )  # fmt: skip
 KEPT_TENANT_STORES = 10_000
 # Cluster: how long the index remembers a delete (a later touch of an earlier write is ignored),
@@ -110,7 +110,8 @@ class Store:
         # Cluster: where each tenant's index repair slice continues (``service.sweep``)
         self.repair_cursors: dict[str, tuple[int, str] | None] = {}
         self.scripts = {
-            s.name: LuaScript(self.redis, s.text) for s in (*scripts.ALL, *scripts_history.ALL)
+            s.name: LuaScript(self.redis, s.text)
+            for s in (*scripts.ALL, *scripts_history.ALL, *scripts_items.ALL)
         }
         self.hub = LiveHub(redis, cluster=self.cluster)
         self._tenants: dict[str, TenantStore] = {}

@@ -9,6 +9,7 @@ from service import keys as K
 from service.connections import store_errors
 from service.errors import (
     InvalidInput,
+    StorageOnly,
 )
 from service.events import TRANSIENT_TYPES, decode_history, render_history, render_history_reversed
 from service.models import (
@@ -154,10 +155,15 @@ class HistoryOps(TenantBase):
             ],
             "append events",
         )
-        if res[0] == "missing":
-            if registered is not None and not int(registered[1]):  # a send to no session
+        if res[0] in ("missing", "store"):
+            if registered is not None and not int(registered[1]):  # a send that queued nothing
                 await self._s.pending(self.tenant_id).prune(
                     Registered(session_id, int(registered[0]))
+                )
+            if res[0] == "store":
+                raise StorageOnly(
+                    f"session {session_id!r} is storage-only: append items, it runs no turns",
+                    session_id=session_id,
                 )
             raise _missing(session_id)
         if res[0] == "dup":

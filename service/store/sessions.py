@@ -18,6 +18,7 @@ from service.models import (
     EventType,
     NewEvent,
     SessionInfo,
+    SessionMode,
     session_info_from_hash,
 )
 from service.store.base import TenantBase, _missing, encode_event
@@ -40,7 +41,10 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
         labels: dict[str, str] | None = None,
         name: str = "",
         max_sessions: int | None = None,
+        mode: SessionMode = SessionMode.TURNS,
     ) -> SessionInfo:
+        """Create a session; ``mode=SessionMode.STORE`` makes it storage-only (items, no
+        turns, ever)."""
         sid = session_id if session_id is not None else new_session_id()
         self._session_keys(sid)  # validates the id before anything else
         ttl = self._ttl(ttl_seconds)
@@ -57,6 +61,8 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
             fields += ["system_message", system_message]
         if streaming:
             fields += ["streaming", 1]
+        if SessionMode(mode) is SessionMode.STORE:
+            fields += ["mode", SessionMode.STORE.value]
         if name:
             fields += ["name", name]
         if valid_labels:

@@ -38,6 +38,7 @@ from redis_sessions_client._sse import (
     not_an_event_stream,
 )
 
+ADAPTERS = {"agents", "langchain"}  # modules of the optional extras
 EXPORTED = {
     "SessionClient",
     "Session",
@@ -62,7 +63,7 @@ def test_all_is_exactly_the_public_names() -> None:
     assert set(client_pkg.__all__) == EXPORTED
     assert len(client_pkg.__all__) == len(EXPORTED)
     public = {n for n in vars(client_pkg) if not n.startswith("_")}
-    assert public == EXPORTED
+    assert public - ADAPTERS == EXPORTED  # an adapter shows up once a test imported it
     for name in EXPORTED:
         assert getattr(client_pkg, name).__module__ == "redis_sessions_client"
 
@@ -282,3 +283,11 @@ def test_base_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     assert (given.base_url, given.api_key) == ("http://other:1", "sk_given")
     monkeypatch.delenv("SESSIONS_URL")
     assert SessionClient().base_url == "http://127.0.0.1:8000"
+
+
+def test_framework_adapters_are_imported_only_when_asked_for() -> None:
+    code = (
+        "import sys, redis_sessions_client; "
+        "assert not {'agents', 'langchain_core'} & set(sys.modules), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -36,6 +36,7 @@ CREATE_KEYS = {
     "ttl_seconds": "ttl_seconds",
     "ttlSeconds": "ttl_seconds",
     "name": "name",
+    "mode": "mode",
 }
 # Options resume_session may change on an existing session, with their PATCH field.
 RESUME_KEYS = {

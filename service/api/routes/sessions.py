@@ -18,6 +18,7 @@ from service.api.schemas import (
 )
 from service.errors import InvalidInput, PayloadTooLarge
 from service.ids import MAX_LABELS
+from service.models import SessionMode
 
 router = APIRouter(prefix=f"{V1}/sessions", tags=["sessions"])
 
@@ -57,6 +58,7 @@ async def create_session(
         labels=body.labels,
         name=body.name,
         max_sessions=tenant.limits.max_sessions,
+        mode=SessionMode(body.mode),
     )
     return SessionPublic.of(info)
 

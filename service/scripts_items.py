@@ -1,0 +1,103 @@
+"""Lua scripts of storage-only sessions: items appended, popped and cleared by the app's own model
+loop (see ``service.store.items``). They share the session KEYS layout, ARGV head and prelude of
+``service.scripts``; each refuses a session that runs turns (``{'turns'}``).
+
+An item is a history entry of type ``item`` (code ``i``): ``<ms>i<item JSON>``, its id
+``<ms>-<n>``. A pop or a clear removes entries from the end, so an ordinal ``n`` is used again;
+the metadata field ``floor`` (the ms after the last removed entry) makes the next item's ms
+larger, so an id never names two items and ids keep the history's order.
+"""
+
+from __future__ import annotations
+
+from service.scripts import ScriptSource
+
+APPEND_ITEMS = r"""
+-- ARGV: (head), idempotency_key ('' = none), then one body per item ('i' and its JSON).
+-- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'turns'} | {'dup', first_id}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'mode') ~= 'store' then return {'turns'} end
+local idem = ARGV[5]
+if idem ~= '' then
+  local prev = redis.call('HGET', KEYS[4], idem)
+  if prev then return {'dup', prev} end
+end
+local now = now_ms()
+local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'hbase', 'floor')
+local ms = math.max(now, tonumber(string.match(meta[1] or '', '^(%d+)') or '0'),
+  tonumber(meta[3] or '0'))
+local n = tonumber(meta[2] or '0') + redis.call('LLEN', KEYS[2])
+local out, rows = {'ok', now, 0}, {}
+for i = 6, #ARGV do
+  rows[#rows + 1] = ms .. ARGV[i]
+  local hid = ms .. '-' .. n
+  publish(sid, hid, ARGV[i])
+  out[#out + 1] = hid
+  n = n + 1
+end
+redis.call('RPUSH', KEYS[2], unpack(rows))
+trim_live(now)
+redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', out[#out])
+redis.call('HINCRBY', KEYS[1], 'events', #rows)
+if idem ~= '' then
+  redis.call('HSET', KEYS[4], idem, out[4])
+  prune_idempotency_keys(KEYS[4])
+end
+out[3] = refresh(sid, now)
+return out
+"""
+
+POP_ITEM = r"""
+-- ARGV: (head).  Removes the newest item.
+-- Returns {'ok', now, deadline, id, item} | {'empty', now, deadline} | {'missing'} | {'turns'}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'mode') ~= 'store' then return {'turns'} end
+local now = now_ms()
+local item = redis.call('RPOP', KEYS[2])
+if not item then return {'empty', now, refresh(sid, now)} end
+local meta = redis.call('HMGET', KEYS[1], 'hbase', 'floor')
+local n = tonumber(meta[1] or '0') + redis.call('LLEN', KEYS[2])
+local ms = tonumber(string.match(item, '^(%d+)'))
+local id = ms .. '-' .. n
+redis.call('HSET', KEYS[1], 'floor', math.max(ms + 1, tonumber(meta[2] or '0')), 'modified', now)
+local last = redis.call('LINDEX', KEYS[2], -1)
+if last then
+  redis.call('HSET', KEYS[1], 'last_event_id', string.match(last, '^(%d+)') .. '-' .. (n - 1))
+else
+  redis.call('HDEL', KEYS[1], 'last_event_id')
+end
+redis.call('HINCRBY', KEYS[1], 'events', -1)
+publish(sid, '', 'item.popped{"id":"' .. id .. '"}')
+trim_live(now)
+return {'ok', now, refresh(sid, now), id, item}
+"""
+
+CLEAR_ITEMS = r"""
+-- ARGV: (head).  Drops every item and bookmark; the session, its id, TTL, labels, counters of
+-- tokens and idempotency keys stay.
+-- Returns {'ok', now, deadline, items removed} | {'missing'} | {'turns'}
+local sid = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+if redis.call('HGET', KEYS[1], 'mode') ~= 'store' then return {'turns'} end
+local now = now_ms()
+local count = redis.call('LLEN', KEYS[2])
+if count > 0 then
+  local ms = tonumber(string.match(redis.call('LINDEX', KEYS[2], -1), '^(%d+)'))
+  local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
+  redis.call('HSET', KEYS[1], 'floor', math.max(ms + 1, floor))
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[1], 'last_event_id', 'hbase')
+redis.call('HSET', KEYS[1], 'events', 0, 'messages', 0, 'modified', now)
+publish(sid, '', 'items.cleared{"count":' .. count .. '}')
+trim_live(now)
+return {'ok', now, refresh(sid, now), count}
+"""
+
+ALL = (
+    ScriptSource("append_items", APPEND_ITEMS, session=True),
+    ScriptSource("pop_item", POP_ITEM, session=True),
+    ScriptSource("clear_items", CLEAR_ITEMS, session=True),
+)
