@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workers.providers.base import (
     ChatMessage,
@@ -14,7 +14,7 @@ from workers.providers.base import (
     Usage,
 )
 from workers.providers.dev import DevProvider
-from workers.providers.openai import OpenAIProvider
+from workers.providers.openai import OpenAIProvider, TokenProvider
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -33,21 +33,48 @@ __all__ = [
     "build_provider",
 ]
 
-PROVIDER_NAMES = ("dev", "openai")
+PROVIDER_NAMES = ("dev", "openai", "azure")
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 def build_provider(settings: Settings) -> Provider:
-    """The provider named by ``settings.provider`` (``dev`` or ``openai``), configured."""
+    """The provider ``settings.provider`` names (``dev``, ``openai`` or ``azure``), configured."""
     name = settings.provider.strip().lower()
     if name == DevProvider.name:
         return DevProvider(stream_delay_ms=settings.dev_stream_delay_ms)
-    if name == OpenAIProvider.name:
-        key = settings.openai_api_key
-        return OpenAIProvider(
-            base_url=settings.openai_base_url,
-            api_key=key.get_secret_value() if key is not None else None,
-            timeout_seconds=settings.provider_timeout_seconds,
-            max_retries=settings.provider_max_retries,
+    key = settings.openai_api_key
+    api_key = key.get_secret_value() if key is not None else None
+    options: dict[str, Any] = {
+        "timeout_seconds": settings.provider_timeout_seconds,
+        "max_retries": settings.provider_max_retries,
+        "stream_usage": settings.provider_stream_usage,
+    }
+    if name == "openai":
+        return OpenAIProvider(base_url=settings.openai_base_url, api_key=api_key, **options)
+    if name == "azure":
+        if not settings.azure_endpoint:
+            raise ValueError("provider azure needs SESSIONS_AZURE_ENDPOINT")
+        return OpenAIProvider.azure(
+            settings.azure_endpoint,
+            settings.azure_api_version,
+            api_key=None if settings.azure_entra_id else api_key,
+            token_provider=entra_token_provider() if settings.azure_entra_id else None,
+            deployments=settings.deployments(),
+            **options,
         )
     known = ", ".join(PROVIDER_NAMES)
     raise ValueError(f"unknown model provider {settings.provider!r}; expected one of: {known}")
+
+
+def entra_token_provider() -> TokenProvider:
+    """Microsoft Entra ID tokens for Azure OpenAI from azure-identity's ``DefaultAzureCredential``
+    (managed identity, workload identity, environment, Azure CLI), refreshed as they expire."""
+    try:
+        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+    except ImportError as exc:
+        raise ValueError(
+            "SESSIONS_AZURE_ENTRA_ID needs the azure-identity package: "
+            "pip install 'redis-sessions[azure]'"
+        ) from exc
+    provider: TokenProvider = get_bearer_token_provider(DefaultAzureCredential(), ENTRA_SCOPE)
+    return provider
