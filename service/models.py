@@ -106,6 +106,10 @@ class SessionInfo(BaseModel):
     completion_tokens: int = 0
     compacted_through: str = ""
     modified_ms: int = Field(default=0, exclude=True)
+    # token calibration (workers/budget.py): prompt tokens the provider reported, and the
+    # estimate of the same prompts
+    calib_reported: int = Field(default=0, exclude=True)
+    calib_estimated: int = Field(default=0, exclude=True)
 
 
 class SessionPage(BaseModel):
@@ -153,4 +157,6 @@ def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
         completion_tokens=int(raw.get("completion_tokens", 0)),
         compacted_through=raw.get("compacted_through", ""),
         modified_ms=modified,
+        calib_reported=int(raw.get("calib_reported", 0)),
+        calib_estimated=int(raw.get("calib_estimated", 0)),
     )

@@ -8,14 +8,14 @@ number without a fraction (``60.0`` is the integer 60 in JSON Schema, too).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service import ids
 from service.lifecycle import LifecycleEvent
 from service.models import Bookmark, Message, SessionInfo
-from service.tenants import Limits, Retention, Tenant
+from service.tenants import ContextWindows, Limits, ModelName, Retention, Tenant, WindowTokens
 
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 
@@ -178,6 +178,7 @@ class TenantPublic(BaseModel):
     limits: Limits
     retention: Retention
     default_model: str | None
+    context_windows: dict[str, int]
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantPublic:
@@ -211,6 +212,11 @@ class TenantCreate(RequestBody):
         description="Model of sessions created "
         "without one (else the deployment's SESSIONS_DEFAULT_MODEL).",
     )
+    context_windows: ContextWindows | None = Field(
+        default=None,
+        description="Context window (tokens) per model or model-name prefix, over the "
+        "deployment's SESSIONS_MODEL_CONTEXT_WINDOWS.",
+    )
 
 
 class TenantUpdate(RequestBody):
@@ -221,6 +227,12 @@ class TenantUpdate(RequestBody):
         default=None, description="Merged into the current retention rules."
     )
     default_model: str | None = Field(default=None, min_length=1, max_length=200)
+    context_windows: (
+        Annotated[dict[ModelName, WindowTokens | None], Field(max_length=100)] | None
+    ) = Field(
+        default=None,
+        description="Merged into the current context windows; an entry set to null is removed.",
+    )
 
 
 class TenantWithKey(BaseModel):

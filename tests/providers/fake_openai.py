@@ -21,7 +21,9 @@ scripted behaviour:
                                     ``stream_options.include_usage`` asks for it)
     length                          stop early: ``finish_reason: "length"``, half the reply
     content-filter                  withhold the reply: ``finish_reason: "content_filter"``
-    anything else                   answer ``Echo: <last user message>``
+    anything else                   answer ``Echo: <last user message>``; a request whose first
+                                    message is a system message starting "Summarize" gets
+                                    ``Summary: <the first 8 words of the last user message>``
 
 Server options: ``api_key`` (checked as ``Authorization: Bearer`` or Azure's ``api-key``),
 ``retry_after`` (the 429 header), ``reject_stream_options`` (answer 400 to ``stream_options``, as
@@ -221,6 +223,8 @@ class FakeOpenAI:
         if model == "missing-fields":
             return await _send_json(writer, 200, {"id": "chatcmpl-fake", "choices": []})
         reply = f"Echo: {_last_user(body['messages'])}"
+        if _asks_for_summary(body["messages"]):
+            reply = "Summary: " + " ".join(_last_user(body["messages"]).split()[:8])
         finish = "stop"
         if model == "length":
             reply, finish = reply[: len(reply) // 2], "length"
@@ -248,6 +252,11 @@ def _last_user(messages: list[Any]) -> str:
         m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"
     ]
     return str(users[-1]) if users else ""
+
+
+def _asks_for_summary(messages: list[Any]) -> bool:
+    first = messages[0] if messages and isinstance(messages[0], dict) else {}
+    return first.get("role") == "system" and str(first.get("content", "")).startswith("Summarize")
 
 
 def _usage(messages: list[Any], reply: str) -> dict[str, int]:
