@@ -82,7 +82,7 @@ class OpenAIProvider:
         backoff_base_seconds: float = 0.5,
         backoff_max_seconds: float = 8.0,
         retry_after_max_seconds: float = 30.0,
-        _client: openai.AsyncOpenAI | None = None,
+        _azure: Mapping[str, Any] | None = None,
         _deployments: Mapping[str, str] | None = None,
     ) -> None:
         if timeout_seconds <= 0:
@@ -99,7 +99,7 @@ class OpenAIProvider:
         self.deployments = dict(_deployments or {})
         # keyless servers (Ollama, llama.cpp) get no Authorization header at all
         self._headers: dict[str, Any] = {}
-        if _client is None and not api_key:
+        if _azure is None and not api_key:
             self._headers["Authorization"] = openai.omit
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -107,8 +107,11 @@ class OpenAIProvider:
             ),
             transport=transport,
         )
-        if _client is not None:
-            self._client = _client.with_options(http_client=self._http, max_retries=0)
+        self._client: openai.AsyncOpenAI
+        if _azure is not None:
+            self._client = openai.AsyncAzureOpenAI(
+                **_azure, timeout=self._http.timeout, max_retries=0, http_client=self._http
+            )
         else:
             root = self.url.copy_with(
                 path=self.url.path.removesuffix("/chat/completions"), query=None
@@ -117,6 +120,7 @@ class OpenAIProvider:
                 api_key=api_key or "unused",
                 base_url=str(root),
                 default_query=dict(self.url.params) or None,
+                timeout=self._http.timeout,
                 max_retries=0,
                 http_client=self._http,
             )
@@ -139,15 +143,15 @@ class OpenAIProvider:
             raise ValueError("Azure OpenAI needs an API key or an Entra ID token provider")
         if not api_version:
             raise ValueError("Azure OpenAI needs an api-version")
-        client = openai.AsyncAzureOpenAI(
-            azure_endpoint=endpoint,
-            api_version=api_version,
-            api_key=api_key or None,
-            azure_ad_token_provider=token_provider,
-        )
+        azure = {
+            "azure_endpoint": endpoint,
+            "api_version": api_version,
+            "api_key": api_key or None,
+            "azure_ad_token_provider": token_provider,
+        }
         provider = cls(
             f"{endpoint.rstrip('/')}/openai?api-version={api_version}",
-            _client=client,
+            _azure=azure,
             _deployments=deployments,
             **options,
         )
