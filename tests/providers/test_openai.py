@@ -241,6 +241,22 @@ async def test_azure_with_an_entra_id_token(fake_openai: FakeOpenAI) -> None:
     assert all(r.target.endswith("?api-version=2024-10-21") for r in fake_openai.requests)
 
 
+async def test_azure_token_failure_is_auth(fake_openai: FakeOpenAI) -> None:
+    async def token() -> str:
+        raise ProviderError("no Microsoft Entra ID token for Azure OpenAI: refused", kind="auth")
+
+    provider = OpenAIProvider.azure(
+        f"http://127.0.0.1:{fake_openai.port}", "2024-10-21", token_provider=token, max_retries=2
+    )
+    try:
+        error = await failure(provider, "gpt-4o", stream=True)
+    finally:
+        await provider.aclose()
+    assert error.kind == "auth"
+    assert error.extra["attempts"] == 1
+    assert fake_openai.requests == []
+
+
 def test_azure_needs_a_credential_and_a_version() -> None:
     with pytest.raises(ValueError, match="API key or an Entra ID token"):
         OpenAIProvider.azure("https://res.openai.azure.com", "2024-10-21")

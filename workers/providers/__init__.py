@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from service.errors import ProviderError
 from workers.providers.base import (
     ChatMessage,
     Completion,
@@ -76,5 +77,15 @@ def entra_token_provider() -> TokenProvider:
             "SESSIONS_AZURE_ENTRA_ID needs the azure-identity package: "
             "pip install 'redis-sessions[azure]'"
         ) from exc
-    provider: TokenProvider = get_bearer_token_provider(DefaultAzureCredential(), ENTRA_SCOPE)
-    return provider
+    fetch = get_bearer_token_provider(DefaultAzureCredential(), ENTRA_SCOPE)
+
+    async def token() -> str:
+        try:
+            return str(await fetch())
+        except Exception as exc:  # azure-identity's own errors: no credential, refused
+            raise ProviderError(
+                f"no Microsoft Entra ID token for Azure OpenAI: {exc}",
+                kind=ProviderErrorKind.AUTH.value,
+            ) from exc
+
+    return token

@@ -274,6 +274,11 @@ class OpenAIProvider:
             ) from exc
         except (openai.APIResponseValidationError, httpx.DecodingError, JSONDecodeError) as exc:
             raise bad_response(f"undecodable response from {self.url.host}: {exc}") from exc
+        except openai.OpenAIError as exc:  # anything else the SDK raises
+            raise ProviderError(
+                f"{type(exc).__name__} talking to {self.url.host}: {exc}",
+                kind=ProviderErrorKind.BAD_REQUEST.value,
+            ) from exc
 
 
 def completions_url(base_url: str) -> httpx.URL:
