@@ -125,6 +125,10 @@ class OpenAIProvider:
                 http_client=self._http,
             )
 
+        # The SDK imports its resource modules on first use (about a second of CPU): at start-up,
+        # not inside the first turn, where it would stall the event loop and eat the deadline.
+        self._chat = self._client.chat.completions
+
     @classmethod
     def azure(
         cls,
@@ -234,7 +238,7 @@ class OpenAIProvider:
         on_delta: DeltaCallback | None,
         delivered: Delivered,
     ) -> Completion:
-        chat = self._client.chat.completions
+        chat = self._chat
         wire_model = self.deployments.get(model, model)
         try:
             if on_delta is None:
