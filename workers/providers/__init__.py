@@ -1,4 +1,8 @@
-"""Model providers behind one ``Provider`` protocol, chosen by ``Settings.provider``."""
+"""Model providers behind one ``Provider`` protocol, chosen by ``Settings.provider``.
+
+``OpenAIProvider`` is imported on first use: the ``openai`` package takes a second or two of CPU
+to load, which a worker on the dev model (tests, ``sessionctl dev``) need not pay at start-up.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from workers.providers.base import (
     Usage,
 )
 from workers.providers.dev import DevProvider
-from workers.providers.openai import OpenAIProvider, TokenProvider
 
 if TYPE_CHECKING:
     from service.config import Settings
+    from workers.providers.openai import OpenAIProvider, TokenProvider
 
 __all__ = [
     "PROVIDER_NAMES",
@@ -35,6 +39,16 @@ __all__ = [
 ]
 
 PROVIDER_NAMES = ("dev", "openai", "azure")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OpenAIProvider":
+        from workers.providers.openai import OpenAIProvider
+
+        return OpenAIProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
@@ -50,6 +64,8 @@ def build_provider(settings: Settings) -> Provider:
         "max_retries": settings.provider_max_retries,
         "stream_usage": settings.provider_stream_usage,
     }
+    from workers.providers.openai import OpenAIProvider
+
     if name == "openai":
         return OpenAIProvider(base_url=settings.openai_base_url, api_key=api_key, **options)
     if name == "azure":
