@@ -197,6 +197,16 @@ class RetentionIn(RequestBody, Retention):
     pass
 
 
+def _integral_windows(value: Any) -> Any:
+    """``{"gpt-4o": 128000.0}`` as ``{"gpt-4o": 128000}``: a number without a fraction is an
+    integer here too, as in every other integer field."""
+    if isinstance(value, dict):
+        return {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in value.items()
+        }
+    return value
+
+
 class TenantCreate(RequestBody):
     id: str = Field(
         description="1-40 of a-z 0-9 - starting with a letter or digit.",
@@ -218,6 +228,8 @@ class TenantCreate(RequestBody):
         "deployment's SESSIONS_MODEL_CONTEXT_WINDOWS.",
     )
 
+    _windows = field_validator("context_windows", mode="before")(_integral_windows)
+
 
 class TenantUpdate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
@@ -233,6 +245,8 @@ class TenantUpdate(RequestBody):
         default=None,
         description="Merged into the current context windows; an entry set to null is removed.",
     )
+
+    _windows = field_validator("context_windows", mode="before")(_integral_windows)
 
 
 class TenantWithKey(BaseModel):
