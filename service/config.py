@@ -7,6 +7,7 @@ name in upper case with the ``SESSIONS_`` prefix (``redis_url`` -> ``SESSIONS_RE
 from __future__ import annotations
 
 import ipaddress
+import json
 from enum import Enum
 from pathlib import Path
 
@@ -106,10 +107,17 @@ class Settings(BaseSettings):
     )
 
     # --- Model provider ----------------------------------------------------------------------
-    provider: str = Field(default="dev", description="Model provider: dev or openai.")
+    provider: str = Field(default="dev", description="Model provider: dev, openai or azure.")
     default_model: str = Field(default="dev-echo", description="Model used when none is given.")
     model_context_tokens: int = Field(
-        default=8192, ge=256, description="Context window assumed for the model."
+        default=8192,
+        ge=256,
+        description="Context window of a model that model_context_windows does not name.",
+    )
+    model_context_windows: str = Field(
+        default="",
+        description="Context windows per model, as model=tokens,... or a JSON object; a model "
+        "takes its own entry or the longest entry its name starts with. Tenants may override.",
     )
     compaction_threshold: float = Field(
         default=0.8, gt=0, le=1, description="Share of the window that triggers compaction."
@@ -125,6 +133,29 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Timeout of one provider call."
     )
     provider_max_retries: int = Field(default=2, ge=0, description="Retries on provider 429/5xx.")
+    provider_stream_usage: bool = Field(
+        default=True,
+        description="Ask for token usage in streams (stream_options); turn off for endpoints "
+        "that answer 400 to it.",
+    )
+    azure_endpoint: str = Field(
+        default="",
+        description="Azure OpenAI resource endpoint (https://NAME.openai.azure.com), for "
+        "provider azure; the key is openai_api_key.",
+    )
+    azure_api_version: str = Field(
+        default="2024-10-21", description="Azure OpenAI api-version query parameter."
+    )
+    azure_deployments: str = Field(
+        default="",
+        description="Azure deployment per model, as model=deployment,... or a JSON object; a "
+        "model not named is its own deployment name.",
+    )
+    azure_entra_id: bool = Field(
+        default=False,
+        description="Authenticate to Azure OpenAI with Microsoft Entra ID (azure-identity's "
+        "DefaultAzureCredential) instead of a key.",
+    )
 
     # --- Workers -----------------------------------------------------------------------------
     worker_concurrency: int = Field(default=50, ge=1, description="Jobs one worker runs at once.")
@@ -195,6 +226,28 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return level
 
+    @field_validator("model_context_windows")
+    @classmethod
+    def _windows_parse(cls, value: str) -> str:
+        for model, tokens in parse_mapping(value, "model_context_windows").items():
+            if not tokens.isdigit() or int(tokens) < 256:
+                raise ValueError(f"context window of {model!r} must be an integer >= 256")
+        return value
+
+    @field_validator("azure_deployments")
+    @classmethod
+    def _deployments_parse(cls, value: str) -> str:
+        parse_mapping(value, "azure_deployments")
+        return value
+
+    def context_windows(self) -> dict[str, int]:
+        """``model_context_windows`` as a mapping of model (or name prefix) to tokens."""
+        return {k: int(v) for k, v in parse_mapping(self.model_context_windows, "").items()}
+
+    def deployments(self) -> dict[str, str]:
+        """``azure_deployments`` as a mapping of model name to Azure deployment name."""
+        return parse_mapping(self.azure_deployments, "")
+
     @property
     def effective_queue_url(self) -> str | None:
         return self.queue_redis_url or self.redis_url
@@ -209,6 +262,40 @@ class Settings(BaseSettings):
 
     def sentinel_nodes(self) -> list[tuple[str, int]]:
         return _host_ports(self.redis_sentinels)
+
+
+def parse_mapping(value: str, setting: str) -> dict[str, str]:
+    """``a=1,b=2`` or ``{"a": 1, "b": 2}`` as ``{"a": "1", "b": "2"}``; ``ValueError`` naming
+    ``setting`` for anything else (an empty key or value, a repeated key, a nested value)."""
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{setting} is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{setting} must be a JSON object")
+        pairs = [(str(k), v) for k, v in loaded.items()]
+        if any(isinstance(v, dict | list | bool) or v is None for _, v in pairs):
+            raise ValueError(f"{setting}: every value must be a string or a number")
+        items = [(k.strip(), str(v).strip()) for k, v in pairs]
+    else:
+        items = []
+        for entry in filter(None, (e.strip() for e in text.split(","))):
+            key, sep, val = entry.rpartition("=")
+            if not sep:
+                raise ValueError(f"{setting}: {entry!r} is not name=value")
+            items.append((key.strip(), val.strip()))
+    mapping: dict[str, str] = {}
+    for key, val in items:
+        if not key or not val:
+            raise ValueError(f"{setting}: empty name or value in {value!r}")
+        if key in mapping:
+            raise ValueError(f"{setting}: {key!r} is named twice")
+        mapping[key] = val
+    return mapping
 
 
 def _host_ports(value: str) -> list[tuple[str, int]]:

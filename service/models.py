@@ -135,6 +135,10 @@ class SessionInfo(BaseModel):
     compacted_through: str = ""
     mode: SessionMode = SessionMode.TURNS
     modified_ms: int = Field(default=0, exclude=True)
+    # token calibration (workers/budget.py): prompt tokens the provider reported, and the
+    # estimate of the same prompts
+    calib_reported: int = Field(default=0, exclude=True)
+    calib_estimated: int = Field(default=0, exclude=True)
 
 
 class SessionPage(BaseModel):
@@ -183,4 +187,6 @@ def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
         compacted_through=raw.get("compacted_through", ""),
         mode=SessionMode(raw.get("mode", SessionMode.TURNS.value)),
         modified_ms=modified,
+        calib_reported=int(raw.get("calib_reported", 0)),
+        calib_estimated=int(raw.get("calib_estimated", 0)),
     )

@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import json
 import secrets
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from service import keys as K
 from service.connections import RedisClient, store_errors
@@ -39,6 +39,13 @@ class Limits(BaseModel):
     rate_limit_per_second: float | None = Field(default=None, ge=0)
 
 
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+WindowTokens = Annotated[int, Field(ge=256, le=100_000_000)]
+MAX_CONTEXT_WINDOWS = 100
+ContextWindows = Annotated[dict[ModelName, WindowTokens], Field(max_length=MAX_CONTEXT_WINDOWS)]
+"""Context windows per model (or model-name prefix) of one tenant, over the deployment's own."""
+
+
 class Tenant(BaseModel):
     id: str
     name: str
@@ -50,6 +57,11 @@ class Tenant(BaseModel):
     retention: Retention = Field(default_factory=Retention)
     default_model: str | None = Field(
         default=None, max_length=200, description="Model of sessions created without one."
+    )
+    context_windows: ContextWindows = Field(
+        default_factory=dict,
+        description="Context window (tokens) per model or model-name prefix, over the "
+        "deployment's SESSIONS_MODEL_CONTEXT_WINDOWS.",
     )
 
 
@@ -93,6 +105,7 @@ class TenantRegistry:
         limits: Limits | None = None,
         retention: Retention | None = None,
         default_model: str | None = None,
+        context_windows: dict[str, int] | None = None,
     ) -> tuple[Tenant, str]:
         """Create a tenant; returns it with its API key, which is never shown again."""
         validate_tenant_id(tenant_id)
@@ -108,6 +121,7 @@ class TenantRegistry:
             limits=limits or Limits(),
             retention=retention or Retention(),
             default_model=default_model,
+            context_windows=context_windows or {},
         )
         with store_errors("create a tenant"):
             created = await self._redis.hsetnx(self._key, tenant_id, _dump(tenant))

@@ -6,12 +6,12 @@ from typing import Any
 
 from service.errors import Conflict, ProviderError, SessionNotFound
 from service.logging import get_logger
-from service.models import EventType, NewEvent, datetime_to_ms
+from service.models import Event, EventType, NewEvent, datetime_to_ms
 from service.runtime import Runtime
 from workers.context import ROLE_OF, history_messages
 from workers.providers import ChatMessage, Provider, Role
 from workers.providers.dev import SUMMARY_PREFIX
-from workers.tokens import estimate_messages
+from workers.tokens import estimate_messages, estimate_tokens
 
 log = get_logger("workers.background")
 TITLE_PROMPT = "Write a short title (at most six words) for this conversation."
@@ -61,11 +61,20 @@ async def set_title(
     return "titled"
 
 
-async def compact_session(ctx: dict[str, Any], tenant: str, session_id: str, through: str) -> str:
+async def compact_session(
+    ctx: dict[str, Any],
+    tenant: str,
+    session_id: str,
+    through: str,
+    *,
+    transcript_tokens: int | None = None,
+) -> str:
     """arq job: fold the messages up to ``through`` into the compaction summary.
 
     Nothing is deleted: the full history stays readable and exportable; later turns read the
-    summary plus the events after ``compacted_through``."""
+    summary plus the events after ``compacted_through``. With ``transcript_tokens`` (a turn
+    whose prompt passed the window) only the newest messages up to ``through`` that fit that
+    estimate beside the earlier summary are summarized."""
     runtime: Runtime = ctx["runtime"]
     provider: Provider = ctx["provider"]
     store = runtime.store.tenant(tenant)
@@ -79,6 +88,8 @@ async def compact_session(ctx: dict[str, Any], tenant: str, session_id: str, thr
             async for ev in store.iter_events(session_id, after=info.compacted_through or None)
             if _id_key(ev["id"]) <= _id_key(through)
         ]
+        if transcript_tokens is not None:
+            events = newest_within(events, transcript_tokens - estimate_tokens(previous))
         folded = history_messages(events)
         before = estimate_messages(folded)
         await store.append(
@@ -126,6 +137,22 @@ async def compact_session(ctx: dict[str, Any], tenant: str, session_id: str, thr
         log.warning("compaction.provider_error", tenant=tenant, session=session_id, kind=exc.kind)
         return "provider error"
     return "compacted"
+
+
+def newest_within(events: list[Event], tokens: int) -> list[Event]:
+    """The newest message events whose estimate fits ``tokens`` (at least the newest one)."""
+    kept: list[Event] = []
+    used = 0
+    for ev in reversed(events):
+        if ev["type"] not in ROLE_OF:
+            continue
+        cost = estimate_messages(history_messages([ev]))
+        if kept and used + cost > tokens:
+            break
+        kept.append(ev)
+        used += cost
+    kept.reverse()
+    return kept
 
 
 def _id_key(event_id: str) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from service.models import Event, EventType, NewEvent, SessionInfo, datetime_to_
 from service.runtime import Runtime
 from service.store import TenantStore
 from workers import metrics
+from workers.budget import turn_budget
 from workers.context import (
     Context,
     build_context,
@@ -43,7 +44,7 @@ from workers.context import (
     next_event_id,
 )
 from workers.lease import LeaseLost, SessionLease
-from workers.providers import Provider
+from workers.overflow import complete_fitting, fitted_counters
 from workers.queue import TurnQueue
 
 log = get_logger("workers.turns")
@@ -194,11 +195,13 @@ async def answer(
 ) -> None:
     """Run one turn: context, provider call (streamed when asked), final events. Every write
     names the ``lease`` token, so none lands once another worker has taken the session over."""
-    provider: Provider = ctx["provider"]
     settings: Settings = ctx["settings"]
     started = time.perf_counter()
     info = await store.get(session_id)
-    context, events = await turn_context(store, info, turn_id, settings)
+    budget = await turn_budget(ctx, store.tenant_id, info)
+    context, events = await turn_context(
+        store, info, turn_id, settings, budget.context_tokens(settings.compaction_threshold)
+    )
     model = info.model or settings.default_model
     bound = log.bind(tenant=store.tenant_id, session=session_id, turn=turn_id)
 
@@ -219,7 +222,7 @@ async def answer(
                     )
                 )
 
-        completion = await provider.complete(context.messages, model=model, on_delta=on_delta)
+        fitted = await complete_fitting(ctx, store, info, events, context, budget, on_delta)
     except Aborted:
         bound.info("turn.aborted")
         metrics.turn_ended("aborted", started)
@@ -241,15 +244,17 @@ async def answer(
             lease=lease,
         )
         return
-    usage = completion.usage
+    completion, usage = fitted.completion, fitted.completion.usage
     reply: dict[str, Any] = {"content": completion.content, "reply_to": turn_id, "model": model}
-    counters: dict[str, int] = {}
+    if completion.finish_reason is not None:
+        reply["finish_reason"] = completion.finish_reason
+    counters = fitted_counters(fitted)
     if usage is not None:
         reply["usage"] = {
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
         }
-        counters = {
+        counters |= {
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
         }
@@ -270,11 +275,15 @@ async def answer(
         return
     bound.info("turn.done", ms=round((time.perf_counter() - started) * 1000, 1))
     metrics.turn_ended("answered", started)
-    await _follow_ups(ctx, store, info, context.history_tokens, events)
+    await _follow_ups(ctx, store, info, budget.real(context.history_tokens), events, budget.window)
 
 
 async def turn_context(
-    store: TenantStore, info: SessionInfo, turn_id: str, settings: Settings
+    store: TenantStore,
+    info: SessionInfo,
+    turn_id: str,
+    settings: Settings,
+    budget_tokens: int | None = None,
 ) -> tuple[Context, list[Event]]:
     """What the model is sent for the turn of ``turn_id``: built from the durable history
     (messages, never live events such as deltas), so a streaming session's context is the same
@@ -291,7 +300,9 @@ async def turn_context(
         system_message=info.system_message,
         summary=await store.get_meta_field(info.session_id, "compaction_summary") or "",
         events=events,
-        budget_tokens=int(settings.model_context_tokens * settings.compaction_threshold),
+        budget_tokens=budget_tokens
+        if budget_tokens is not None
+        else int(settings.model_context_tokens * settings.compaction_threshold),
     )
     return context, events
 
@@ -302,6 +313,7 @@ async def _follow_ups(
     info: SessionInfo,
     history_tokens: int,
     events: list[Event],
+    window_tokens: int,
 ) -> None:
     """Background work a finished turn may call for: a title, a compaction."""
     queue: TurnQueue = ctx["queue"]
@@ -309,7 +321,7 @@ async def _follow_ups(
     if not info.summary:
         await queue.enqueue_title(store.tenant_id, info.session_id, datetime_to_ms(info.created_at))
     if info.infinite and needs_compaction(
-        history_tokens, settings.model_context_tokens, settings.compaction_threshold
+        history_tokens, window_tokens, settings.compaction_threshold
     ):
         through = compaction_split(events, KEEP_MESSAGES)
         if through is not None:

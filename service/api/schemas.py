@@ -8,14 +8,14 @@ number without a fraction (``60.0`` is the integer 60 in JSON Schema, too).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service import ids
 from service.lifecycle import LifecycleEvent
 from service.models import Bookmark, Message, SessionInfo, SessionMode
-from service.tenants import Limits, Retention, Tenant
+from service.tenants import ContextWindows, Limits, ModelName, Retention, Tenant, WindowTokens
 
 MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 
@@ -218,6 +218,7 @@ class TenantPublic(BaseModel):
     limits: Limits
     retention: Retention
     default_model: str | None
+    context_windows: dict[str, int]
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantPublic:
@@ -236,6 +237,16 @@ class RetentionIn(RequestBody, Retention):
     pass
 
 
+def _integral_windows(value: Any) -> Any:
+    """``{"gpt-4o": 128000.0}`` as ``{"gpt-4o": 128000}``: a number without a fraction is an
+    integer here too, as in every other integer field."""
+    if isinstance(value, dict):
+        return {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in value.items()
+        }
+    return value
+
+
 class TenantCreate(RequestBody):
     id: str = Field(
         description="1-40 of a-z 0-9 - starting with a letter or digit.",
@@ -251,6 +262,13 @@ class TenantCreate(RequestBody):
         description="Model of sessions created "
         "without one (else the deployment's SESSIONS_DEFAULT_MODEL).",
     )
+    context_windows: ContextWindows | None = Field(
+        default=None,
+        description="Context window (tokens) per model or model-name prefix, over the "
+        "deployment's SESSIONS_MODEL_CONTEXT_WINDOWS.",
+    )
+
+    _windows = field_validator("context_windows", mode="before")(_integral_windows)
 
 
 class TenantUpdate(RequestBody):
@@ -261,6 +279,14 @@ class TenantUpdate(RequestBody):
         default=None, description="Merged into the current retention rules."
     )
     default_model: str | None = Field(default=None, min_length=1, max_length=200)
+    context_windows: (
+        Annotated[dict[ModelName, WindowTokens | None], Field(max_length=100)] | None
+    ) = Field(
+        default=None,
+        description="Merged into the current context windows; an entry set to null is removed.",
+    )
+
+    _windows = field_validator("context_windows", mode="before")(_integral_windows)
 
 
 class TenantWithKey(BaseModel):

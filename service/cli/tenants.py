@@ -29,7 +29,7 @@ from service.cli.support import (
 from service.errors import InvalidInput, ServiceError
 from service.models import ms_to_datetime
 from service.runtime import Runtime
-from service.tenants import Limits, Tenant
+from service.tenants import MAX_CONTEXT_WINDOWS, Limits, Tenant
 
 EPILOG = "exit codes: 0 done, 1 refused (exists, unknown, Redis unreachable), 2 bad usage"
 
@@ -42,6 +42,16 @@ def rate_arg(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0 (got {text!r})")
     return value
+
+
+def window_arg(text: str) -> tuple[str, int]:
+    """``MODEL=TOKENS`` of ``--context-window``."""
+    model, _, tokens = text.rpartition("=")
+    if not 1 <= len(model) <= 200 or not tokens.isdigit() or not 256 <= int(tokens) <= 10**8:
+        raise argparse.ArgumentTypeError(
+            f"expected MODEL=TOKENS, TOKENS from 256 to 100000000 (got {text!r})"
+        )
+    return model, int(tokens)
 
 
 def register(sub: Any) -> None:
@@ -60,6 +70,14 @@ def register(sub: Any) -> None:
     create.add_argument("--max-message-bytes", type=positive_int, metavar="N", help="prompt cap")
     create.add_argument(
         "--rate-limit", type=rate_arg, metavar="R", help="requests per second (0 = unlimited)"
+    )
+    create.add_argument(
+        "--context-window",
+        type=window_arg,
+        action="append",
+        default=[],
+        metavar="MODEL=TOKENS",
+        help="context window of a model or model-name prefix (repeatable)",
     )
     create.add_argument("--json", action="store_true", help='print {"tenant", "api_key"}')
     create.set_defaults(func=run, handler=_create)
@@ -125,7 +143,12 @@ async def _create(runtime: Runtime, args: argparse.Namespace) -> None:
         max_message_bytes=args.max_message_bytes,
         rate_limit_per_second=args.rate_limit,
     )
-    tenant, api_key = await runtime.tenants.create(args.tenant, name=args.name, limits=limits)
+    windows = dict(args.context_window)
+    if len(windows) > MAX_CONTEXT_WINDOWS:
+        raise InvalidInput(f"a tenant has at most {MAX_CONTEXT_WINDOWS} context windows")
+    tenant, api_key = await runtime.tenants.create(
+        args.tenant, name=args.name, limits=limits, context_windows=windows
+    )
     note = f"Created tenant {tenant.id!r}. Its API key is shown once; store it now:"
     _print_key(tenant, api_key, args.json, note)
 

@@ -228,3 +228,35 @@ async def test_metrics_count_auth_failures(client: httpx.AsyncClient, app: FastA
 
 def test_settings_fixture_is_isolated(settings: Settings) -> None:
     assert settings.rate_limit_per_second == 0
+
+
+async def test_tenant_context_windows(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    r = await client.post(
+        "/v1/admin/tenants",
+        json={"id": "windows", "context_windows": {"gpt-4o": 128000, "llama3": 8192}},
+        headers=admin_headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["tenant"]["context_windows"] == {"gpt-4o": 128000, "llama3": 8192}
+    r = await client.patch(
+        "/v1/admin/tenants/windows",
+        json={"context_windows": {"llama3": None, "qwen": 32768}},
+        headers=admin_headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["context_windows"] == {"gpt-4o": 128000, "qwen": 32768}
+    for bad in ({"gpt-4o": 10}, {"": 8192}, {"gpt-4o": "big"}, {"x" * 201: 8192}):
+        r = await client.patch(
+            "/v1/admin/tenants/windows", json={"context_windows": bad}, headers=admin_headers
+        )
+        assert r.status_code == 422, bad
+        assert r.headers["content-type"] == "application/problem+json"
+    many = {f"m{i}": 1000 for i in range(99)}
+    r = await client.patch(
+        "/v1/admin/tenants/windows", json={"context_windows": many}, headers=admin_headers
+    )
+    assert r.status_code == 422  # 101 entries
+    r = await client.get("/v1/admin/tenants/windows", headers=admin_headers)
+    assert r.json()["context_windows"] == {"gpt-4o": 128000, "qwen": 32768}  # unchanged

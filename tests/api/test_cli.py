@@ -84,6 +84,12 @@ def test_create_prints_the_key_alone_on_the_last_line(
     assert "already exists" in capsys.readouterr().err
 
 
+def test_create_with_context_windows(env: redis.Redis) -> None:
+    argv = ["--context-window", "gpt-4o=128000", "--context-window", "llama3=8192"]
+    assert sessionctl("tenants", "create", "acme", *argv) == 0
+    assert stored(env, "acme")["context_windows"] == {"gpt-4o": 128000, "llama3": 8192}
+
+
 def test_create_json(env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     assert sessionctl("tenants", "create", "globex", "--json") == 0
     doc = json.loads(capsys.readouterr().out)
@@ -131,6 +137,8 @@ def test_failures_and_usage(env: redis.Redis, capsys: pytest.CaptureFixture[str]
         ["tenants", "create", "Bad_Name"],
         ["tenants", "create", "ok", "--max-sessions", "0"],
         ["tenants", "create", "ok", "--rate-limit", "-1"],
+        ["tenants", "create", "ok", "--context-window", "gpt-4o=100"],
+        ["tenants", "create", "ok", "--context-window", "gpt-4o"],
         ["tenants"],
     ):
         with pytest.raises(SystemExit) as exc:

@@ -17,8 +17,19 @@ scripted behaviour:
     stream-error                    stream one delta, then an ``{"error": ...}`` event
     done-then-stall                 stream the reply and ``[DONE]``, then never end the body
     ignore-stream                   answer a streaming request with a plain JSON completion
-    no-usage                        answer without usage
-    anything else                   answer ``Echo: <last user message>``
+    no-usage                        answer without usage (streams carry usage only when
+                                    ``stream_options.include_usage`` asks for it)
+    length                          stop early: ``finish_reason: "length"``, half the reply
+    content-filter                  withhold the reply: ``finish_reason: "content_filter"``
+    anything else                   answer ``Echo: <last user message>``; a request whose first
+                                    message is a system message starting "Summarize" gets
+                                    ``Summary: <the first 8 words of the last user message>``
+
+Server options: ``api_key`` (checked as ``Authorization: Bearer`` or Azure's ``api-key``),
+``retry_after`` (the 429 header), ``reject_stream_options`` (answer 400 to ``stream_options``, as
+older Azure api-versions do) and ``context_window`` (answer 400 ``context_length_exceeded``, in
+OpenAI's words, to a prompt of more tokens than that; a token here is a whitespace-separated word,
+as in the reported usage).
 
 Use it as ``async with FakeOpenAI() as server: ... server.base_url``; or run
 ``python -m tests.providers.fake_openai --port 8089`` to serve it from another process.
@@ -61,9 +72,18 @@ class _Drop(Exception):
 class FakeOpenAI:
     """The server; ``requests`` and ``hits`` (per model) show what it was asked."""
 
-    def __init__(self, api_key: str | None = None, retry_after: str = "1") -> None:
+    def __init__(
+        self,
+        api_key: str | None = None,
+        retry_after: str = "1",
+        *,
+        reject_stream_options: bool = False,
+        context_window: int | None = None,
+    ) -> None:
         self.api_key = api_key
         self.retry_after = retry_after
+        self.reject_stream_options = reject_stream_options
+        self.context_window = context_window
         self.requests: list[RecordedRequest] = []
         self.hits: Counter[str] = Counter()
         self.port = 0
@@ -161,7 +181,10 @@ class FakeOpenAI:
     ) -> None:
         if method != "POST" or not target.partition("?")[0].endswith("/chat/completions"):
             return await _send_json(writer, 404, {"error": {"message": "no such route"}})
-        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+        if self.api_key is not None and self.api_key not in (
+            headers.get("authorization", "").removeprefix("Bearer "),
+            headers.get("api-key"),
+        ):
             return await _send_json(writer, 401, _error("Incorrect API key provided"))
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return await _send_json(writer, 400, _error("'messages' is a required property"))
@@ -169,6 +192,19 @@ class FakeOpenAI:
         self.hits[model] += 1
         first = self.hits[model] == 1
         stream = body.get("stream") is True
+        if self.reject_stream_options and "stream_options" in body:
+            message = "Unrecognized request argument supplied: stream_options"
+            return await _send_json(writer, 400, _error(message))
+        prompt_tokens = _usage(body["messages"], "")["prompt_tokens"]
+        if self.context_window is not None and prompt_tokens > self.context_window:
+            message = (
+                f"This model's maximum context length is {self.context_window} tokens. However, "
+                f"your messages resulted in {prompt_tokens} tokens. Please reduce the length of "
+                "the messages."
+            )
+            error = _error(message)
+            error["error"] |= {"param": "messages", "code": "context_length_exceeded"}
+            return await _send_json(writer, 400, error)
         if model == "hang" or (model == "slow-stream" and not stream):
             await self._stall()
         if model == "fail-500" or (model == "fail-500-then-ok" and first):
@@ -187,10 +223,21 @@ class FakeOpenAI:
         if model == "missing-fields":
             return await _send_json(writer, 200, {"id": "chatcmpl-fake", "choices": []})
         reply = f"Echo: {_last_user(body['messages'])}"
+        if _asks_for_summary(body["messages"]):
+            reply = "Summary: " + " ".join(_last_user(body["messages"]).split()[:8])
+        finish = "stop"
+        if model == "length":
+            reply, finish = reply[: len(reply) // 2], "length"
+        if model == "content-filter":
+            reply, finish = "", "content_filter"
         usage = None if model == "no-usage" else _usage(body["messages"], reply)
         if stream and model != "ignore-stream":
-            return await _send_stream(writer, model, reply, usage, self._stall)
-        return await _send_json(writer, 200, _completion(model, reply, usage))
+            # as OpenAI does: a usage chunk only when stream_options asks for it
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                usage = None
+            return await _send_stream(writer, model, reply, usage, self._stall, finish)
+        return await _send_json(writer, 200, _completion(model, reply, usage, finish))
 
 
 # --- wire format ---------------------------------------------------------------------------
@@ -207,6 +254,11 @@ def _last_user(messages: list[Any]) -> str:
     return str(users[-1]) if users else ""
 
 
+def _asks_for_summary(messages: list[Any]) -> bool:
+    first = messages[0] if messages and isinstance(messages[0], dict) else {}
+    return first.get("role") == "system" and str(first.get("content", "")).startswith("Summarize")
+
+
 def _usage(messages: list[Any], reply: str) -> dict[str, int]:
     prompt = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
     completion = len(reply.split())
@@ -217,7 +269,9 @@ def _usage(messages: list[Any], reply: str) -> dict[str, int]:
     }
 
 
-def _completion(model: str, reply: str, usage: dict[str, int] | None) -> dict[str, Any]:
+def _completion(
+    model: str, reply: str, usage: dict[str, int] | None, finish: str = "stop"
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -226,8 +280,8 @@ def _completion(model: str, reply: str, usage: dict[str, int] | None) -> dict[st
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply},
-                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": reply or None},
+                "finish_reason": finish,
             }
         ],
     }
@@ -273,6 +327,7 @@ async def _send_stream(
     reply: str,
     usage: dict[str, int] | None,
     stall: Callable[[], Awaitable[None]],
+    finish: str = "stop",
 ) -> None:
     """SSE over chunked transfer encoding, as OpenAI sends it."""
     writer.write(
@@ -286,8 +341,9 @@ async def _send_stream(
         await writer.drain()
 
     await event(json.dumps(_chunk(model, {"role": "assistant", "content": ""})))
-    words = [w + " " for w in reply.split(" ")]
-    words[-1] = words[-1][:-1]
+    words = [w + " " for w in reply.split(" ")] if reply else []
+    if words:
+        words[-1] = words[-1][:-1]
     for index, word in enumerate(words):
         await event(json.dumps(_chunk(model, {"content": word})))
         if model == "slow-stream":
@@ -297,7 +353,7 @@ async def _send_stream(
         if model == "stream-error":
             await event(json.dumps(_error("The server is overloaded", "server_error")))
             break
-    await event(json.dumps(_chunk(model, {}, finish="stop")))
+    await event(json.dumps(_chunk(model, {}, finish=finish)))
     if usage is not None:
         final = _chunk(model, {}) | {"choices": [], "usage": usage}
         await event(json.dumps(final))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
+import httpx
 import pytest
 
 from service.errors import ProviderError
@@ -12,6 +13,7 @@ from tests.providers.conftest import MakeProvider
 from tests.providers.fake_openai import FakeOpenAI
 from workers.providers.base import ChatMessage, Role, Usage
 from workers.providers.openai import OpenAIProvider, completions_url, parse_retry_after
+from workers.providers.wire import retry_after_of
 
 MESSAGES = [
     ChatMessage(Role.SYSTEM, "You are terse."),
@@ -47,13 +49,14 @@ async def test_completion(fake_openai: FakeOpenAI, make_provider: MakeProvider) 
     assert completion.content == REPLY
     assert completion.model == "gpt-test"
     assert completion.usage == Usage(prompt_tokens=8, completion_tokens=4)
+    assert completion.finish_reason == "stop"
 
 
 async def test_request_shape(fake_openai: FakeOpenAI, make_provider: MakeProvider) -> None:
     await make_provider(api_key="sk-secret").complete(MESSAGES, model="gpt-test")
     [request] = fake_openai.requests
     assert request.method == "POST"
-    assert request.path == "/v1/chat/completions"
+    assert request.target == "/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-secret"
     assert request.headers["content-type"] == "application/json"
     assert request.body == {
@@ -81,6 +84,7 @@ async def test_streaming(fake_openai: FakeOpenAI, make_provider: MakeProvider) -
     assert deltas.chunks == ["Echo: ", "say ", "something ", "nice"]
     assert completion.content == "".join(deltas.chunks) == REPLY
     assert completion.usage == Usage(prompt_tokens=8, completion_tokens=4)
+    assert completion.finish_reason == "stop"
     body = fake_openai.requests[0].body
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
@@ -98,7 +102,7 @@ async def test_usage_is_optional(fake_openai: FakeOpenAI, make_provider: MakePro
 async def test_body_left_open_after_done(
     fake_openai: FakeOpenAI, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("workers.providers.openai._DRAIN_SECONDS", 0.1)
+    monkeypatch.setattr("workers.providers.wire.DRAIN_SECONDS", 0.1)
     deltas = Deltas()
     provider = make_provider(timeout_seconds=2.0)
     completion = await provider.complete(MESSAGES, model="done-then-stall", on_delta=deltas)
@@ -130,6 +134,134 @@ async def test_azure_style_base_url(fake_openai: FakeOpenAI, make_provider: Make
     await make_provider(base_url=base).complete(MESSAGES, model="gpt-test")
     target = fake_openai.requests[0].target
     assert target == "/openai/deployments/gpt4o/chat/completions?api-version=2024-06-01"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_finish_reasons(
+    fake_openai: FakeOpenAI, make_provider: MakeProvider, stream: bool
+) -> None:
+    provider = make_provider()
+    deltas = Deltas() if stream else None
+    cut = await provider.complete(MESSAGES, model="length", on_delta=deltas)
+    assert cut.finish_reason == "length"
+    assert cut.content == REPLY[: len(REPLY) // 2]
+    blocked = await provider.complete(MESSAGES, model="content-filter", on_delta=deltas)
+    assert blocked.finish_reason == "content_filter"
+    assert blocked.content == ""
+    if deltas is not None:
+        assert "".join(deltas.chunks) == cut.content
+
+
+async def test_stream_without_usage_when_the_setting_is_off(
+    fake_openai: FakeOpenAI, make_provider: MakeProvider
+) -> None:
+    deltas = Deltas()
+    completion = await make_provider(stream_usage=False).complete(
+        MESSAGES, model="gpt-test", on_delta=deltas
+    )
+    assert completion.content == REPLY == "".join(deltas.chunks)
+    assert completion.usage is None
+    assert completion.finish_reason == "stop"
+    assert "stream_options" not in fake_openai.requests[0].body
+
+
+async def test_endpoint_refusing_stream_options(make_provider: MakeProvider) -> None:
+    async with FakeOpenAI(reject_stream_options=True) as server:
+        error = await failure(make_provider(base_url=server.base_url), "gpt-test", stream=True)
+        assert error.kind == "bad_request"
+        assert "stream_options" in error.detail
+        assert server.hits["gpt-test"] == 1  # a 400 is not retried
+        provider = make_provider(base_url=server.base_url, stream_usage=False)
+        deltas = Deltas()
+        completion = await provider.complete(MESSAGES, model="gpt-test", on_delta=deltas)
+        assert completion.content == REPLY == "".join(deltas.chunks)
+        assert (await provider.complete(MESSAGES, model="gpt-test")).usage is not None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_context_overflow_is_its_own_kind(make_provider: MakeProvider, stream: bool) -> None:
+    async with FakeOpenAI(context_window=5) as server:
+        error = await failure(make_provider(base_url=server.base_url), "gpt-test", stream=stream)
+    assert error.kind == "context_length_exceeded"
+    assert "maximum context length is 5 tokens" in error.detail
+    assert error.extra["status_code"] == 400
+    assert error.extra["context_window"] == 5
+    assert error.extra["prompt_tokens"] == 8
+    assert server.hits["gpt-test"] == 1
+
+
+async def test_azure_deployments_api_version_and_key(make_provider: MakeProvider) -> None:
+    async with FakeOpenAI(api_key="azure-key") as server:
+        provider = OpenAIProvider.azure(
+            f"http://127.0.0.1:{server.port}",
+            "2024-06-01",
+            api_key="azure-key",
+            deployments={"gpt-4o": "prod-4o"},
+            timeout_seconds=5.0,
+        )
+        try:
+            completion = await provider.complete(MESSAGES, model="gpt-4o")
+            streamed = await provider.complete(MESSAGES, model="gpt-4o-mini", on_delta=Deltas())
+        finally:
+            await provider.aclose()
+    assert provider.name == "azure"
+    assert completion.content == streamed.content == REPLY
+    assert completion.model == "prod-4o"  # as the server names it
+    first, second = server.requests
+    assert first.target == "/openai/deployments/prod-4o/chat/completions?api-version=2024-06-01"
+    assert second.target == (
+        "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-06-01"
+    )
+    assert first.headers["api-key"] == "azure-key"
+    assert "authorization" not in first.headers
+    assert first.body["model"] == "prod-4o"
+    assert second.body["stream_options"] == {"include_usage": True}
+
+
+async def test_azure_with_an_entra_id_token(fake_openai: FakeOpenAI) -> None:
+    issued: list[str] = []
+
+    async def token() -> str:
+        issued.append(f"entra-{len(issued)}")
+        return issued[-1]
+
+    provider = OpenAIProvider.azure(
+        f"http://127.0.0.1:{fake_openai.port}", "2024-10-21", token_provider=token
+    )
+    try:
+        await provider.complete(MESSAGES, model="gpt-4o")
+        await provider.complete(MESSAGES, model="gpt-4o", on_delta=Deltas())
+    finally:
+        await provider.aclose()
+    assert [r.headers["authorization"] for r in fake_openai.requests] == [
+        "Bearer entra-0",
+        "Bearer entra-1",
+    ]
+    assert all("api-key" not in r.headers for r in fake_openai.requests)
+    assert all(r.target.endswith("?api-version=2024-10-21") for r in fake_openai.requests)
+
+
+async def test_azure_token_failure_is_auth(fake_openai: FakeOpenAI) -> None:
+    async def token() -> str:
+        raise ProviderError("no Microsoft Entra ID token for Azure OpenAI: refused", kind="auth")
+
+    provider = OpenAIProvider.azure(
+        f"http://127.0.0.1:{fake_openai.port}", "2024-10-21", token_provider=token, max_retries=2
+    )
+    try:
+        error = await failure(provider, "gpt-4o", stream=True)
+    finally:
+        await provider.aclose()
+    assert error.kind == "auth"
+    assert error.extra["attempts"] == 1
+    assert fake_openai.requests == []
+
+
+def test_azure_needs_a_credential_and_a_version() -> None:
+    with pytest.raises(ValueError, match="API key or an Entra ID token"):
+        OpenAIProvider.azure("https://res.openai.azure.com", "2024-10-21")
+    with pytest.raises(ValueError, match="api-version"):
+        OpenAIProvider.azure("https://res.openai.azure.com", "", api_key="k")
 
 
 def test_completions_url() -> None:
@@ -328,6 +460,13 @@ async def test_callback_errors_propagate_unchanged(
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def test_retry_after_of_prefers_milliseconds() -> None:
+    assert retry_after_of(httpx.Headers({"retry-after-ms": "250", "retry-after": "7"})) == 0.25
+    assert retry_after_of(httpx.Headers({"retry-after": "7"})) == 7.0
+    assert retry_after_of(httpx.Headers({"retry-after-ms": "soon", "retry-after": "2"})) == 2.0
+    assert retry_after_of(httpx.Headers()) is None
 
 
 def test_parse_retry_after() -> None:

@@ -5,7 +5,7 @@ caller passes ``on_delta`` the provider streams: it awaits ``on_delta(chunk)`` f
 as it arrives and still returns the full completion at the end.
 
 Every failure is raised as ``service.errors.ProviderError`` whose ``kind`` is one of
-``ProviderErrorKind``; library exceptions (httpx, json) never escape a provider.
+``ProviderErrorKind``; library exceptions (openai, httpx, json) never escape a provider.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class ProviderErrorKind(StrEnum):
     AUTH = "auth"
     BAD_REQUEST = "bad_request"
     CONNECTION = "connection"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # the prompt passed the model's window
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,16 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
-    """The model's full answer; ``usage`` is None when the provider did not report it."""
+    """The model's full answer; ``usage`` is None when the provider did not report it.
+
+    ``finish_reason`` is why the model stopped, as the provider says it: ``stop`` (a whole
+    answer), ``length`` (cut off at the token limit), ``content_filter`` (withheld by the
+    provider's filter), ``tool_calls``; None when the provider did not say."""
 
     content: str
     model: str
     usage: Usage | None
+    finish_reason: str | None = None
 
 
 DeltaCallback = Callable[[str], Awaitable[None]]

@@ -85,7 +85,7 @@ class DevProvider:
         usage = Usage(
             prompt_tokens=estimate_messages(messages), completion_tokens=estimate_tokens(reply)
         )
-        return Completion(content=reply, model=model, usage=usage)
+        return Completion(content=reply, model=model, usage=usage, finish_reason="stop")
 
     async def aclose(self) -> None:
         return None

@@ -14,7 +14,8 @@ from service.api.schemas import (
     TenantUpdate,
     TenantWithKey,
 )
-from service.tenants import Limits, Retention
+from service.errors import InvalidInput
+from service.tenants import MAX_CONTEXT_WINDOWS, Limits, Retention
 
 router = APIRouter(prefix=V1, tags=["tenants"])
 admin = APIRouter(prefix=f"{V1}/admin/tenants", tags=["admin"], dependencies=[AdminDep])
@@ -35,6 +36,7 @@ async def create_tenant(body: TenantCreate, rt: RuntimeDep) -> TenantWithKey:
         limits=Limits.model_validate(body.limits.model_dump()) if body.limits else None,
         retention=Retention.model_validate(body.retention.model_dump()) if body.retention else None,
         default_model=body.default_model,
+        context_windows=body.context_windows,
     )
     return TenantWithKey(tenant=TenantPublic.of(tenant), api_key=api_key)
 
@@ -51,7 +53,8 @@ async def get_tenant(tenant_id: TenantId, rt: RuntimeDep) -> TenantPublic:
 
 @admin.patch("/{tenant_id}", response_model=TenantPublic)
 async def update_tenant(tenant_id: TenantId, body: TenantUpdate, rt: RuntimeDep) -> TenantPublic:
-    """Rename, disable or enable, or change limits and retention (merged field by field)."""
+    """Rename, disable or enable, or change limits, retention and context windows (merged
+    field by field)."""
     tenant = await rt.tenants.get(tenant_id)
     if body.name is not None:
         tenant.name = body.name
@@ -65,6 +68,11 @@ async def update_tenant(tenant_id: TenantId, body: TenantUpdate, rt: RuntimeDep)
     if body.retention is not None:
         changes = body.retention.model_dump(exclude_unset=True)
         tenant.retention = Retention.model_validate(tenant.retention.model_dump() | changes)
+    if body.context_windows is not None:
+        windows = tenant.context_windows | body.context_windows
+        tenant.context_windows = {m: t for m, t in windows.items() if t is not None}
+        if len(tenant.context_windows) > MAX_CONTEXT_WINDOWS:
+            raise InvalidInput(f"a tenant has at most {MAX_CONTEXT_WINDOWS} context windows")
     return TenantPublic.of(await rt.tenants.save(tenant))
 
 
