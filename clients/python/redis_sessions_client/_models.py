@@ -41,6 +41,14 @@ class Event:
             timestamp=parse_time(raw["timestamp"]),
         )
 
+    @property
+    def finish_reason(self) -> str | None:
+        """Why the model stopped, on an ``assistant.message``: ``stop`` (a whole answer),
+        ``length`` (cut off at the token limit), ``content_filter`` (withheld by the provider's
+        filter), or another word of the provider's; None where the provider said nothing."""
+        value = self.data.get("finish_reason")
+        return value if isinstance(value, str) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

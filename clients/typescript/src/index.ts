@@ -31,7 +31,9 @@ export {
 } from "./errors.js";
 export type { Problem } from "./errors.js";
 export type { ClientOptions } from "./http.js";
+export { finishReason } from "./models.js";
 export type {
+  AssistantMessageData,
   Bookmark,
   Message,
   MessageOptions,

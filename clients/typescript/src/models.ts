@@ -15,6 +15,26 @@ export interface SessionEvent {
   timestamp: string;
 }
 
+/** `data` of an `assistant.message` event (the reply): `finishReason()` reads its
+ * `finish_reason`. */
+export interface AssistantMessageData {
+  content: string;
+  /** The id of the user message this answers. */
+  reply_to: string;
+  model?: string;
+  /** Why the model stopped: `stop` (a whole answer), `length` (cut off at the token limit),
+   * `content_filter` (withheld by the provider's filter), or another word of the provider's. */
+  finish_reason?: string;
+  usage?: { prompt_tokens: number; completion_tokens: number };
+}
+
+/** Why the model stopped, for an `assistant.message` event; undefined where the provider said
+ * nothing (or for any other event). */
+export function finishReason(event: SessionEvent): string | undefined {
+  const value = event.type === "assistant.message" ? event.data.finish_reason : undefined;
+  return typeof value === "string" ? value : undefined;
+}
+
 /** One message of the conversation, from `Session.getConversation()`. */
 export interface Message {
   role: "user" | "assistant" | string;
