@@ -92,11 +92,12 @@ def create_app() -> FastAPI:
                 idx.idx,
                 idx.exp,
                 K.lifecycle_key(prefix, tenant),
+                K.pending_key(prefix, tenant),
                 live,
             ],
             args=[
                 LIFECYCLE_MAXLEN, sid, settings.live_window_events,
-                settings.live_window_seconds * 1000, "", "enqueue", "", "messages=1", body,
+                settings.live_window_seconds * 1000, "", "enqueue", "", "messages=1", "", body,
             ],
         )  # fmt: skip
         message_id = res[3]
