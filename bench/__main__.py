@@ -182,8 +182,10 @@ RUNNERS: dict[str, Callable[[bool], Awaitable[list[Result]]]] = {
 def verdict(res: Result) -> bool | None:
     """Whether the figure meets its target; None when it has none (or it cannot be judged).
 
-    ``>= x`` / ``<= x``: the ratio when there is a baseline, else the figure itself;
-    ``<= bar``: the figure against the baseline; ``~1``: the ratio within ``FLAT_TOLERANCE``."""
+    ``>= x``: the ratio (oriented: above 1 is better) when there is a baseline, else the
+    figure itself; ``<= x``: ours at most ``x`` times the baseline (a cost: memory, time) when
+    there is one, else the figure itself; ``<= bar``: the figure against the baseline; ``~1``:
+    the ratio within ``FLAT_TOLERANCE``."""
     target = res.target.strip()
     ratio = res.ratio
     if not target:
@@ -198,6 +200,10 @@ def verdict(res: Result) -> bool | None:
     if match is None:
         return None
     bound = float(match.group(2))
+    if match.group(1) == "<=" and res.baseline not in (None, 0):
+        # "ours <= x times the baseline": not the oriented ratio, which a larger cost of ours
+        # makes smaller
+        return res.ours / res.baseline <= bound
     value = ratio if res.baseline not in (None, 0) else res.ours
     if value is None or value != value:
         return None
@@ -293,8 +299,10 @@ def markdown(runs: list[GroupRun], *, command: str, started: dt.datetime, second
         "",
         "Ratio: ours against the baseline, oriented so that above 1 means ours does better "
         "(throughput: ours / baseline; latency, time and memory: baseline / ours). A target "
-        "`>= x` or `<= x` applies to the ratio when there is a baseline and to the figure when "
-        f"there is none; `~1` passes within a factor of {FLAT_TOLERANCE:g} either way.",
+        "`>= x` applies to that ratio when there is a baseline; `<= x` with a baseline means "
+        "ours is at most x times the baseline (memory, time); either applies to the figure "
+        f"itself when there is none; `~1` passes within a factor of {FLAT_TOLERANCE:g} either "
+        "way.",
     ]
     for run in runs:
         out += ["", f"## {run.name}: {TITLES[run.name]}", ""]
