@@ -19,6 +19,7 @@ from arq import cron, func
 from arq.worker import Worker, async_check_health
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from service.config import Settings
 from service.errors import ServiceError
@@ -37,14 +38,29 @@ class QueueTolerantWorker(Worker):
     """arq's worker, kept alive through a queue Redis outage: arq lets a failed poll end the
     process, and every worker would die of one restart of the queue Redis. A poll that fails
     to reach Redis is logged and tried again after a pause; turns left meanwhile are handed on
-    by the watchdog once the queue is back."""
+    by the watchdog once the queue is back.
+
+    A connection lost while arq watches a job's in-progress key surfaces as redis-py's
+    ``WatchError``; it is an outage like the others. arq takes a job slot before that check and
+    gives it back only on the paths it expects, so ``start_jobs`` returns the slot itself when
+    Redis fails there: without that every outage would cost a slot, until none were left."""
 
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, WatchError, OSError) as exc:
             log.warning("worker.queue_unavailable", error=str(exc), pause_s=QUEUE_RETRY_S)
             await asyncio.sleep(QUEUE_RETRY_S)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except (RedisConnectionError, RedisTimeoutError, WatchError, OSError):
+                # arq acquired the slot and counted the job before the call that failed
+                self.job_counter -= 1
+                self.sem.release()
+                raise
 
 
 def health_key(host: str | None = None) -> str:
