@@ -15,7 +15,7 @@ import httpx
 from redis_sessions_client import _requests as calls
 from redis_sessions_client._errors import ServerError, error_from_response
 from redis_sessions_client._models import SessionInfo
-from redis_sessions_client._requests import Call
+from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._retry import Attempts
 from redis_sessions_client._session import Session
 
@@ -85,7 +85,7 @@ class SessionClient:
         """Create a session: ``session_id``, ``model``, ``system_message``, ``streaming``,
         ``infinite_sessions``, ``labels``, ``ttl_seconds``, ``name`` (all optional)."""
         response = await self._request(calls.create_session(config, kw))
-        return self._session(SessionInfo.from_json(response.json()))
+        return self._session(SessionInfo.from_json(body_of(response)))
 
     async def resume_session(
         self, session_id: str, config: Mapping[str, Any] | None = None, **kw: Any
@@ -93,11 +93,11 @@ class SessionClient:
         """A handle on an existing session (``SessionNotFound`` when there is none); ``name``,
         ``labels``, ``ttl_seconds`` and ``infinite_sessions`` given here are applied to it."""
         response = await self._request(calls.resume_session(session_id, config, kw))
-        return self._session(SessionInfo.from_json(response.json()))
+        return self._session(SessionInfo.from_json(body_of(response)))
 
     async def get_session_metadata(self, session_id: str) -> SessionInfo:
         response = await self._request(Call("GET", calls.session_path(session_id)))
-        return SessionInfo.from_json(response.json())
+        return SessionInfo.from_json(body_of(response))
 
     async def iter_sessions(
         self,
@@ -111,7 +111,7 @@ class SessionClient:
         seen = 0
         while True:
             size = page_size if limit is None else min(page_size, limit - seen)
-            page = (await self._request(calls.list_page(labels, size, cursor))).json()
+            page = body_of(await self._request(calls.list_page(labels, size, cursor)))
             for raw in page["data"]:
                 yield SessionInfo.from_json(raw)
                 seen += 1

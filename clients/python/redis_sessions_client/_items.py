@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis_sessions_client._errors import SessionError, SessionNotFound
-from redis_sessions_client._requests import Call, session_path
+from redis_sessions_client._requests import Call, body_of, session_path
 
 if TYPE_CHECKING:
     import httpx
@@ -108,7 +108,7 @@ class Items:
             except SessionNotFound:  # not made yet, or deleted or expired since
                 await self._ensure()
                 response = await self._client._request(call)
-            ids += response.json()["ids"]
+            ids += body_of(response)["ids"]
         return ids
 
     async def read(self, limit: int | None = None) -> list[Any]:
@@ -119,7 +119,7 @@ class Items:
                 response = await self._client._request(pages.call)
             except SessionNotFound:
                 return []
-            pages.take(response.json())
+            pages.take(body_of(response))
         return pages.items()
 
     async def pop(self) -> Any | None:
@@ -128,7 +128,7 @@ class Items:
             response = await self._client._request(Call("POST", self._path + "/items/pop"))
         except SessionNotFound:
             return None
-        return response.json()["item"]
+        return body_of(response)["item"]
 
     async def clear(self) -> None:
         """Drop every item; the session, its TTL and labels stay."""
@@ -171,7 +171,7 @@ class SyncItems:
                     if exc.status_code != 409:
                         raise
                 response = self._client._request(call)
-            ids += response.json()["ids"]
+            ids += body_of(response)["ids"]
         return ids
 
     def read(self, limit: int | None = None) -> list[Any]:
@@ -180,13 +180,13 @@ class SyncItems:
             response = _ignore_missing(partial(self._client._request, call))
             if response is None:
                 return []
-            pages.take(response.json())
+            pages.take(body_of(response))
         return pages.items()
 
     def pop(self) -> Any | None:
         call = Call("POST", self._path + "/items/pop")
         response = _ignore_missing(partial(self._client._request, call))
-        return None if response is None else response.json()["item"]
+        return None if response is None else body_of(response)["item"]
 
     def clear(self) -> None:
         _ignore_missing(partial(self._client._request, Call("DELETE", self._path + "/items")))

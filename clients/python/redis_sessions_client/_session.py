@@ -27,7 +27,7 @@ from redis_sessions_client._models import (
     id_key,
     turn_outcome,
 )
-from redis_sessions_client._requests import Call
+from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._sse import RESYNC, TRANSIENT_TYPES
 from redis_sessions_client._stream import EventStream
 
@@ -72,7 +72,7 @@ class Session:
             self._cursor = event_id
 
     def _info(self, response: httpx.Response) -> SessionInfo:
-        self.info = SessionInfo.from_json(response.json())
+        self.info = SessionInfo.from_json(body_of(response))
         if self.info.last_event_id:
             self._saw(self.info.last_event_id)
         return self.info
@@ -91,7 +91,7 @@ class Session:
         send never makes a second message."""
         text = calls.prompt_of(options, prompt)
         response = await self._client._request(calls.send(self._path, text, idempotency_key))
-        message_id: str = response.json()["message_id"]
+        message_id: str = body_of(response)["message_id"]
         return message_id
 
     async def send_and_wait(
@@ -166,7 +166,7 @@ class Session:
     async def abort(self) -> bool:
         """Drop the pending turns; True when something was pending."""
         response = await self._client._request(calls.abort(self._path))
-        return bool(response.json().get("aborted"))
+        return bool(body_of(response).get("aborted"))
 
     # --- live events ---------------------------------------------------------------------------
     def on(self, event_type: str | Handler, handler: Handler | None = None) -> Callable[[], None]:
@@ -259,7 +259,7 @@ class Session:
         after: str | None = None
         while True:
             response = await self._client._request(calls.messages_page(self._path, after))
-            body = response.json()
+            body = body_of(response)
             out += [Message.from_json(m) for m in body["data"]]
             after = body.get("next_cursor")
             if not after:
@@ -281,7 +281,7 @@ class Session:
             call = calls.events_page(
                 self._path, after=after, before=before, limit=size, reverse=reverse
             )
-            data = (await self._client._request(call)).json()["data"]
+            data = body_of(await self._client._request(call))["data"]
             out += [Event.from_json(raw) for raw in data]
             if len(data) < size or (limit is not None and len(out) >= limit):
                 return out
@@ -299,11 +299,11 @@ class Session:
         response = await self._client._request(
             Call("PUT", self._bookmark_path(name), json={"description": description})
         )
-        return Bookmark.from_json(response.json())
+        return Bookmark.from_json(body_of(response))
 
     async def get_bookmarks(self) -> list[Bookmark]:
         response = await self._client._request(Call("GET", self._path + "/bookmarks"))
-        return [Bookmark.from_json(b) for b in response.json()["data"]]
+        return [Bookmark.from_json(b) for b in body_of(response)["data"]]
 
     async def delete_bookmark(self, name: str) -> None:
         await self._client._request(Call("DELETE", self._bookmark_path(name)))
@@ -311,7 +311,7 @@ class Session:
     async def get_messages_since(self, name: str) -> list[Message]:
         """The messages after bookmark ``name``."""
         response = await self._client._request(Call("GET", self._bookmark_path(name) + "/messages"))
-        return [Message.from_json(m) for m in response.json()["data"]]
+        return [Message.from_json(m) for m in body_of(response)["data"]]
 
     # --- export and metadata -------------------------------------------------------------------
     async def export(self, format: str = "json") -> dict[str, Any]:
@@ -319,7 +319,7 @@ class Session:
         if format != "json":
             raise ValidationError("export() returns JSON; use export_jsonl() to stream")
         response = await self._client._request(calls.export(self._path, "json"))
-        exported: dict[str, Any] = response.json()
+        exported: dict[str, Any] = body_of(response)
         return exported
 
     async def export_jsonl(self) -> AsyncIterator[dict[str, Any]]:

@@ -18,7 +18,7 @@ from redis_sessions_client._client import (
 )
 from redis_sessions_client._errors import ServerError, error_from_response
 from redis_sessions_client._models import SessionInfo
-from redis_sessions_client._requests import Call
+from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._retry import Attempts
 from redis_sessions_client._sync_session import SyncSession
 
@@ -81,18 +81,18 @@ class SyncSessionClient:
     def create_session(self, config: Mapping[str, Any] | None = None, **kw: Any) -> SyncSession:
         """See ``SessionClient.create_session``."""
         response = self._request(calls.create_session(config, kw))
-        return self._session(SessionInfo.from_json(response.json()))
+        return self._session(SessionInfo.from_json(body_of(response)))
 
     def resume_session(
         self, session_id: str, config: Mapping[str, Any] | None = None, **kw: Any
     ) -> SyncSession:
         """See ``SessionClient.resume_session``."""
         response = self._request(calls.resume_session(session_id, config, kw))
-        return self._session(SessionInfo.from_json(response.json()))
+        return self._session(SessionInfo.from_json(body_of(response)))
 
     def get_session_metadata(self, session_id: str) -> SessionInfo:
         response = self._request(Call("GET", calls.session_path(session_id)))
-        return SessionInfo.from_json(response.json())
+        return SessionInfo.from_json(body_of(response))
 
     def iter_sessions(
         self,
@@ -106,7 +106,7 @@ class SyncSessionClient:
         seen = 0
         while True:
             size = page_size if limit is None else min(page_size, limit - seen)
-            page = self._request(calls.list_page(labels, size, cursor)).json()
+            page = body_of(self._request(calls.list_page(labels, size, cursor)))
             for raw in page["data"]:
                 yield SessionInfo.from_json(raw)
                 seen += 1

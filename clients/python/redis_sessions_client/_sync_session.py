@@ -28,7 +28,7 @@ from redis_sessions_client._models import (
     id_key,
     turn_outcome,
 )
-from redis_sessions_client._requests import Call
+from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._sse import ENDING_TYPES
 from redis_sessions_client._stream import SyncEventStream
 
@@ -71,7 +71,7 @@ class SyncSession:
                 self._cursor = event_id
 
     def _info(self, response: httpx.Response) -> SessionInfo:
-        self.info = SessionInfo.from_json(response.json())
+        self.info = SessionInfo.from_json(body_of(response))
         if self.info.last_event_id:
             self._saw(self.info.last_event_id)
         return self.info
@@ -88,7 +88,7 @@ class SyncSession:
         """See ``Session.send``."""
         text = calls.prompt_of(options, prompt)
         response = self._client._request(calls.send(self._path, text, idempotency_key))
-        message_id: str = response.json()["message_id"]
+        message_id: str = body_of(response)["message_id"]
         return message_id
 
     def send_and_wait(
@@ -122,7 +122,7 @@ class SyncSession:
 
     def abort(self) -> bool:
         """Drop the pending turns; True when something was pending."""
-        return bool(self._client._request(calls.abort(self._path)).json().get("aborted"))
+        return bool(body_of(self._client._request(calls.abort(self._path))).get("aborted"))
 
     # --- live events ---------------------------------------------------------------------------
     def on(self, event_type: str | Handler, handler: Handler | None = None) -> Callable[[], None]:
@@ -198,7 +198,7 @@ class SyncSession:
         out: list[Message] = []
         after: str | None = None
         while True:
-            body = self._client._request(calls.messages_page(self._path, after)).json()
+            body = body_of(self._client._request(calls.messages_page(self._path, after)))
             out += [Message.from_json(m) for m in body["data"]]
             after = body.get("next_cursor")
             if not after:
@@ -219,7 +219,7 @@ class SyncSession:
             call = calls.events_page(
                 self._path, after=after, before=before, limit=size, reverse=reverse
             )
-            data = self._client._request(call).json()["data"]
+            data = body_of(self._client._request(call))["data"]
             out += [Event.from_json(raw) for raw in data]
             if len(data) < size or (limit is not None and len(out) >= limit):
                 return out
@@ -233,11 +233,11 @@ class SyncSession:
         """Mark the current end of the conversation as ``name`` (replacing one of that name)."""
         path = calls.bookmark_path(self._path, name)
         response = self._client._request(Call("PUT", path, json={"description": description}))
-        return Bookmark.from_json(response.json())
+        return Bookmark.from_json(body_of(response))
 
     def get_bookmarks(self) -> list[Bookmark]:
         response = self._client._request(Call("GET", self._path + "/bookmarks"))
-        return [Bookmark.from_json(b) for b in response.json()["data"]]
+        return [Bookmark.from_json(b) for b in body_of(response)["data"]]
 
     def delete_bookmark(self, name: str) -> None:
         self._client._request(Call("DELETE", calls.bookmark_path(self._path, name)))
@@ -246,7 +246,7 @@ class SyncSession:
         """The messages after bookmark ``name``."""
         path = calls.bookmark_path(self._path, name) + "/messages"
         return [
-            Message.from_json(m) for m in self._client._request(Call("GET", path)).json()["data"]
+            Message.from_json(m) for m in body_of(self._client._request(Call("GET", path)))["data"]
         ]
 
     # --- export and metadata -------------------------------------------------------------------
@@ -254,7 +254,7 @@ class SyncSession:
         """See ``Session.export``."""
         if format != "json":
             raise ValidationError("export() returns JSON; use export_jsonl() to stream")
-        exported: dict[str, Any] = self._client._request(calls.export(self._path, "json")).json()
+        exported: dict[str, Any] = body_of(self._client._request(calls.export(self._path, "json")))
         return exported
 
     def export_jsonl(self) -> Iterator[dict[str, Any]]:
