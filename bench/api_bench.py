@@ -17,8 +17,9 @@ this process) sending back to back for a fixed time:
   appends the ``user.message`` with its pending turn, one more enqueues the turn's arq job.
   No worker runs: the jobs queue up, and the queue is emptied between rounds.
 - read: ``GET /v1/sessions/{id}/events?limit=1000`` of a 1,000-event session: the same key read,
-  then one XRANGE (ours serves it as one string built from the raw reply; the minimal app decodes
-  every entry and re-encodes the page with orjson).
+  then one pipeline (HMGET of the session's id and history base, EXISTS of the earlier layout's
+  key, LRANGE of the history; ours serves the page as one string built from the raw items; the
+  minimal app decodes every item and re-encodes the page with orjson).
 
 Requests/s is the best of the rounds; latency percentiles pool every measured round. CPU per
 request (the server process's user+system time, and Redis's ``used_cpu_*``) goes into the notes:

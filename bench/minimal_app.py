@@ -8,9 +8,9 @@ looked at), no validation, no limits, no metrics, no logging.
   the client address with the tenant record (one script), runs the append script (the
   ``user.message`` and its pending turn) and then the enqueue script (the arq job record and
   queue entry). Answers 202 ``{"message_id", "duplicate"}``.
-- ``GET /sessions/{sid}/events``: the same read, then the history read script for up to 1,000
-  items, each decoded and returned as ``{"data": [{"id", "type", "data"}, ...]}`` (orjson both
-  ways).
+- ``GET /sessions/{sid}/events``: the same read, then the history page in one pipeline (the
+  session's id and history base, the earlier layout's key, the first 1,000 items), each item
+  decoded and returned as ``{"data": [{"id", "type", "data"}, ...]}`` (orjson both ways).
 - ``GET /readyz``: PING.
 
 The benchmark checks that both apps send Redis the same commands per request. Run:
@@ -36,7 +36,6 @@ from service import keys as K
 from service.api.limits import WINDOW_READ, auth_failures_key
 from service.config import Settings
 from service.scripts import ALL as SCRIPTS
-from service.scripts_history import READ_HISTORY
 from service.store import LIFECYCLE_MAXLEN
 from workers.queue import _ENQUEUE, QUEUE_NAME, RUN_TURN, turn_job_id
 
@@ -55,7 +54,6 @@ def create_app() -> FastAPI:
             redis=redis,
             read_failures=redis.register_script(WINDOW_READ),
             append=redis.register_script(APPEND_SCRIPT),
-            read=redis.register_script(READ_HISTORY),
             enqueue=redis.register_script(_ENQUEUE),
         )
         yield
@@ -118,11 +116,13 @@ def create_app() -> FastAPI:
     async def events(sid: str, request: Request) -> Response:
         tenant = await auth_read(request)
         keys = K.session_keys(prefix, tenant, sid)
-        reply = await state["read"](
-            keys=[keys.meta, keys.history, keys.events], args=["", "", 1000, 0]
-        )
+        pipe = state["redis"].pipeline(transaction=False)
+        pipe.hmget(keys.meta, "id", "hbase")
+        pipe.exists(keys.events)
+        pipe.lrange(keys.history, 0, 999)
+        (_, base), _, items = await pipe.execute()
         data = []
-        for n, item in enumerate(reply[2:], int(reply[1])):
+        for n, item in enumerate(items, int(base or 0)):
             brace = item.index("{")
             head = item[:brace]
             code = head.lstrip("0123456789")
