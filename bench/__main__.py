@@ -146,14 +146,19 @@ async def group_cluster(quick: bool) -> list[Result]:
 
 
 async def group_memory(quick: bool) -> list[Result]:
-    from bench import conversation_memory, memory_bench
+    from bench import conversation_memory, memory_bench, peer_bench
 
+    try:
+        python = await asyncio.to_thread(peer_bench.peer_python)
+    except peer_bench.PeerUnavailable as exc:
+        raise Skipped(str(exc)) from exc
     with private_redis() as url:
         out = await memory_bench.run(url, sessions=1_000 if quick else 2_000)
     with private_redis() as url, private_redis() as queue_url:
         out += await conversation_memory.run(
-            url, queue_url, sessions=100 if quick else 300, long_sessions=4 if quick else 10
-        )
+            url, queue_url, python, sessions=100 if quick else 300,
+            long_sessions=4 if quick else 10,
+        )  # fmt: skip
     return out
 
 

@@ -6,8 +6,12 @@ dev model in a worker process: 10 messages. The turn queue runs on a Redis of it
 job records and results for a minute: the queue's memory, not the sessions'). Measured as the
 growth of ``used_memory`` over a few
 hundred such sessions, divided by their number, on a private redis-server with its key tables
-grown beforehand. The baseline writes the same 10 messages (the contents read back from our
-history) in the layout ``RedisSession`` writes, with the commands it sends.
+grown beforehand. The baseline is the real ``RedisSession`` (``bench/peer_driver.py``, in the
+peer's virtualenv) holding the same 10 messages (the contents read back from our history), stored
+as a ``Runner`` turn stores them: the prompt as an easy input message, the reply as the model's
+output message (id, status, content parts). Ours keeps its own metadata of a reply (model,
+usage, reply_to, finish_reason); the SDK keeps the output message's. A second, stricter row
+stores the replies as easy messages too (content only), which no model turn writes.
 
 Live events (deltas, turn markers, idle, titles and copies of durable events) live in a
 tenant-wide stream trimmed to the live window: they are measured twice, while the window still
@@ -15,18 +19,20 @@ holds every event of the run ("in the live window") and after it has passed ("se
 session costs for its life). The run uses a 3 s window so the benchmark need not wait 5 minutes.
 
 1,000-message sessions are written through the store (one append per message) and measured the
-same way against the same layout.
+same way against ``RedisSession`` holding the same messages as easy messages (one add each).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from bench.common import Result
-from bench.memory_bench import _list_layout_items, _many, _presize_keyspace, _used_memory
+from bench.memory_bench import _many, _presize_keyspace, _used_memory
+from bench.peer_bench import Peer
 from bench.turn_bench import processes
 from service.embedded import free_port
 from service.models import NewEvent
@@ -71,7 +77,30 @@ async def _settle(redis: Redis, store: Store, tenant: str) -> None:
     await asyncio.sleep(0.5)
 
 
-async def api_memory(url: str, queue_url: str, sessions: int) -> list[Result]:
+async def _peer_memory(
+    python: Path,
+    url: str,
+    redis: Redis,
+    prefix: str,
+    sessions: int,
+    contents: list[str],
+    shape: str,
+) -> float:
+    """``used_memory`` growth per session of the real ``RedisSession`` holding ``contents``."""
+    peer = await Peer.start(python, url)
+    try:
+        await peer.call(op="hello")  # connected before the measurement starts
+        await asyncio.sleep(0.5)
+        before = await _used_memory(redis)
+        await peer.call(op="conversations", prefix=prefix, sessions=sessions,
+                        contents=contents, shape=shape)  # fmt: skip
+        await asyncio.sleep(0.5)
+        return (await _used_memory(redis) - before) / sessions
+    finally:
+        await peer.close()
+
+
+async def api_memory(url: str, queue_url: str, python: Path, sessions: int) -> list[Result]:
     redis = Redis.from_url(url, decode_responses=True, max_connections=80)
     await redis.flushall()
     store = Store(redis, prefix=PREFIX, live_window_seconds=WINDOW_S)
@@ -98,20 +127,21 @@ async def api_memory(url: str, queue_url: str, sessions: int) -> list[Result]:
         events = await store.tenant("plain").read_events("c00001")
         contents = [e["data"]["content"] for e in events if e["type"].endswith(".message")]
         assert len(contents) == 2 * PROMPTS, contents
-        await asyncio.sleep(0.5)
-        before = await _used_memory(redis)
-        await _many(sessions, lambda i: _list_layout_items(redis, f"p{i:05d}", contents))
-        await asyncio.sleep(0.5)
-        peer = (await _used_memory(redis) - before) / sessions
+        peer = await _peer_memory(python, url, redis, "r", sessions, contents, "runner")
+        plain = await _peer_memory(python, url, redis, "p", sessions, contents, "plain")
     finally:
         await store.hub.close()
         await redis.aclose()
     note = f"{sessions} sessions x {PROMPTS} prompts + {PROMPTS} replies, API + worker, dev model"
-    layout = "RedisSession layout, same 10 messages"
+    layout = "openai-agents RedisSession, the same 10 messages as Runner turns store them"
     return [
         Result("memory", "API conversation of 10 messages, used_memory / session, settled",
                figures["plain"][1], "bytes", peer, layout, "<= 1.5", higher_is_better=False,
                notes=note + f"; after the live window ({WINDOW_S} s here)"),
+        Result("memory", "API conversation of 10 messages, settled, against content only",
+               figures["plain"][1], "bytes", plain,
+               "openai-agents RedisSession, the 10 messages as easy messages (content only)",
+               higher_is_better=False, notes="ours keeps model, usage, reply_to of each reply"),
         Result("memory", "API conversation of 10 messages, in the live window",
                figures["plain"][0], "bytes", peer, layout, higher_is_better=False,
                notes="every live event of the run still in the tenant's live stream"),
@@ -124,7 +154,7 @@ async def api_memory(url: str, queue_url: str, sessions: int) -> list[Result]:
     ]  # fmt: skip
 
 
-async def long_memory(url: str, sessions: int, messages: int = 1000) -> Result:
+async def long_memory(url: str, python: Path, sessions: int, messages: int = 1000) -> Result:
     from bench.store_bench import CONTENT
 
     redis = Redis.from_url(url, decode_responses=True, max_connections=40)
@@ -148,22 +178,21 @@ async def long_memory(url: str, sessions: int, messages: int = 1000) -> Result:
         await asyncio.sleep(1.5)
         await tenant.append("l0000", [NewEvent("session.idle")])  # trims the live stream
         mine = (await _used_memory(redis) - before) / sessions
-        before = await _used_memory(redis)
-        await _many(sessions, lambda i: _list_layout_items(redis, f"p{i:04d}", contents))
-        peer = (await _used_memory(redis) - before) / sessions
+        peer = await _peer_memory(python, url, redis, "p", sessions, contents, "plain")
     finally:
         await store.hub.close()
         await redis.aclose()
     return Result("memory", f"session of {messages:,} messages, used_memory / session", mine,
-                  "bytes", peer, "RedisSession layout, same messages", "<= 1.1",
+                  "bytes", peer, "openai-agents RedisSession, same messages", "<= 1.1",
                   higher_is_better=False,
                   notes=f"{sessions} sessions, one append per message, "
                         f"{len(json.dumps(contents[0]))}-byte content JSON")  # fmt: skip
 
 
 async def run(
-    url: str, queue_url: str, *, sessions: int = 300, long_sessions: int = 10
+    url: str, queue_url: str, python: Path, *, sessions: int = 300, long_sessions: int = 10
 ) -> list[Result]:
-    out = await api_memory(url, queue_url, sessions)
-    out.append(await long_memory(url, long_sessions))
+    """``python``: the peer virtualenv's interpreter (``bench.peer_bench.peer_python``)."""
+    out = await api_memory(url, queue_url, python, sessions)
+    out.append(await long_memory(url, python, long_sessions))
     return out

@@ -77,22 +77,6 @@ async def _list_layout(redis: Redis, session_id: str, messages: int) -> int:
     return await _usage(redis, [meta, items])
 
 
-async def _list_layout_items(redis: Redis, session_id: str, contents: list[str]) -> int:
-    """The peer layout holding ``contents`` (user and assistant in turn), one add per message."""
-    meta, items = f"peer:{session_id}", f"peer:{session_id}:messages"
-    for i, content in enumerate(contents):
-        item = json.dumps({"role": ROLES[i % 2], "content": content}, separators=(",", ":"))
-        pipe = redis.pipeline(transaction=True)
-        pipe.hset(meta, "session_id", session_id)
-        pipe.hsetnx(meta, "created_at", "1732246089")
-        pipe.rpush(items, item)
-        pipe.hset(meta, "updated_at", "1732246090")
-        pipe.expire(meta, 3600)
-        pipe.expire(items, 3600)
-        await pipe.execute()
-    return await _usage(redis, [meta, items])
-
-
 async def _used_memory(redis: Redis) -> int:
     """``used_memory`` less the clients' buffers (which come and go with the connections)."""
     info = await redis.info("memory")

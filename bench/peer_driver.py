@@ -9,6 +9,8 @@ the service pins), imports nothing of this project, and answers one JSON line pe
         -> {"n", "seconds", "attempts"}   (writers per session, each its own RedisSession)
     {"op": "fill", "session": "hist", "items": 1000}  -> {"n"}
     {"op": "read", "session": "hist", "iterations": 50} -> {"n", "seconds", "items"}
+    {"op": "conversations", "prefix": "c", "sessions": 300, "contents": [...], "shape": "runner"}
+        -> {"n"}   (sessions holding the conversation ``contents``: user, assistant in turn)
     {"op": "quit"}
 """
 
@@ -42,6 +44,22 @@ def _count_attempts() -> None:
 
 def _item(i: int, content: str) -> dict[str, str]:
     return {"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} {content}"}
+
+
+def _reply(n: int, text: str) -> dict[str, Any]:
+    """An assistant reply as a ``Runner`` turn stores it: the model's output message (the
+    Responses API sets every field below; the id has the API's length), as an input item."""
+    from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+
+    message = ResponseOutputMessage(
+        id=f"msg_{n:048x}",
+        type="message",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])],
+    )
+    item: dict[str, Any] = message.model_dump(exclude_unset=True)
+    return item
 
 
 async def main(url: str, content: str) -> None:
@@ -84,7 +102,31 @@ async def main(url: str, content: str) -> None:
             got = len(await s.get_items())
         return {"n": n, "seconds": time.perf_counter() - start, "items": got}
 
-    ops = {"append": append, "fill": fill, "read": read}
+    async def conversations(cmd: dict[str, Any]) -> dict[str, Any]:
+        """Each turn as ``Runner.run(agent, prompt, session=...)`` saves it: the prompt as an
+        easy input message, then the reply (``shape`` "runner") or, with "plain", the reply as
+        an easy message too."""
+        contents: list[str] = cmd["contents"]
+
+        async def one(i: int) -> None:
+            s = session(f"{cmd['prefix']}{i:05d}")
+            for n in range(0, len(contents), 2):
+                await s.add_items([{"role": "user", "content": contents[n]}])  # type: ignore[list-item]
+                reply = contents[n + 1]
+                item = _reply(i * 1000 + n, reply) if cmd["shape"] == "runner" else {
+                    "role": "assistant", "content": reply}  # fmt: skip
+                await s.add_items([item])  # type: ignore[list-item]
+
+        gate = asyncio.Semaphore(25)
+
+        async def gated(i: int) -> None:
+            async with gate:
+                await one(i)
+
+        await asyncio.gather(*(gated(i) for i in range(int(cmd["sessions"]))))
+        return {"n": int(cmd["sessions"])}
+
+    ops = {"append": append, "fill": fill, "read": read, "conversations": conversations}
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
