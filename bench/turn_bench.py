@@ -11,6 +11,9 @@ Two loads each:
   turns/s offered): the per-turn overhead. Targets: p50 <= 10 ms, p99 <= 50 ms.
 - saturated: 50 sessions sending back to back: the throughput one worker reaches, and the
   latency that queueing then adds (about 50 / throughput).
+Each round starts on an empty queue: a saturated round leaves jobs behind (one per prompt,
+many of them already answered by the job before them), and a paced round measured while the
+worker still works through those would measure that backlog, not the per-turn overhead.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from service.models import NewEvent
 from service.runtime import build_runtime
 from service.store.live import entry_parts
 from service.tenants import TenantRegistry
-from workers.queue import TurnQueue
+from workers.queue import QUEUE_NAME, TurnQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 50
@@ -155,6 +158,20 @@ async def _client_latencies(redis_url: str, port: int, paced: bool, round_no: in
     return samples
 
 
+async def _drained(redis_url: str, within: float = 120.0) -> None:
+    """Wait until the worker has taken every queued job (and a moment for the last ones)."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + within
+        while await redis.zcard(QUEUE_NAME):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the turn queue did not drain in {within:.0f} s")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose()
+
+
 async def run(redis_url: str) -> list[Result]:
     redis = Redis.from_url(redis_url, decode_responses=True)
     await redis.flushall()
@@ -164,13 +181,16 @@ async def run(redis_url: str) -> list[Result]:
         await asyncio.sleep(1.0)
         await _worker_latencies(redis_url, 0, paced=False)  # warm-up round
         for n, paced in enumerate((True, False), start=1):
+            await _drained(redis_url)
             start = time.perf_counter()
             samples = await _worker_latencies(redis_url, n, paced)
             out += _summary("worker: enqueue to session.idle", samples, paced, start)
+        await _drained(redis_url)
     port = free_port()
     with processes(redis_url, ["worker"], ["serve", "--port", str(port)]):
         await _client_latencies(redis_url, port, False, 99)  # warm-up round, as for the worker
         for n, paced in enumerate((True, False)):
+            await _drained(redis_url)
             start = time.perf_counter()
             samples = await _client_latencies(redis_url, port, paced, n)
             out += _summary("client send_and_wait (API + worker)", samples, paced, start)
