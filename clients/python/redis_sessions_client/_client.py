@@ -50,28 +50,39 @@ class SessionClient:
         self.max_retries = max(0, max_retries)
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        self._streams: httpx.AsyncClient | None = None
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the connection pool (the first call does it when this was not called)."""
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=calls.default_headers(self.api_key),
-                timeout=self.timeout,
-                transport=self._transport,
-                # Every live listener holds a connection open; requests must not queue behind them.
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
-            )
+            self._http = self._pool()
+            # Event streams get a pool of their own: every open one holds a connection, and
+            # httpcore walks all of a pool's connections on each request, so fifty listeners in
+            # the request pool made each send wait on that walk (the given transport, as in
+            # tests, is shared as it is).
+            self._streams = self._pool() if self._transport is None else self._http
+
+    def _pool(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=calls.default_headers(self.api_key),
+            timeout=self.timeout,
+            transport=self._transport,
+            # Every live listener holds a connection open; requests must not queue behind them.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+        )
 
     async def stop(self) -> None:
         """Stop every session's listeners and close the connection pool."""
         for session in list(self._sessions):
             await session.disconnect()
         if self._http is not None:
-            http, self._http = self._http, None
+            http, streams, self._http, self._streams = self._http, self._streams, None, None
             await http.aclose()
+            if streams is not None and streams is not http:
+                await streams.aclose()
 
     async def __aenter__(self) -> SessionClient:
         await self.start()
@@ -150,12 +161,20 @@ class SessionClient:
         return self._http
 
     async def _request(
-        self, call: Call, *, stream: bool = False, read_timeout: float | None = None
+        self,
+        call: Call,
+        *,
+        stream: bool = False,
+        read_timeout: float | None = None,
+        listen: bool = False,
     ) -> httpx.Response:
         """Send ``call`` with the retry policy; raise the mapped error for any non-2xx. With
         ``stream`` the body is left unread (the caller closes the response), and
-        ``read_timeout`` bounds the silence between two chunks of it."""
+        ``read_timeout`` bounds the silence between two chunks of it. ``listen``: an event
+        stream, sent through the streams' own pool."""
         http = await self._client()
+        if listen and self._streams is not None:
+            http = self._streams
         attempts = Attempts(
             repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
         )

@@ -82,6 +82,7 @@ class EventStream:
             Call("GET", path, params=params, headers=headers),
             stream=True,
             read_timeout=max(self._client.timeout, STREAM_READ_TIMEOUT_S),
+            listen=True,
         )
         if not is_event_stream(response):
             head = b""
