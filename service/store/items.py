@@ -20,7 +20,7 @@ from service.connections import store_errors
 from service.errors import Conflict, InvalidInput, PayloadTooLarge
 from service.events import CODES
 from service.models import AppendResult, EventType
-from service.store.base import TenantBase, _missing
+from service.store.base import TenantBase, _event_id, _missing
 
 ITEM_CODE = CODES[EventType.ITEM.value]
 MAX_ITEMS_PAGE = 10_000  # items one read returns at most
@@ -125,6 +125,8 @@ class ItemOps(TenantBase):
                 (sid, mode, base), entries, length = await pipe.execute()
                 if sid is None:
                     raise _missing(session_id)
+                if mode != "store":
+                    raise _turns(session_id)
                 first = int(base or 0) + int(length) - len(entries)
             else:
                 mode = await self._s.redis.hget(keys.meta, "mode")
@@ -137,8 +139,6 @@ class ItemOps(TenantBase):
                 if mode != "store":  # (a session of the earlier layout runs turns too)
                     raise _turns(session_id)
                 first, entries = int(reply[1]), reply[2:]
-        if mode != "store":
-            raise _turns(session_id)
         fast = ITEM_CODE + "{"
         if all(e[13:15] == fast for e in entries):  # 13 digits of ms (until the year 2286)
             ids = [f"{e[:13]}-{n}" for n, e in enumerate(entries, first)]
@@ -181,7 +181,7 @@ class ItemOps(TenantBase):
 
     @staticmethod
     def _item_id(value: str) -> str:
-        ms, sep, n = value.partition("-")
-        if not (sep and ms.isdigit() and n.isdigit() and len(value) <= 41):
+        """An item id: an event id with its ordinal (``<ms>-<n>``)."""
+        if "-" not in value:
             raise InvalidInput(f"{value[:50]!r} is not an item id")
-        return value
+        return _event_id(value)
