@@ -165,11 +165,7 @@ class SyncItems:
             try:
                 response = self._client._request(call)
             except SessionNotFound:
-                try:
-                    self._client._request(self._create)
-                except SessionError as exc:
-                    if exc.status_code != 409:
-                        raise
+                self._ensure()
                 response = self._client._request(call)
             ids += body_of(response)["ids"]
         return ids
@@ -190,3 +186,10 @@ class SyncItems:
 
     def clear(self) -> None:
         _ignore_missing(partial(self._client._request, Call("DELETE", self._path + "/items")))
+
+    def _ensure(self) -> None:
+        try:
+            self._client._request(self._create)
+        except SessionError as exc:
+            if exc.status_code != 409:  # made meanwhile by another writer: fine
+                raise
