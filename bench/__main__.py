@@ -107,13 +107,20 @@ async def group_api(quick: bool) -> list[Result]:
         return await api_bench.run(url)
 
 
-async def group_peer(quick: bool) -> list[Result]:
+async def _peer_python() -> Path:
+    """The peer virtualenv's interpreter (made on first use); the group is skipped without it."""
     from bench import peer_bench
 
     try:
-        await asyncio.to_thread(peer_bench.peer_python)
+        return await asyncio.to_thread(peer_bench.peer_python)
     except peer_bench.PeerUnavailable as exc:
         raise Skipped(str(exc)) from exc
+
+
+async def group_peer(quick: bool) -> list[Result]:
+    from bench import peer_bench
+
+    await _peer_python()
     with private_redis() as url:
         if quick:
             return await peer_bench.run(url, rounds=2, single=200, per_writer=20)
@@ -121,12 +128,9 @@ async def group_peer(quick: bool) -> list[Result]:
 
 
 async def group_items(quick: bool) -> list[Result]:
-    from bench import items_bench, peer_bench
+    from bench import items_bench
 
-    try:
-        await asyncio.to_thread(peer_bench.peer_python)
-    except peer_bench.PeerUnavailable as exc:
-        raise Skipped(str(exc)) from exc
+    await _peer_python()
     with private_redis() as url:
         if quick:
             return await items_bench.run(url, rounds=1, per_writer=10)
@@ -146,12 +150,9 @@ async def group_cluster(quick: bool) -> list[Result]:
 
 
 async def group_memory(quick: bool) -> list[Result]:
-    from bench import conversation_memory, memory_bench, peer_bench
+    from bench import conversation_memory, memory_bench
 
-    try:
-        python = await asyncio.to_thread(peer_bench.peer_python)
-    except peer_bench.PeerUnavailable as exc:
-        raise Skipped(str(exc)) from exc
+    python = await _peer_python()
     with private_redis() as url:
         out = await memory_bench.run(url, sessions=1_000 if quick else 2_000)
     with private_redis() as url, private_redis() as queue_url:
