@@ -69,10 +69,12 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
             await asyncio.sleep(0.25)  # prompts keep coming for as long as the kills go on
 
     async def mid_turn() -> dict[str, str]:
-        """Sessions whose newest event is a streamed delta: session id -> that event's id."""
+        """Sessions streaming a reply: session id -> the id of its newest delta. The live window
+        holds the deltas; prompts that keep arriving are passed over, so they hide no stream."""
         found = {}
         for sid in sessions:
-            last = (await store.live_events(sid))[-1:]  # the live window: deltas included
+            live = await store.live_events(sid)
+            last = [e for e in live if e["type"] != "user.message"][-1:]
             if last and last[0]["type"] == "assistant.message_delta":
                 found[sid] = last[0]["id"]
         return found
@@ -84,11 +86,13 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
 
     producing = asyncio.create_task(producer())
     kills = landed = 0
+    kill_log: list[tuple[int, dict[str, str], dict[str, str], dict[str, str]]] = []
     try:
         # A few kills of the worker streaming a turn, found through the session's lease; a kill
         # "lands" when it froze that turn mid-stream (the dead worker's lease keeps its session
-        # still, where a live one streams every 20 ms). Should none land (a turn can end just
-        # before its worker is killed), a few more are made, so the test never proves nothing.
+        # still for seconds, where a live one streams every 20 ms). Should none land (a turn can
+        # end just before its worker is killed), a few more are made, so the test never proves
+        # nothing.
         while kills < KILLS or (not landed and kills < KILLS + 4):
             await asyncio.sleep(rng.uniform(1.0, 2.0))
             victim = None
@@ -106,9 +110,13 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
             victim = victim or rng.choice([w for w in workers if w.poll() is None])
             procs.kill(victim)
             kills += 1
+            # The stream as the kill left it (it moved on while the victim was looked for), and
+            # again later: a turn the kill cut off has not moved in between.
+            cut = {sid: eid for sid, eid in (await mid_turn()).items() if sid in streaming}
             await asyncio.sleep(0.5)
             now = await mid_turn()
-            landed += any(now.get(sid) == eid for sid, eid in streaming.items())
+            landed += any(now.get(sid) == eid for sid, eid in cut.items())
+            kill_log.append((victim.pid, streaming, cut, now))
             workers.append(procs.worker(url, **WORKER_ENV))
         await asyncio.wait_for(producing, 30)
     finally:
@@ -141,7 +149,7 @@ async def test_workers_killed_mid_turn_under_load_answer_every_prompt_once(
         info = await store.get(sid)
         assert info.event_count == len(events)
     # The kills did land mid-turn: some turns were started more than once.
-    assert landed >= 1 and interrupted >= 1, (landed, interrupted)
+    assert landed >= 1 and interrupted >= 1, (landed, interrupted, kill_log)
 
 
 @pytest.mark.slow
