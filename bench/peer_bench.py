@@ -15,9 +15,9 @@ on every key of a session):
   its own session object, as separate app replicas would be. Ours: ``TenantStore.append`` (one
   EVALSHA). Peer: ``RedisSession.add_items`` (WATCH, TYPE x3, TIME, then MULTI ... EXEC; the
   whole transaction again after a WATCH conflict).
-- read a 1,000-message history: ours ``TenantStore.read_events(limit=1000)`` (a session holding
-  1,000 messages) plus ``messages_from_events``; peer
-  ``RedisSession.get_items()`` of 1,000 items (LRANGE + ``json.loads`` each).
+- read a 1,000-message history: ours ``TenantStore.read_messages(limit=1000)`` (a session
+  holding 1,000 messages; what ``GET /messages`` reads); peer ``RedisSession.get_items()`` of
+  1,000 items (LRANGE + ``json.loads`` each).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 
 from bench.common import Result
 from bench.store_bench import CONTENT
-from service.models import NewEvent, messages_from_events
+from service.models import NewEvent
 from service.store import Store, TenantStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ async def _ours_append(tenant: TenantStore, sessions: int, writers: int, per_wri
 
 async def _ours_read(tenant: TenantStore) -> int:
     for _ in range(READS):
-        messages = messages_from_events(await tenant.read_events("hist", limit=HISTORY))
+        messages, _, _ = await tenant.read_messages("hist", limit=HISTORY)
         assert len(messages) == HISTORY
     return READS
 
@@ -213,7 +213,7 @@ async def run(
                extra={"peer_attempts_per_append": per_append}),
         Result("peer", "read 1,000-message history", best["read"]["ours"], "reads/s",
                best["read"]["peer"], peer_name, ">= 1.00",
-               notes="ours: read_events(limit=1000) + messages_from_events; peer: get_items()"),
+               notes="ours: read_messages(limit=1000) (GET /messages); peer: get_items()"),
     ]  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import orjson
 
-from service.models import Event, EventType
+from service.models import MESSAGE_ROLES, Event, EventType, Message, item_text
 
 # Durable event types and their one-letter codes (the Lua prelude's CODES table says the same).
 CODES = {
@@ -45,6 +45,8 @@ TRANSIENT_TYPES = frozenset(
 )
 TYPES = {code: f'"type":"{t}"' for t, code in CODES.items()}
 NAMES = {code: t for t, code in CODES.items()}
+_MESSAGE_CODES = {CODES[t]: role for t, role in MESSAGE_ROLES.items()}
+_ITEM_ROLES = frozenset(MESSAGE_ROLES.values())
 _DIGITS = "0123456789"
 
 
@@ -104,10 +106,7 @@ def _render(ordinals: Iterable[int], items: Sequence[str]) -> str:
         if item[14:15] == "{" and item[12:13].isdigit() and (kind := types.get(item[13])):
             ms, data = item[:13], item[14:]
         else:
-            brace = item.index("{")
-            head = item[:brace]
-            code = head.lstrip(_DIGITS)
-            ms, data = head[: len(head) - len(code)], item[brace:]
+            ms, code, data = _split(item)
             kind = types.get(code) or _type_field(code)
         stamp = stamps.get(ms)
         if stamp is None:
@@ -128,16 +127,59 @@ def decode_history(first: int, items: Sequence[str]) -> list[Event]:
         if item[14:15] == "{" and item[12:13].isdigit() and (kind := names.get(item[13])):
             ms, data = item[:13], item[14:]
         else:
-            brace = item.index("{")
-            head = item[:brace]
-            code = head.lstrip(_DIGITS)
-            ms, data = head[: len(head) - len(code)], item[brace:]
+            ms, code, data = _split(item)
             kind = names.get(code) or code
         stamp = stamps.get(ms)
         if stamp is None:
             stamp = stamps[ms] = _stamp(ms)
         append({"id": f"{ms}-{n}", "timestamp": stamp, "type": kind, "data": loads(data)})
     return out
+
+
+def messages_from_history(first: int, items: Sequence[str]) -> list[Message]:
+    """The user and assistant messages among history items (the first has ordinal ``first``),
+    built straight from the stored text: only a message's data is decoded, and no envelope is
+    made for it or for any other event (what ``messages_from_events`` does with envelopes)."""
+    out: list[Message] = []
+    append = out.append
+    stamps: dict[str, str] = {}
+    roles = _MESSAGE_CODES
+    item_code = CODES[EventType.ITEM.value]
+    loads = orjson.loads
+    for n, item in enumerate(items, first):
+        if item[14:15] == "{" and item[12:13].isdigit():
+            ms, code, data = item[:13], item[13], item[14:]
+        else:
+            ms, code, data = _split(item)
+        role = roles.get(code)
+        if role is not None:
+            content = loads(data).get("content", "")
+        elif code == item_code:
+            body = loads(data)
+            role = body.get("role")
+            if role not in _ITEM_ROLES:
+                continue
+            content = item_text(body.get("content", ""))
+        else:
+            continue
+        stamp = stamps.get(ms)
+        if stamp is None:
+            stamp = stamps[ms] = _stamp(ms)
+        append(Message(role, content if type(content) is str else str(content), f"{ms}-{n}", stamp))
+    return out
+
+
+def history_id(ordinal: int, item: str) -> str:
+    """The id of the history item ``item`` whose ordinal is ``ordinal``."""
+    return f"{_split(item)[0]}-{ordinal}"
+
+
+def _split(item: str) -> tuple[str, str, str]:
+    """A history item's ms, type code and data JSON, whatever their lengths."""
+    brace = item.index("{")
+    head = item[:brace]
+    code = head.lstrip(_DIGITS)
+    return head[: len(head) - len(code)], code, item[brace:]
 
 
 def live_event(live_id: str, history_id: str, body: str) -> Event:

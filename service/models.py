@@ -62,10 +62,11 @@ class NewEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
-    """One message of the conversation. A plain dataclass: a history of thousands is built per
-    read, and pydantic validation of each was most of a read's cost (the API still serializes it
+    """One message of the conversation. A plain dataclass, and not a frozen one: a history of
+    thousands is built per read, and pydantic validation of each was most of a read's cost, a
+    frozen dataclass's ``__init__`` still three times a plain one's (the API still serializes it
     through its response models)."""
 
     role: str
@@ -83,7 +84,7 @@ def messages_from_events(events: list[Event]) -> list[Message]:
         if role is not None:
             content = ev["data"].get("content", "")
         elif ev["type"] == EventType.ITEM.value and ev["data"].get("role") in ITEM_ROLES:
-            role, content = ev["data"]["role"], _item_text(ev["data"].get("content", ""))
+            role, content = ev["data"]["role"], item_text(ev["data"].get("content", ""))
         if role is not None:
             out.append(
                 Message(role=role, content=str(content), id=ev["id"], timestamp=ev["timestamp"])
@@ -94,7 +95,7 @@ def messages_from_events(events: list[Event]) -> list[Message]:
 ITEM_ROLES = frozenset(MESSAGE_ROLES.values())
 
 
-def _item_text(content: Any) -> str:
+def item_text(content: Any) -> str:
     """The text of an item's ``content``: a string, or the ``text`` of its parts (the
     Responses-API ``input_text``/``output_text`` shapes)."""
     if isinstance(content, str):

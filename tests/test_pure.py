@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import string
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service import keys as K
 from service.errors import InvalidInput
+from service.events import decode_history, history_id, messages_from_history
 from service.ids import validate_labels, validate_session_id, validate_tenant_id
+from service.models import messages_from_events
 from service.paging import ShardPage, decode_cursor, encode_cursor, merge_shards
 
 SAFE = string.ascii_letters + string.digits + "._-"
@@ -115,3 +118,35 @@ def test_merge_shards_walks_everything_in_order(
         if cursor is None:
             break
     assert seen == expected
+
+
+_CONTENT = st.one_of(
+    st.text(max_size=20),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.lists(st.fixed_dictionaries({"type": st.just("input_text"), "text": st.text(max_size=5)})),
+)
+_DATA = st.one_of(
+    st.fixed_dictionaries({"content": _CONTENT}),
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool", "system"])}),
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool"]), "content": _CONTENT}
+    ),
+    st.fixed_dictionaries({"message": st.text(max_size=10)}),
+)
+_ITEM = st.tuples(
+    st.integers(min_value=0, max_value=2 * 10**14),  # ms of any length, 13 digits the usual
+    st.sampled_from(["u", "a", "e", "c", "x", "i", "session.custom"]),
+    _DATA,
+).map(lambda t: f"{t[0]}{t[1]}{orjson.dumps(t[2]).decode()}")
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.lists(_ITEM, max_size=30))
+def test_messages_straight_from_history_are_those_of_the_envelopes(
+    first: int, items: list[str]
+) -> None:
+    """The fast read of a conversation builds exactly what decoding every envelope builds."""
+    events = decode_history(first, items)
+    assert messages_from_history(first, items) == messages_from_events(events)
+    assert [history_id(n, item) for n, item in enumerate(items, first)] == [
+        e["id"] for e in events
+    ]

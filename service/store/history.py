@@ -11,11 +11,19 @@ from service.errors import (
     InvalidInput,
     StorageOnly,
 )
-from service.events import TRANSIENT_TYPES, decode_history, render_history, render_history_reversed
+from service.events import (
+    TRANSIENT_TYPES,
+    decode_history,
+    history_id,
+    messages_from_history,
+    render_history,
+    render_history_reversed,
+)
 from service.models import (
     MESSAGE_ROLES,
     AppendResult,
     Event,
+    Message,
     NewEvent,
 )
 from service.pending import Registered
@@ -311,6 +319,15 @@ class HistoryOps(TenantBase):
         if reverse:
             events.reverse()
         return events
+
+    async def read_messages(
+        self, session_id: str, *, after: str | None = None, limit: int = MAX_PAGE
+    ) -> tuple[list[Message], int, str | None]:
+        """The messages among a page of ``limit`` events after ``after`` (as ``read_events``
+        reads it), the number of events the page held and the id of its last (None: empty)."""
+        first, items = await self._items(session_id, after, None, limit, False)
+        last = history_id(first + len(items) - 1, items[-1]) if items else None
+        return messages_from_history(first, items), len(items), last
 
     async def last_events(self, session_id: str, n: int) -> list[Event]:
         events = await self.read_events(session_id, limit=n, reverse=True)

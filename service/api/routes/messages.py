@@ -13,7 +13,7 @@ from service.api.routes import V1
 from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMessage
 from service.errors import PayloadTooLarge
 from service.logging import bind_request
-from service.models import EventType, Message, NewEvent, messages_from_events
+from service.models import EventType, Message, NewEvent
 from service.store import MAX_PAGE
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
@@ -80,14 +80,14 @@ async def get_messages(
     out: list[Message] = []
     cursor = after
     for _ in range(SCAN_PAGES):
-        events = await store.read_events(session_id, after=cursor, limit=MAX_PAGE)
-        for message in messages_from_events(events):
+        messages, read, last = await store.read_messages(session_id, after=cursor)
+        for message in messages:
             out.append(message)
             if len(out) == limit:
                 return MessageList(data=out, next_cursor=message.id)
-        if len(events) < MAX_PAGE:
+        if read < MAX_PAGE:
             return MessageList(data=out, next_cursor=None)
-        cursor = events[-1]["id"]
+        cursor = last
     return MessageList(data=out, next_cursor=cursor)
 
 
