@@ -40,10 +40,6 @@ class ItemPage:
         ids = ",".join(f'"{i}"' for i in self.ids)
         return f'{{"data":[{",".join(self.items)}],"ids":[{ids}]}}'.encode()
 
-    def decoded(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = orjson.loads("[" + ",".join(self.items) + "]")
-        return items
-
 
 def encode_item(item: Mapping[str, Any], max_bytes: int) -> str:
     """The stored body of an item (``i<JSON>``); refuses one over ``max_bytes``."""
