@@ -147,6 +147,4 @@ def test_messages_straight_from_history_are_those_of_the_envelopes(
     """The fast read of a conversation builds exactly what decoding every envelope builds."""
     events = decode_history(first, items)
     assert messages_from_history(first, items) == messages_from_events(events)
-    assert [history_id(n, item) for n, item in enumerate(items, first)] == [
-        e["id"] for e in events
-    ]
+    assert [history_id(n, item) for n, item in enumerate(items, first)] == [e["id"] for e in events]
