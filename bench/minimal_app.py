@@ -37,7 +37,7 @@ from service.api.limits import WINDOW_READ, auth_failures_key
 from service.config import Settings
 from service.scripts import ALL as SCRIPTS
 from service.store import LIFECYCLE_MAXLEN
-from workers.queue import _ENQUEUE, QUEUE_NAME, RUN_TURN, turn_job_id
+from workers.queue import _ENQUEUE, QUEUE_NAME, RUN_TURN, WAKE_KEY, turn_job_id
 
 APPEND_SCRIPT = next(s.text for s in SCRIPTS if s.name == "append_events")
 
@@ -103,7 +103,7 @@ def create_app() -> FastAPI:
         now = timestamp_ms()
         job = serialize_job(RUN_TURN, (tenant, sid, message_id), {}, None, now, serializer=None)
         await state["enqueue"](
-            keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
+            keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME, WAKE_KEY],
             args=[job_id, now, expires_extra_ms, job],
         )
         return Response(

@@ -58,12 +58,23 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     return rs
 
 
-_ENQUEUE = """
--- KEYS: job key, result key, queue.  ARGV: job id, score (ms), expiry (ms), serialized job.
--- Returns 1 when enqueued, 0 when a job of that id is queued, running or has a kept result.
+# Each enqueued job also pushes one wake-up here: an idle worker waits on this list (BLPOP)
+# instead of sleeping out its poll delay, so a job starts as soon as it is queued. The list is
+# capped and expires unread; a lost wake-up only means the job waits for the next poll.
+WAKE_KEY = QUEUE_NAME + ":wake"
+WAKE_CAP = 100
+WAKE_TTL_MS = 60_000
+
+_ENQUEUE = f"""
+-- KEYS: job key, result key, queue, wake-up list.  ARGV: job id, score (ms), expiry (ms),
+-- serialized job.  Returns 1 when enqueued, 0 when a job of that id is queued, running or has
+-- a kept result.
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('LPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], 0, {WAKE_CAP - 1})
+redis.call('PEXPIRE', KEYS[4], {WAKE_TTL_MS})
 return 1
 """
 
@@ -109,7 +120,12 @@ class TurnQueue:
             job = serialize_job(name, args, kwargs, None, now, serializer=self.pool.job_serializer)
             with store_errors("enqueue a job"):
                 done = await self._enqueue_script(
-                    keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME],
+                    keys=[
+                        job_key_prefix + job_id,
+                        result_key_prefix + job_id,
+                        QUEUE_NAME,
+                        WAKE_KEY,
+                    ],
                     args=[job_id, now, expires_extra_ms, job],
                 )
         return bool(done)

@@ -43,14 +43,41 @@ class QueueTolerantWorker(Worker):
     A connection lost while arq watches a job's in-progress key surfaces as redis-py's
     ``WatchError``; it is an outage like the others. arq takes a job slot before that check and
     gives it back only on the paths it expects, so ``start_jobs`` returns the slot itself when
-    Redis fails there: without that every outage would cost a slot, until none were left."""
+    Redis fails there: without that every outage would cost a slot, until none were left.
+
+    Between polls the worker waits on the queue's wake-up list (``queue.WAKE_KEY``, one entry per
+    enqueued job) for at most ``wake_wait_s``, in place of arq's fixed sleep: a job starts as
+    soon as it is queued, and the wait is also the poll of jobs nobody announced (arq's own
+    retries and cron jobs). A worker with no free slot leaves the wake-ups to the others and
+    polls again as soon as one of its jobs ends."""
+
+    def __init__(self, *args: Any, wake_wait_s: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(*args, poll_delay=0, **kwargs)
+        self.wake_wait_s = wake_wait_s
+        self._slot_freed = asyncio.Event()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_freed.set()
 
     async def _poll_iteration(self) -> None:
         try:
+            await self._await_work()
             await super()._poll_iteration()
         except (RedisConnectionError, RedisTimeoutError, WatchError, OSError) as exc:
             log.warning("worker.queue_unavailable", error=str(exc), pause_s=QUEUE_RETRY_S)
             await asyncio.sleep(QUEUE_RETRY_S)
+
+    async def _await_work(self) -> None:
+        """Until a job is announced or a slot frees, for at most ``wake_wait_s``."""
+        if self.job_counter < self.max_jobs:
+            # seconds with a fraction (Redis >= 6); never 0, which would block for good
+            wait = f"{max(self.wake_wait_s, 0.001):.3f}"
+            await self.pool.execute_command("BLPOP", queue.WAKE_KEY, wait)  # type: ignore[no-untyped-call]
+            return
+        self._slot_freed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), self.wake_wait_s)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
@@ -152,7 +179,7 @@ def build_worker(
         "on_shutdown": shutdown,
         "max_jobs": settings.worker_concurrency,
         "job_timeout": turns.job_backstop_seconds(settings.job_timeout_seconds),
-        "poll_delay": settings.worker_poll_delay_seconds,
+        "wake_wait_s": settings.worker_poll_delay_seconds,
         "keep_result": 60,
         "burst": burst,
         "handle_signals": not burst,

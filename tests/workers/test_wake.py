@@ -1,0 +1,68 @@
+"""A job starts as soon as it is queued: an idle worker waits on the queue's wake-up list, not
+out a fixed poll delay; a job nobody announced (arq's own enqueue) starts at the next poll."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.models import NewEvent
+from service.runtime import Runtime
+from tests.workers.conftest import WorkerFactory, send, wait_idle
+from workers.queue import RUN_TURN, WAKE_KEY, TurnQueue, turn_job_id
+
+
+async def test_turns_start_at_once_however_long_the_poll_delay(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("quick", model="dev-echo")
+    settings = runtime.settings.model_copy(update={"worker_poll_delay_seconds": 5.0})
+    await start_worker(settings)
+    await asyncio.sleep(0.3)  # past the worker's first poll: a sleeping one would wake in 5 s
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(3):
+        await send(store, queue, "quick", f"prompt {i}")
+        await wait_idle(store, "quick")
+    assert loop.time() - started < 3.0  # a poll every 5 s would have taken 10 s or more
+    assert await queue.pool.llen(WAKE_KEY) == 0  # every wake-up was taken
+
+
+async def test_a_job_nobody_announced_starts_at_the_next_poll(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("quiet", model="dev-echo")
+    settings = runtime.settings.model_copy(update={"worker_poll_delay_seconds": 0.3})
+    await start_worker(settings)
+    res = await store.append(
+        "quiet", [NewEvent(type="user.message", data={"content": "hi"})], enqueue_turn=True
+    )
+    message = res.event_ids[0]
+    job_id = turn_job_id("acme", "quiet", message)
+    # arq's own enqueue pushes no wake-up, as with its retries and cron jobs
+    assert await queue.pool.enqueue_job(RUN_TURN, "acme", "quiet", message, _job_id=job_id)
+    assert await queue.pool.llen(WAKE_KEY) == 0
+    events = await wait_idle(store, "quiet", timeout=10)
+    assert [e["data"]["reply_to"] for e in events if e["type"] == "assistant.message"] == [message]
+
+
+async def test_a_full_worker_takes_the_next_job_as_soon_as_a_slot_frees(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
+) -> None:
+    store = runtime.store.tenant("acme")
+    sessions = ["full-1", "full-2", "full-3"]
+    for sid in sessions:
+        await store.create(sid, model="dev-echo")
+    settings = runtime.settings.model_copy(
+        update={"worker_poll_delay_seconds": 5.0, "worker_concurrency": 1}
+    )
+    await start_worker(settings)
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for sid in sessions:  # queued together: two of them wait for the one slot
+        await send(store, queue, sid, "hello")
+    for sid in sessions:
+        await wait_idle(store, sid)
+    assert loop.time() - started < 3.0  # not a 5 s wait per freed slot
