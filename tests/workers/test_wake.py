@@ -4,21 +4,33 @@ out a fixed poll delay; a job nobody announced (arq's own enqueue) starts at the
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from service.models import NewEvent
 from service.runtime import Runtime
+from service.store import TenantStore
 from tests.workers.conftest import WorkerFactory, send, wait_idle
 from workers.queue import RUN_TURN, WAKE_KEY, TurnQueue, turn_job_id
+
+
+async def sessions_and_worker(
+    runtime: Runtime, start_worker: WorkerFactory, sessions: list[str], **settings: Any
+) -> TenantStore:
+    """``sessions`` created, then one worker with ``settings`` past its first poll."""
+    store = runtime.store.tenant("acme")
+    for sid in sessions:
+        await store.create(sid, model="dev-echo")
+    await start_worker(runtime.settings.model_copy(update=settings))
+    await asyncio.sleep(0.3)
+    return store
 
 
 async def test_turns_start_at_once_however_long_the_poll_delay(
     runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
 ) -> None:
-    store = runtime.store.tenant("acme")
-    await store.create("quick", model="dev-echo")
-    settings = runtime.settings.model_copy(update={"worker_poll_delay_seconds": 5.0})
-    await start_worker(settings)
-    await asyncio.sleep(0.3)  # past the worker's first poll: a sleeping one would wake in 5 s
+    store = await sessions_and_worker(
+        runtime, start_worker, ["quick"], worker_poll_delay_seconds=5.0
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
     for i in range(3):
@@ -31,10 +43,9 @@ async def test_turns_start_at_once_however_long_the_poll_delay(
 async def test_a_job_nobody_announced_starts_at_the_next_poll(
     runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
 ) -> None:
-    store = runtime.store.tenant("acme")
-    await store.create("quiet", model="dev-echo")
-    settings = runtime.settings.model_copy(update={"worker_poll_delay_seconds": 0.3})
-    await start_worker(settings)
+    store = await sessions_and_worker(
+        runtime, start_worker, ["quiet"], worker_poll_delay_seconds=0.3
+    )
     res = await store.append(
         "quiet", [NewEvent(type="user.message", data={"content": "hi"})], enqueue_turn=True
     )
@@ -50,15 +61,10 @@ async def test_a_job_nobody_announced_starts_at_the_next_poll(
 async def test_a_full_worker_takes_the_next_job_as_soon_as_a_slot_frees(
     runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
 ) -> None:
-    store = runtime.store.tenant("acme")
     sessions = ["full-1", "full-2", "full-3"]
-    for sid in sessions:
-        await store.create(sid, model="dev-echo")
-    settings = runtime.settings.model_copy(
-        update={"worker_poll_delay_seconds": 5.0, "worker_concurrency": 1}
+    store = await sessions_and_worker(
+        runtime, start_worker, sessions, worker_poll_delay_seconds=5.0, worker_concurrency=1
     )
-    await start_worker(settings)
-    await asyncio.sleep(0.3)
     loop = asyncio.get_running_loop()
     started = loop.time()
     for sid in sessions:  # queued together: two of them wait for the one slot
