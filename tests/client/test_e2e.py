@@ -280,3 +280,53 @@ async def test_a_502_is_retried_for_repeatable_calls_only(service: Service, api_
         assert [s[2] for s in sends] == [502, 202] and sends[0][3] == sends[1][3]
         assert [m.role for m in await session.get_messages()] == ["user", "assistant"]
         await client.delete_session("gw")
+
+
+STALE_CURSOR = "L1-1"  # a live entry the live window no longer holds
+
+
+class Collector:
+    """An ``on`` handler: the types of the events it is handed, until the event ``until``."""
+
+    def __init__(self, until: str) -> None:
+        self.until = until
+        self.types: list[str] = []
+        self.done = threading.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.types.append(event.type)
+        if event.id == self.until:
+            self.done.set()
+
+
+def sync_catch_up(url: str, api_key: str) -> list[str]:
+    """A sync handle whose cursor left the live window, and which missed a turn meanwhile."""
+    with SyncSessionClient(url, api_key=api_key) as client:
+        client.create_session({"session_id": "behind-sync", "model": "dev-echo"})
+        handle = client.resume_session("behind-sync")
+        handle._cursor = STALE_CURSOR  # it last saw an entry long trimmed from the window
+        seen = Collector(client.resume_session("behind-sync").send_and_wait("meanwhile").id)
+        handle.on(seen)
+        assert seen.done.wait(10), seen.types
+        handle.destroy()
+        return seen.types
+
+
+async def test_a_listener_past_the_live_window_catches_up_from_the_history(
+    service: Service, api_key: str
+) -> None:
+    """Resuming beyond the live window, the service says ``session.resync``; both clients then
+    hand their handlers what the history holds after the newest event they saw, not silence."""
+    async with SessionClient(service.url, api_key=api_key) as client:
+        await client.create_session({"session_id": "behind", "model": "dev-echo"})
+        handle = await client.resume_session("behind")
+        handle._cursor = STALE_CURSOR
+        other = await client.resume_session("behind")
+        seen = Collector((await other.send_and_wait("meanwhile")).id)
+        handle.on(seen)
+        assert await asyncio.to_thread(seen.done.wait, 10), seen.types
+        await handle.destroy()
+        await other.destroy()
+    for types in (seen.types, await asyncio.to_thread(sync_catch_up, service.url, api_key)):
+        assert types[:2] == ["user.message", "assistant.message"], types
+        assert "session.resync" not in types

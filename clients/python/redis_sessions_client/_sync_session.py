@@ -29,7 +29,7 @@ from redis_sessions_client._models import (
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
-from redis_sessions_client._sse import ENDING_TYPES
+from redis_sessions_client._sse import ENDING_TYPES, RESYNC, TRANSIENT_TYPES
 from redis_sessions_client._stream import SyncEventStream
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class SyncSession:
         self.session_id = info.session_id
         self._path = calls.session_path(info.session_id)
         self._cursor: str | None = info.last_event_id or None
+        self._durable: str | None = info.last_event_id or None  # newest history id seen
         self._handlers: list[tuple[str | None, Handler]] = []
         self._lock = threading.Lock()
         self._listener: tuple[threading.Thread, SyncEventStream] | None = None
@@ -162,20 +163,33 @@ class SyncSession:
     def _listen(self, stream: SyncEventStream) -> None:
         try:
             for event in stream.events():
-                self._saw(event.id)
-                with self._lock:
-                    handlers = list(self._handlers)
-                for wanted, handler in handlers:
-                    if wanted is None or wanted == event.type:
-                        try:
-                            handler(event)
-                        except Exception:
-                            log.exception("event handler of session %s failed", self.session_id)
+                if event.type == RESYNC:
+                    # the stream could not resume where it left off: hand on what the history
+                    # holds after the newest history event this handle saw
+                    for missed in self.get_events(after=self._durable):
+                        self._handle(missed)
+                    continue
+                self._handle(event)
         except SessionError as exc:
             log.warning("event listener of session %s stopped: %s", self.session_id, exc)
         except Exception:
             if not stream.closed:  # closing from another thread may fail the read in any way
                 log.exception("event listener of session %s failed", self.session_id)
+
+    def _handle(self, event: Event) -> None:
+        self._saw(event.id)
+        if event.type not in TRANSIENT_TYPES and (
+            self._durable is None or id_key(event.id) > id_key(self._durable)
+        ):
+            self._durable = event.id
+        with self._lock:
+            handlers = list(self._handlers)
+        for wanted, handler in handlers:
+            if wanted is None or wanted == event.type:
+                try:
+                    handler(event)
+                except Exception:
+                    log.exception("event handler of session %s failed", self.session_id)
 
     def disconnect(self) -> None:
         """Release the handle: stop the listener thread. The session's data stays."""
