@@ -94,10 +94,14 @@ local function lifecycle(kind, sid, now)
 end
 
 -- A live event on the tenant's live shard (single Redis; on a Cluster the caller publishes).
--- Returns its live id, or '' when the caller publishes.
+-- Returns its live id, or '' when the caller publishes. ``c`` is the session's incarnation (its
+-- ``created`` ms): readers pass over entries of an earlier session of the same id.
+local incarnation = nil
 local function publish(sid, hid, body)
   if #KEYS >= 11 then
-    return redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*', 's', sid, 'h', hid, 'e', body)
+    incarnation = incarnation or redis.call('HGET', KEYS[1], 'created') or ''
+    return redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*',
+      's', sid, 'h', hid, 'e', body, 'c', incarnation)
   end
   return ''
 end

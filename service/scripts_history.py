@@ -65,12 +65,12 @@ return 0
 
 PUBLISH_LIVE = r"""
 -- Cluster mode only (the live shard lives in another slot than the session).
--- KEYS: live shard.  ARGV: live_maxlen, live_window_ms, sid, then (history id, body) pairs.
--- Returns the live ids.
+-- KEYS: live shard.  ARGV: live_maxlen, live_window_ms, sid, the session's incarnation (its
+-- ``created`` ms), then (history id, body) pairs.  Returns the live ids.
 local out = {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    's', ARGV[3], 'h', ARGV[i], 'e', ARGV[i + 1])
+    's', ARGV[3], 'h', ARGV[i], 'e', ARGV[i + 1], 'c', ARGV[4])
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -453,6 +453,33 @@ async def test_follow_delivers_live_events_through_one_reader(
         following.close()
 
 
+async def test_a_session_made_again_under_its_id_sees_none_of_the_earlier_ones_live_events(
+    acme: TenantStore,
+) -> None:
+    """The tenant's live window outlives a deleted session: the next session of the same id
+    neither lists nor follows the earlier one's entries, and a cursor into them resyncs."""
+    from service.store.live import entry_event
+
+    await acme.create("again", model="m")
+    await acme.append("again", [user("before"), NewEvent(type="session.idle")])
+    old_idle = (await acme.live_events("again"))[-1]["id"]
+    await acme.delete("again")
+    await asyncio.sleep(0.002)  # the next incarnation is made in another ms
+    await acme.create("again", model="m")
+    assert [e["type"] for e in await acme.live_events("again")] == ["session.start"]
+    notify = asyncio.Event()
+    lost = await acme.follow("again", "L" + old_idle, notify)
+    try:
+        assert lost.resync and lost.sub.take() == []
+        notify.clear()
+        await acme.append("again", [user("after")])
+        async with asyncio.timeout(5):
+            await notify.wait()
+        assert [entry_event(*e)["data"] for e in lost.sub.take()] == [{"content": "after"}]
+    finally:
+        lost.close()
+
+
 async def test_cluster_slots_session_together_index_spread(redis_cluster_nodes: str) -> None:
     """All keys of one session share a slot; a tenant's index shards do not."""
 

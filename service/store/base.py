@@ -201,12 +201,26 @@ class TenantBase:
                 keys=[*self._script_keys(session_id), *extra_keys], args=[*head, *args]
             )
 
-    async def _publish(self, session_id: str, entries: Sequence[tuple[str, str]]) -> list[str]:
+    async def _publish(
+        self,
+        session_id: str,
+        entries: Sequence[tuple[str, str]],
+        incarnation: str | None = None,
+    ) -> list[str]:
         """Cluster mode: the live copies of what a session script wrote, as ``(history id or
-        '', body)`` pairs, on the session's live shard (another slot). Returns the live ids."""
+        '', body)`` pairs, on the session's live shard (another slot). Returns the live ids.
+        ``incarnation`` is the session's ``created`` ms, read from its metadata when not given
+        (a session deleted and made again between the script and this read would have these
+        entries count as the new one's: a gap of one round trip, Cluster mode only)."""
         if not entries:
             return []
-        args: list[str | int] = [self._s.live_window_events, self._s.live_window_ms, session_id]
+        if incarnation is None:
+            with store_errors("publish live events"):
+                meta = self._session_keys(session_id).meta
+                incarnation = await self._s.redis.hget(meta, "created") or ""
+        args: list[str | int] = [
+            self._s.live_window_events, self._s.live_window_ms, session_id, incarnation
+        ]  # fmt: skip
         for history_id, body in entries:
             args += [history_id, body]
         with store_errors("publish live events"):

@@ -34,20 +34,31 @@ RETRY_S = 0.25
 
 class Subscription:
     """Entries of one stream that match ``field == value`` (every entry when ``field`` is None),
-    in order. ``notify`` is set whenever entries arrive; ``take()`` drains them."""
+    in order. With ``incarnation``, entries of another incarnation (field ``c``: a session of the
+    same id, deleted since) are passed over; entries without one (written before the field
+    existed) are not. ``notify`` is set whenever entries arrive; ``take()`` drains them."""
 
     def __init__(
-        self, hub: LiveHub, key: str, field: str | None, value: str, notify: asyncio.Event
+        self,
+        hub: LiveHub,
+        key: str,
+        field: str | None,
+        value: str,
+        notify: asyncio.Event,
+        incarnation: str | None = None,
     ) -> None:
         self.hub = hub
         self.key = key
         self.field = field
         self.value = value
         self.notify = notify
+        self.incarnation = incarnation
         self.entries: deque[Entry] = deque()
         self.closed = False
 
     def push(self, entry: Entry) -> None:
+        if self.incarnation is not None and not of_incarnation(entry[1], self.incarnation):
+            return
         self.entries.append(entry)
         self.notify.set()
 
@@ -100,10 +111,11 @@ class LiveHub:
         field: str | None = None,
         value: str = "",
         notify: asyncio.Event | None = None,
+        incarnation: str | None = None,
     ) -> Subscription:
         """Entries of ``key`` after ``after`` (an entry id), or from now on when None."""
         feed = await self._feed(key)
-        sub = Subscription(self, key, field, value, notify or asyncio.Event())
+        sub = Subscription(self, key, field, value, notify or asyncio.Event(), incarnation)
         if field is not None:
             if feed.field not in (None, field):
                 raise ValueError(f"stream {key} is filtered by {feed.field!r}, not {field!r}")
@@ -237,7 +249,16 @@ class LiveHub:
 
 
 def _matches(sub: Subscription, fields: dict[str, str]) -> bool:
+    if sub.incarnation is not None and not of_incarnation(fields, sub.incarnation):
+        return False
     return sub.field is None or fields.get(sub.field) == sub.value
+
+
+def of_incarnation(fields: dict[str, str], incarnation: str) -> bool:
+    """Whether a live entry belongs to the session incarnation ``incarnation`` (its created ms):
+    an entry that names none (written before entries named one) is taken as belonging."""
+    named = fields.get("c")
+    return not named or named == incarnation
 
 
 def _id(entry_id: str) -> tuple[int, int]:

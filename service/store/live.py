@@ -11,7 +11,7 @@ from service.events import live_event
 from service.ids import validate_stream_id
 from service.models import Event
 from service.store.base import TenantBase, _missing
-from service.store.hub import Entry, Subscription
+from service.store.hub import Entry, Subscription, of_incarnation
 
 START = "0-0"
 LIVE_MARK = "L"  # an SSE cursor naming a live entry: L<live id>
@@ -53,32 +53,36 @@ class LiveOps(TenantBase):
         ``id``) resumes too; anything else resyncs. ``from_now``: only what comes next."""
         key = self._live_key(session_id)
         hub = self._s.hub
+        # the session's incarnation (its created ms): live entries of an earlier session of the
+        # same id, which the shared live window may still hold, are not this one's
+        with store_errors("follow live events"):
+            newest, created = await self._s.redis.hmget(
+                self._session_keys(session_id).meta, "last_event_id", "created"
+            )
+
+        async def subscribe(after: str | None = None) -> Subscription:
+            return await hub.subscribe(
+                key, after=after, field="s", value=session_id, notify=notify, incarnation=created
+            )
+
         if from_now:
-            return Following(await hub.subscribe(key, field="s", value=session_id, notify=notify))
+            return Following(await subscribe())
         live = cursor is not None and cursor.startswith(LIVE_MARK)
         start = validate_stream_id(cursor[1:] if live else cursor) if cursor else START
         if live or (start != START and not await self._in_history(session_id, start)):
-            if await self._live_entry_of(key, session_id, start):
-                sub = await hub.subscribe(
-                    key, after=start, field="s", value=session_id, notify=notify
-                )
-                return Following(sub)
-            sub = await hub.subscribe(key, field="s", value=session_id, notify=notify)
-            return Following(sub, resync=True)
+            if await self._live_entry_of(key, session_id, start, created):
+                return Following(await subscribe(start))
+            return Following(await subscribe(), resync=True)
         # Live entries from the copy of the newest durable event on (what came after it,
         # transient events included), else from now; the caller skips copies it replayed.
-        after = await self._copy_of_newest(key, session_id)
-        sub = await hub.subscribe(key, after=after, field="s", value=session_id, notify=notify)
-        return Following(sub, replay_after=start)
+        after = await self._copy_of(key, session_id, newest) if newest else None
+        return Following(await subscribe(after), replay_after=start)
 
-    async def _copy_of_newest(self, key: str, session_id: str) -> str | None:
+    async def _copy_of(self, key: str, session_id: str, newest: str) -> str | None:
         """The live id of the copy of the session's newest durable event, while the live window
         holds it (the copy was written in the same script, in the same ms or just before)."""
+        ms = int(newest.partition("-")[0])
         with store_errors("follow live events"):
-            newest = await self._s.redis.hget(self._session_keys(session_id).meta, "last_event_id")
-            if not newest:
-                return None
-            ms = int(newest.partition("-")[0])
             rows = await self._s.redis.xrange(
                 key, min=f"{max(ms - 1, 0)}-0", max=f"{ms}-18446744073709551615", count=1000
             )
@@ -87,10 +91,14 @@ class LiveOps(TenantBase):
                 return str(entry_id)
         return None
 
-    async def _live_entry_of(self, key: str, session_id: str, entry_id: str) -> bool:
+    async def _live_entry_of(
+        self, key: str, session_id: str, entry_id: str, incarnation: str | None
+    ) -> bool:
         with store_errors("follow live events"):
             rows = await self._s.redis.xrange(key, min=entry_id, max=entry_id, count=1)
-        return bool(rows) and rows[0][1].get("s") == session_id
+        if not rows or rows[0][1].get("s") != session_id:
+            return False
+        return incarnation is None or of_incarnation(rows[0][1], incarnation)
 
     async def _in_history(self, session_id: str, event_id: str) -> bool:
         keys = self._session_keys(session_id)
@@ -103,13 +111,19 @@ class LiveOps(TenantBase):
     async def live_events(self, session_id: str, *, after: str | None = None) -> list[Event]:
         """What the live window still holds of the session (transient events and copies of
         durable ones), oldest first: for tests and inspection; clients follow the stream."""
-        if not await self.exists(session_id):
+        with store_errors("read live events"):
+            created = await self._s.redis.hget(self._session_keys(session_id).meta, "created")
+        if created is None:
             raise _missing(session_id)
         key = self._live_key(session_id)
         start = "-" if after is None else "(" + validate_stream_id(after)
         with store_errors("read live events"):
             rows = await self._s.redis.xrange(key, min=start, max="+")
-        return [entry_event(str(i), f) for i, f in rows if f.get("s") == session_id]
+        return [
+            entry_event(str(i), f)
+            for i, f in rows
+            if f.get("s") == session_id and of_incarnation(f, created)
+        ]
 
 
 def entry_event(live_id: str, fields: dict[str, str]) -> Event:

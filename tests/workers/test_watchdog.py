@@ -237,11 +237,6 @@ async def test_sessions_being_answered_do_not_hide_a_stranded_one(
     assert len(await registry.older_than(now + 60_000, BATCH + 1)) == BATCH + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a session deleted while a worker answers its turn, then created again under its "
-    "id, reads the old incarnation's prompt and turn events (not so without a running turn)",
-)
 async def test_a_session_deleted_mid_turn_and_created_again_gets_nothing_of_the_old_turn(
     runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
 ) -> None:
