@@ -160,11 +160,12 @@ class Settings(BaseSettings):
     # --- Workers -----------------------------------------------------------------------------
     worker_concurrency: int = Field(default=50, ge=1, description="Jobs one worker runs at once.")
     worker_poll_delay_seconds: float = Field(
-        default=0.05,
+        default=0.1,
         gt=0,
         description="How long an idle worker waits for a wake-up before it polls the queue "
-        "anyway (seconds). Every job the service queues wakes a worker at once; this bounds "
-        "the wait only of jobs nobody announced (arq's retries, cron jobs).",
+        "anyway (seconds; at least 0.01, and Redis ends an idle wait on its own timer, every "
+        "0.1 s at its default hz). Every job the service queues wakes a worker at once; this "
+        "bounds the wait only of jobs nobody announced (arq's retries, cron jobs).",
     )
     job_timeout_seconds: float = Field(
         default=120,

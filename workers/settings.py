@@ -18,8 +18,8 @@ from typing import Any
 from arq import cron, func
 from arq.worker import Worker, async_check_health
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from service.config import Settings
 from service.errors import ServiceError
@@ -32,6 +32,11 @@ from workers.providers import build_provider
 log = get_logger("workers")
 HEALTH_INTERVAL_S = 5
 QUEUE_RETRY_S = 0.5  # pause after a poll that could not reach the queue Redis
+MIN_WAKE_WAIT_S = 0.01
+# what a queue Redis that is gone, restarting or demoted to a replica in a failover answers
+QUEUE_OUTAGE = (RedisConnectionError, RedisTimeoutError, WatchError, ReadOnlyError, OSError)
+CHASE_POLLS = 4  # quick polls after a wake-up that started no job, CHASE_PAUSE_S apart
+CHASE_PAUSE_S = 0.005
 
 
 class QueueTolerantWorker(Worker):
@@ -48,8 +53,10 @@ class QueueTolerantWorker(Worker):
     Between polls the worker waits on the queue's wake-up list (``queue.WAKE_KEY``, one entry per
     enqueued job) for at most ``wake_wait_s``, in place of arq's fixed sleep: a job starts as
     soon as it is queued, and the wait is also the poll of jobs nobody announced (arq's own
-    retries and cron jobs). A worker with no free slot leaves the wake-ups to the others and
-    polls again as soon as one of its jobs ends."""
+    retries and cron jobs; Redis ends an idle wait on its own timer, 0.1 s at its default hz).
+    A wake-up that finds no job due (the enqueuing host's clock runs ahead of this one's, or
+    another worker took the job) is followed by a few quick polls. A worker with no free slot
+    leaves the wake-ups to the others and polls again as soon as one of its jobs ends."""
 
     def __init__(self, *args: Any, wake_wait_s: float = 0.5, **kwargs: Any) -> None:
         super().__init__(*args, poll_delay=0, **kwargs)
@@ -62,28 +69,42 @@ class QueueTolerantWorker(Worker):
 
     async def _poll_iteration(self) -> None:
         try:
-            await self._await_work()
+            woken = await self._await_work()
+            started = self._jobs_started()
             await super()._poll_iteration()
-        except (RedisConnectionError, RedisTimeoutError, WatchError, OSError) as exc:
+            for _ in range(CHASE_POLLS if woken else 0):
+                if self._jobs_started() != started:
+                    break
+                await asyncio.sleep(CHASE_PAUSE_S)
+                await super()._poll_iteration()
+        except QUEUE_OUTAGE as exc:
             log.warning("worker.queue_unavailable", error=str(exc), pause_s=QUEUE_RETRY_S)
             await asyncio.sleep(QUEUE_RETRY_S)
 
-    async def _await_work(self) -> None:
-        """Until a job is announced or a slot frees, for at most ``wake_wait_s``."""
+    async def _await_work(self) -> bool:
+        """Until a job is announced (True) or a slot frees, for at most ``wake_wait_s``."""
         if self.job_counter < self.max_jobs:
-            # seconds with a fraction (Redis >= 6); never 0, which would block for good
-            wait = f"{max(self.wake_wait_s, 0.001):.3f}"
-            await self.pool.execute_command("BLPOP", queue.WAKE_KEY, wait)  # type: ignore[no-untyped-call]
-            return
+            # seconds with a fraction; Redis 6.2 takes 0.001 as 0, which blocks for good
+            wait = f"{max(self.wake_wait_s, MIN_WAKE_WAIT_S):.3f}"
+            try:
+                reply = await self.pool.execute_command("BLPOP", queue.WAKE_KEY, wait)  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                if not str(exc).startswith("UNBLOCKED"):
+                    raise
+                # the server ended the wait itself (its primary was demoted in a failover):
+                # poll, which meets the failover as every other command does
+                return False
+            return reply is not None
         self._slot_freed.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot_freed.wait(), self.wake_wait_s)
+        return False
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
             try:
                 await super().start_jobs([job_id])
-            except (RedisConnectionError, RedisTimeoutError, WatchError, OSError):
+            except QUEUE_OUTAGE:
                 # arq acquired the slot and counted the job before the call that failed
                 self.job_counter -= 1
                 self.sem.release()

@@ -60,3 +60,41 @@ async def test_a_prompt_whose_enqueue_failed_is_answered_once_the_queue_is_back(
         assert worker.poll() is None, procs.output()
     finally:
         await queue.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_worker_whose_queue_redis_is_demoted_stays_up_and_works_once_promoted(
+    procs: Processes, runtime: Runtime, redis_servers: RedisServers
+) -> None:
+    """A failover demotes the queue's primary: the server ends the wait of every worker blocked
+    on the wake-up list, and refuses their writes, until a primary is back."""
+    url, queue_url = runtime.settings.redis_url, runtime.settings.queue_redis_url
+    assert url is not None and queue_url is not None
+    await create_tenant(url)
+    store = runtime.store.tenant(TENANT)
+    await store.create("d", model="dev-echo")
+    worker = procs.worker(url, SESSIONS_QUEUE_REDIS_URL=queue_url)
+    queue = await TurnQueue.connect(runtime.settings)
+    try:
+        first = await store.append(
+            "d", [NewEvent(type="user.message", data={"content": "one"})], enqueue_turn=True
+        )
+        await queue.enqueue_turn(TENANT, "d", first.event_ids[0])
+        await wait_idle(store, "d", timeout=30)  # the worker now waits on the wake-up list
+        await queue.pool.execute_command("REPLICAOF", "127.0.0.1", "1")  # no such primary
+        await asyncio.sleep(1.5)
+        assert worker.poll() is None, procs.output()
+        await queue.pool.execute_command("REPLICAOF", "NO", "ONE")
+        second = await store.append(
+            "d", [NewEvent(type="user.message", data={"content": "two"})], enqueue_turn=True
+        )
+        await queue.enqueue_turn(TENANT, "d", second.event_ids[0])
+        try:
+            events = await wait_idle(store, "d", timeout=30)
+        except TimeoutError as exc:
+            raise AssertionError(procs.output()) from exc
+        one_reply_each(events, [first.event_ids[0], second.event_ids[0]])
+        assert worker.poll() is None, procs.output()
+    finally:
+        await queue.close()

@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from service.models import NewEvent
 from service.runtime import Runtime
 from service.store import TenantStore
 from tests.workers.conftest import WorkerFactory, send, wait_idle
+from workers import queue as queue_module
 from workers.queue import RUN_TURN, WAKE_KEY, TurnQueue, turn_job_id
+
+LONG_WAIT_S = 3.0  # a poll delay no test below may wait out
 
 
 async def sessions_and_worker(
@@ -29,14 +34,14 @@ async def test_turns_start_at_once_however_long_the_poll_delay(
     runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory
 ) -> None:
     store = await sessions_and_worker(
-        runtime, start_worker, ["quick"], worker_poll_delay_seconds=5.0
+        runtime, start_worker, ["quick"], worker_poll_delay_seconds=LONG_WAIT_S
     )
     loop = asyncio.get_running_loop()
     started = loop.time()
     for i in range(3):
         await send(store, queue, "quick", f"prompt {i}")
         await wait_idle(store, "quick")
-    assert loop.time() - started < 3.0  # a poll every 5 s would have taken 10 s or more
+    assert loop.time() - started < 2.0  # a poll every 3 s would have taken 6 s or more
     assert await queue.pool.llen(WAKE_KEY) == 0  # every wake-up was taken
 
 
@@ -63,7 +68,7 @@ async def test_a_full_worker_takes_the_next_job_as_soon_as_a_slot_frees(
 ) -> None:
     sessions = ["full-1", "full-2", "full-3"]
     store = await sessions_and_worker(
-        runtime, start_worker, sessions, worker_poll_delay_seconds=5.0, worker_concurrency=1
+        runtime, start_worker, sessions, worker_poll_delay_seconds=LONG_WAIT_S, worker_concurrency=1
     )
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -71,4 +76,21 @@ async def test_a_full_worker_takes_the_next_job_as_soon_as_a_slot_frees(
         await send(store, queue, sid, "hello")
     for sid in sessions:
         await wait_idle(store, sid)
-    assert loop.time() - started < 3.0  # not a 5 s wait per freed slot
+    assert loop.time() - started < 2.0  # not a 3 s wait per freed slot
+
+
+async def test_a_wake_up_for_a_job_not_yet_due_by_the_workers_clock_is_chased(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's score is the enqueuing host's time: when that clock runs a little ahead of the
+    worker's, the woken worker finds the job not yet due, and looks again shortly."""
+    store = await sessions_and_worker(
+        runtime, start_worker, ["skew"], worker_poll_delay_seconds=LONG_WAIT_S
+    )
+    clock = queue_module.timestamp_ms
+    monkeypatch.setattr(queue_module, "timestamp_ms", lambda: clock() + 10)  # 10 ms ahead
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await send(store, queue, "skew", "hello")
+    await wait_idle(store, "skew")
+    assert loop.time() - started < 2.0  # not the 3 s wait that ends the next wake-up
