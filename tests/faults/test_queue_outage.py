@@ -12,9 +12,10 @@ from service.config import Settings
 from service.errors import StoreUnavailable
 from service.models import NewEvent
 from service.runtime import Runtime
+from service.store import TenantStore
 from tests.faults.conftest import PREFIX, TENANT, Processes, RedisServers, create_tenant
 from tests.faults.test_turn_failover import one_reply_each
-from tests.workers.conftest import wait_idle
+from tests.workers.conftest import send, wait_idle
 from workers.queue import TurnQueue
 
 
@@ -52,11 +53,7 @@ async def test_a_prompt_whose_enqueue_failed_is_answered_once_the_queue_is_back(
             await queue.enqueue_turn(TENANT, "q", second.event_ids[0])
         await asyncio.sleep(1.0)  # the worker polls the dead queue Redis a few hundred times
         queue_server.start()
-        try:
-            events = await wait_idle(store, "q", timeout=45)
-        except TimeoutError as exc:
-            raise AssertionError(procs.output()) from exc
-        one_reply_each(events, [first.event_ids[0], second.event_ids[0]])
+        await answered(procs, store, "q", [first.event_ids[0], second.event_ids[0]], timeout=45)
         assert worker.poll() is None, procs.output()
     finally:
         await queue.close()
@@ -65,7 +62,7 @@ async def test_a_prompt_whose_enqueue_failed_is_answered_once_the_queue_is_back(
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_worker_whose_queue_redis_is_demoted_stays_up_and_works_once_promoted(
-    procs: Processes, runtime: Runtime, redis_servers: RedisServers
+    procs: Processes, runtime: Runtime
 ) -> None:
     """A failover demotes the queue's primary: the server ends the wait of every worker blocked
     on the wake-up list, and refuses their writes, until a primary is back."""
@@ -77,24 +74,25 @@ async def test_a_worker_whose_queue_redis_is_demoted_stays_up_and_works_once_pro
     worker = procs.worker(url, SESSIONS_QUEUE_REDIS_URL=queue_url)
     queue = await TurnQueue.connect(runtime.settings)
     try:
-        first = await store.append(
-            "d", [NewEvent(type="user.message", data={"content": "one"})], enqueue_turn=True
-        )
-        await queue.enqueue_turn(TENANT, "d", first.event_ids[0])
+        first = await send(store, queue, "d", "one")
         await wait_idle(store, "d", timeout=30)  # the worker now waits on the wake-up list
         await queue.pool.execute_command("REPLICAOF", "127.0.0.1", "1")  # no such primary
         await asyncio.sleep(1.5)
         assert worker.poll() is None, procs.output()
         await queue.pool.execute_command("REPLICAOF", "NO", "ONE")
-        second = await store.append(
-            "d", [NewEvent(type="user.message", data={"content": "two"})], enqueue_turn=True
-        )
-        await queue.enqueue_turn(TENANT, "d", second.event_ids[0])
-        try:
-            events = await wait_idle(store, "d", timeout=30)
-        except TimeoutError as exc:
-            raise AssertionError(procs.output()) from exc
-        one_reply_each(events, [first.event_ids[0], second.event_ids[0]])
+        second = await send(store, queue, "d", "two")
+        await answered(procs, store, "d", [first, second], timeout=30)
         assert worker.poll() is None, procs.output()
     finally:
         await queue.close()
+
+
+async def answered(
+    procs: Processes, store: TenantStore, sid: str, prompts: list[str], timeout: float
+) -> None:
+    """Each of ``prompts`` answered once, in order, within ``timeout``."""
+    try:
+        events = await wait_idle(store, sid, timeout=timeout)
+    except TimeoutError as exc:
+        raise AssertionError(procs.output()) from exc
+    one_reply_each(events, prompts)
