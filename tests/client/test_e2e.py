@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -286,47 +287,81 @@ STALE_CURSOR = "L1-1"  # a live entry the live window no longer holds
 
 
 class Collector:
-    """An ``on`` handler: the types of the events it is handed, until the event ``until``."""
+    """An ``on`` handler: the events it is handed, as ``(type, id)``; ``done`` is set once it
+    was handed the event it expects."""
 
-    def __init__(self, until: str) -> None:
-        self.until = until
-        self.types: list[str] = []
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.until = ""
         self.done = threading.Event()
 
+    def expect(self, event_id: str) -> None:
+        self.done.clear()
+        self.until = event_id
+        if any(i == event_id for _, i in self.events):
+            self.done.set()
+
     def __call__(self, event: Event) -> None:
-        self.types.append(event.type)
+        self.events.append((event.type, event.id))
         if event.id == self.until:
             self.done.set()
 
+    def messages(self) -> list[tuple[str, str]]:
+        return [e for e in self.events if e[0] in ("user.message", "assistant.message")]
 
-def sync_catch_up(url: str, api_key: str) -> list[str]:
-    """A sync handle whose cursor left the live window, and which missed a turn meanwhile."""
+
+def sync_catch_up(url: str, api_key: str) -> Collector:
+    """The sync half of the test below."""
     with SyncSessionClient(url, api_key=api_key) as client:
         client.create_session({"session_id": "behind-sync", "model": "dev-echo"})
         handle = client.resume_session("behind-sync")
         handle._cursor = STALE_CURSOR  # it last saw an entry long trimmed from the window
-        seen = Collector(client.resume_session("behind-sync").send_and_wait("meanwhile").id)
+        other = client.resume_session("behind-sync")
+        other.send_and_wait("meanwhile")  # missed: the handle does not listen yet
+        seen, read = Collector(), handle.get_events
+
+        def during(**kwargs: Any) -> list[Event]:
+            if not seen.until:  # a turn after the stream resumed, before the history is read
+                seen.expect(other.send_and_wait("during").id)
+            return read(**kwargs)
+
+        handle.get_events = during  # type: ignore[method-assign]
         handle.on(seen)
-        assert seen.done.wait(10), seen.types
+        assert seen.done.wait(10), seen.events
+        seen.expect(other.send_and_wait("after").id)  # the stream has handed on all before it
+        assert seen.done.wait(10), seen.events
         handle.destroy()
-        return seen.types
+        return seen
 
 
 async def test_a_listener_past_the_live_window_catches_up_from_the_history(
     service: Service, api_key: str
 ) -> None:
     """Resuming beyond the live window, the service says ``session.resync``; both clients then
-    hand their handlers what the history holds after the newest event they saw, not silence."""
+    hand their handlers what the history holds after the newest event they saw, not silence,
+    and nothing twice where that history and the resumed stream overlap."""
     async with SessionClient(service.url, api_key=api_key) as client:
         await client.create_session({"session_id": "behind", "model": "dev-echo"})
         handle = await client.resume_session("behind")
         handle._cursor = STALE_CURSOR
         other = await client.resume_session("behind")
-        seen = Collector((await other.send_and_wait("meanwhile")).id)
+        await other.send_and_wait("meanwhile")
+        seen, read = Collector(), handle.get_events
+
+        async def during(**kwargs: Any) -> list[Event]:
+            if not seen.until:
+                seen.expect((await other.send_and_wait("during")).id)
+            return await read(**kwargs)
+
+        handle.get_events = during  # type: ignore[method-assign]
         handle.on(seen)
-        assert await asyncio.to_thread(seen.done.wait, 10), seen.types
+        assert await asyncio.to_thread(seen.done.wait, 10), seen.events
+        seen.expect((await other.send_and_wait("after")).id)
+        assert await asyncio.to_thread(seen.done.wait, 10), seen.events
         await handle.destroy()
         await other.destroy()
-    for types in (seen.types, await asyncio.to_thread(sync_catch_up, service.url, api_key)):
-        assert types[:2] == ["user.message", "assistant.message"], types
-        assert "session.resync" not in types
+    for collected in (seen, await asyncio.to_thread(sync_catch_up, service.url, api_key)):
+        messages = collected.messages()
+        assert [t for t, _ in messages] == ["user.message", "assistant.message"] * 3, messages
+        assert len({i for _, i in messages}) == 6, messages  # none handed on twice
+        assert "session.resync" not in [t for t, _ in collected.events]

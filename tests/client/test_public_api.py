@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -150,6 +151,19 @@ RAW_INFO = {
     "prompt_tokens": 10,
     "completion_tokens": 20,
 }
+
+
+def test_the_clients_know_the_services_transient_types() -> None:
+    """Which events are kept only in the live window: the clients track the newest durable
+    event a handle saw (to catch up after a resync) by it."""
+    from redis_sessions_client._sse import TRANSIENT_TYPES as PYTHON_CLIENT
+
+    from service.events import TRANSIENT_TYPES
+
+    source = (CLIENT_ROOT.parent / "typescript" / "src" / "session.ts").read_text()
+    block = source[source.index("const TRANSIENT_TYPES") :]
+    typescript = set(re.findall(r'"([a-z_.]+)"', block[: block.index("]);")]))
+    assert PYTHON_CLIENT == TRANSIENT_TYPES == typescript
 
 
 def test_session_info_attributes_and_camel_case_mapping() -> None:

@@ -214,11 +214,11 @@ class Session:
             self._fail_waiters(ended)
 
     async def _handle(self, event: Event) -> None:
-        self._saw(event.id)
-        if event.type not in TRANSIENT_TYPES and (
-            self._durable is None or id_key(event.id) > id_key(self._durable)
-        ):
+        if event.type not in TRANSIENT_TYPES:
+            if self._durable is not None and id_key(event.id) <= id_key(self._durable):
+                return  # handed on already: the catch-up after a resync overlaps the stream
             self._durable = event.id
+        self._saw(event.id)
         self._settle(event)
         await self._dispatch(event)
 

@@ -27,6 +27,7 @@ TRANSIENT_TYPES = frozenset(
     {
         "session.start", "assistant.turn_start", "assistant.message_delta", "assistant.turn_end",
         "assistant.usage", "session.idle", "session.title_changed", "session.compaction_start",
+        "item.popped", "items.cleared",
     }
 )  # fmt: skip
 # (events the service keeps only in its live window; every other one is in the history)

@@ -167,6 +167,8 @@ class SyncSession:
                     # the stream could not resume where it left off: hand on what the history
                     # holds after the newest history event this handle saw
                     for missed in self.get_events(after=self._durable):
+                        if stream.closed:  # disconnect() meanwhile: hand on nothing more
+                            return
                         self._handle(missed)
                     continue
                 self._handle(event)
@@ -177,13 +179,13 @@ class SyncSession:
                 log.exception("event listener of session %s failed", self.session_id)
 
     def _handle(self, event: Event) -> None:
-        self._saw(event.id)
-        if event.type not in TRANSIENT_TYPES and (
-            self._durable is None or id_key(event.id) > id_key(self._durable)
-        ):
-            self._durable = event.id
         with self._lock:
+            if event.type not in TRANSIENT_TYPES:
+                if self._durable is not None and id_key(event.id) <= id_key(self._durable):
+                    return  # handed on already: the catch-up after a resync overlaps the stream
+                self._durable = event.id
             handlers = list(self._handlers)
+        self._saw(event.id)
         for wanted, handler in handlers:
             if wanted is None or wanted == event.type:
                 try:

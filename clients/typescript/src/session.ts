@@ -34,6 +34,8 @@ const TRANSIENT_TYPES = new Set([
   "session.idle",
   "session.title_changed",
   "session.compaction_start",
+  "item.popped",
+  "items.cleared",
 ]);
 
 export const PAGE = 1000; // the service's largest page
