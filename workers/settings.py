@@ -62,6 +62,7 @@ class QueueTolerantWorker(Worker):
         super().__init__(*args, poll_delay=0, **kwargs)
         self.wake_wait_s = wake_wait_s
         self._slot_freed = asyncio.Event()
+        self._started = 0  # jobs this worker started (arq's own count drops as tasks are reaped)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -70,15 +71,20 @@ class QueueTolerantWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             woken = await self._await_work()
-            started = self._jobs_started()
+            started = self._started
             await super()._poll_iteration()
             for _ in range(CHASE_POLLS if woken else 0):
-                if self._jobs_started() != started:
+                if self._started != started:
                     break
                 await asyncio.sleep(CHASE_PAUSE_S)
                 await super()._poll_iteration()
         except QUEUE_OUTAGE as exc:
             log.warning("worker.queue_unavailable", error=str(exc), pause_s=QUEUE_RETRY_S)
+            if isinstance(exc, ReadOnlyError):
+                # a failover made the server a replica: connect afresh (a name may now resolve
+                # to the new primary) rather than ask the same replica again
+                with contextlib.suppress(Exception):
+                    await self.pool.connection_pool.disconnect()
             await asyncio.sleep(QUEUE_RETRY_S)
 
     async def _await_work(self) -> bool:
@@ -102,8 +108,11 @@ class QueueTolerantWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
+            key = job_id.decode()
+            running = key in self.tasks  # the queue lists jobs until they end
             try:
                 await super().start_jobs([job_id])
+                self._started += not running and key in self.tasks
             except QUEUE_OUTAGE:
                 # arq acquired the slot and counted the job before the call that failed
                 self.job_counter -= 1

@@ -87,6 +87,8 @@ async def test_a_wake_up_for_a_job_not_yet_due_by_the_workers_clock_is_chased(
     store = await sessions_and_worker(
         runtime, start_worker, ["skew"], worker_poll_delay_seconds=LONG_WAIT_S
     )
+    await send(store, queue, "skew", "first")  # a job that ended: arq's own counts move
+    await wait_idle(store, "skew")
     clock = queue_module.timestamp_ms
     monkeypatch.setattr(queue_module, "timestamp_ms", lambda: clock() + 10)  # 10 ms ahead
     loop = asyncio.get_running_loop()
