@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -164,6 +165,25 @@ def test_the_clients_know_the_services_transient_types() -> None:
     block = source[source.index("const TRANSIENT_TYPES") :]
     typescript = set(re.findall(r'"([a-z_.]+)"', block[: block.index("]);")]))
     assert PYTHON_CLIENT == TRANSIENT_TYPES == typescript
+
+
+async def test_durable_events_out_of_id_order_are_all_handed_on() -> None:
+    """On a Cluster a durable event's live copy is published after its script, so two writers
+    can put history ids on the stream out of order: neither is dropped, and a reply that is
+    overtaken by the next prompt still ends its send_and_wait."""
+    from redis_sessions_client._session import Session
+
+    session = Session(SessionClient("http://127.0.0.1:1"), SessionInfo.from_json(RAW_INFO))
+    handed: list[str] = []
+    session._handlers.append((None, lambda e: handed.append(e.id)))  # no listener: no server
+    waiter = asyncio.get_running_loop().create_future()
+    session._waiters["100-1"] = waiter
+    now = datetime.now(UTC)
+    await session._handle(Event("100-3", "user.message", {"content": "next"}, now))
+    reply = Event("100-2", "assistant.message", {"content": "hi", "reply_to": "100-1"}, now)
+    await session._handle(reply)
+    assert handed == ["100-3", "100-2"]
+    assert waiter.done() and waiter.result() == reply
 
 
 def test_session_info_attributes_and_camel_case_mapping() -> None:

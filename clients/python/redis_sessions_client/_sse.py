@@ -31,6 +31,7 @@ TRANSIENT_TYPES = frozenset(
     }
 )  # fmt: skip
 # (events the service keeps only in its live window; every other one is in the history)
+OVERLAP_KEPT = 1000  # ids of a catch-up after a resync kept to know the resumed stream's copies
 
 
 @dataclass(frozen=True, slots=True)

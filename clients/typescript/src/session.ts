@@ -39,6 +39,7 @@ const TRANSIENT_TYPES = new Set([
 ]);
 
 export const PAGE = 1000; // the service's largest page
+const OVERLAP_KEPT = 1000; // ids of a catch-up kept to know the resumed stream's copies
 export const DEFAULT_WAIT_MS = 60_000;
 
 export type EventHandler = (event: SessionEvent) => void | Promise<void>;
@@ -115,7 +116,9 @@ export class Session {
 
   /** Events of the stream as handlers get them: after `session.resync` (the stream could not
    * resume where it left off, past the live window) the history after the newest durable event
-   * seen, then the stream again; a durable event already seen is not handed on twice. */
+   * seen, then the stream again; the stream resumed a moment before that history was read, so
+   * what both carry is handed on once. Durable events may arrive out of id order (on a Redis
+   * Cluster a copy is published after its write): none is dropped for that. */
   private async *delivered(
     events: AsyncIterable<SessionEvent>,
     from: string | undefined,
@@ -123,16 +126,19 @@ export class Session {
     // the newest history event this stream handed on (a live id is no place in the history);
     // per stream, as a handle may follow two at once (on() and sendAndWait)
     let durable = from?.startsWith("L") ? undefined : from;
+    let caughtUp = new Set<string>(); // ids the last catch-up handed on
     for await (const event of events) {
-      const batch = event.type === RESYNC ? await this.historyAfter(durable) : [event];
+      const resync = event.type === RESYNC;
+      const batch = resync ? await this.historyAfter(durable) : [event];
       for (const item of batch) {
         if (!TRANSIENT_TYPES.has(item.type) && !item.id.startsWith("L")) {
-          if (durable !== undefined && compareIds(item.id, durable) <= 0) continue;
-          durable = item.id;
+          if (!resync && caughtUp.delete(item.id)) continue;
+          if (durable === undefined || compareIds(item.id, durable) > 0) durable = item.id;
         }
         this.saw(item.id);
         yield item;
       }
+      if (resync) caughtUp = new Set(batch.slice(-OVERLAP_KEPT).map((item) => item.id));
     }
   }
 
