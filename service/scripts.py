@@ -96,12 +96,17 @@ end
 -- A live event on the tenant's live shard (single Redis; on a Cluster the caller publishes).
 -- Returns its live id, or '' when the caller publishes. ``c`` is the session's incarnation (its
 -- ``created`` ms): readers pass over entries of an earlier session of the same id.
-local incarnation = nil
+-- On a Cluster, a script that writes live events ends its reply with ``incarnation()`` for the
+-- caller to publish them with.
+local created = nil
+local function incarnation()
+  created = created or redis.call('HGET', KEYS[1], 'created') or ''
+  return created
+end
 local function publish(sid, hid, body)
   if #KEYS >= 11 then
-    incarnation = incarnation or redis.call('HGET', KEYS[1], 'created') or ''
     return redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*',
-      's', sid, 'h', hid, 'e', body, 'c', incarnation)
+      's', sid, 'h', hid, 'e', body, 'c', incarnation())
   end
   return ''
 end
@@ -209,8 +214,9 @@ APPEND_EVENTS = r"""
 -- (guard, then pop it: a retried or aborted turn cannot reply twice); 'abort' (append only if
 -- turns are pending, then drop them all).
 -- counters: 'name=n,name=n' increments of metadata counters (messages, tokens).
--- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'dup', first_id} | {'stale'} |
--- {'store'} ('enqueue' on a storage-only session: it never runs a turn)
+-- Returns {'ok', now, deadline, id1, id2, ... [, incarnation on a Cluster]} | {'missing'} |
+-- {'dup', first_id} | {'stale'} | {'store'} ('enqueue' on a storage-only session: it never runs
+-- a turn)
 -- (an id is the history id of a durable event, else its live id: '' when the caller publishes)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -260,6 +266,7 @@ if op == 'enqueue' then redis.call('RPUSH', KEYS[5], out[4]); pending_add(sid, n
 elseif op == 'complete' then redis.call('LPOP', KEYS[5]); pending_settle(sid)
 elseif op == 'abort' then redis.call('DEL', KEYS[5]); pending_settle(sid) end
 out[3] = refresh(sid, now)
+if #KEYS < 11 then out[#out + 1] = incarnation() end
 return out
 """
 

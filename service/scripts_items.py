@@ -14,7 +14,8 @@ from service.scripts import ScriptSource
 
 APPEND_ITEMS = r"""
 -- ARGV: (head), idempotency_key ('' = none), then one body per item ('i' and its JSON).
--- Returns {'ok', now, deadline, id1, id2, ...} | {'missing'} | {'turns'} | {'dup', first_id}
+-- Returns {'ok', now, deadline, id1, id2, ... [, incarnation on a Cluster]} | {'missing'} |
+-- {'turns'} | {'dup', first_id}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if redis.call('HGET', KEYS[1], 'mode') ~= 'store' then return {'turns'} end
@@ -45,6 +46,7 @@ if idem ~= '' then
   prune_idempotency_keys(KEYS[4])
 end
 out[3] = refresh(sid, now)
+if #KEYS < 11 then out[#out + 1] = incarnation() end
 return out
 """
 

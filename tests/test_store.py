@@ -480,6 +480,18 @@ async def test_a_session_made_again_under_its_id_sees_none_of_the_earlier_ones_l
         lost.close()
 
 
+async def test_live_entries_published_for_a_deleted_session_belong_to_no_later_one(
+    acme: TenantStore,
+) -> None:
+    """On a Cluster a write's live copies are published after its script: when the session is
+    deleted in between, they are published as no incarnation's."""
+    await acme.create("late", model="m")
+    await acme.delete("late")
+    await acme._publish("late", [("", "session.idle{}")])
+    await acme.create("late", model="m")
+    assert [e["type"] for e in await acme.live_events("late")] == ["session.start"]
+
+
 async def test_cluster_slots_session_together_index_spread(redis_cluster_nodes: str) -> None:
     """All keys of one session share a slot; a tenant's index shards do not."""
 

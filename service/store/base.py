@@ -209,15 +209,15 @@ class TenantBase:
     ) -> list[str]:
         """Cluster mode: the live copies of what a session script wrote, as ``(history id or
         '', body)`` pairs, on the session's live shard (another slot). Returns the live ids.
-        ``incarnation`` is the session's ``created`` ms, read from its metadata when not given
-        (a session deleted and made again between the script and this read would have these
-        entries count as the new one's: a gap of one round trip, Cluster mode only)."""
+        ``incarnation`` is the session's ``created`` ms (the script's reply ends with it), else
+        read from its metadata: for a session deleted since, an incarnation no reader holds
+        (one deleted and made again in between would take these entries for its own)."""
         if not entries:
             return []
         if incarnation is None:
             with store_errors("publish live events"):
                 meta = self._session_keys(session_id).meta
-                incarnation = await self._s.redis.hget(meta, "created") or ""
+                incarnation = await self._s.redis.hget(meta, "created") or GONE
         args: list[str | int] = [
             self._s.live_window_events, self._s.live_window_ms, session_id, incarnation
         ]  # fmt: skip
@@ -288,6 +288,9 @@ class TenantBase:
     async def exists(self, session_id: str) -> bool:
         with store_errors("read a session"):
             return bool(await self._s.redis.exists(self._session_keys(session_id).meta))
+
+
+GONE = "gone"  # the incarnation of live entries published for a session deleted meanwhile
 
 
 def _missing(session_id: str) -> SessionNotFound:

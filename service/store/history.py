@@ -180,9 +180,11 @@ class HistoryOps(TenantBase):
             return None
         ids = [str(i) for i in res[3:]]
         if self._s.cluster:
+            incarnation = ids.pop()
             live = await self._publish(
                 session_id,
                 [(i if d else "", b) for i, d, b in zip(ids, durable, bodies, strict=True)],
+                incarnation,
             )
             ids = [i if d else lid for i, d, lid in zip(ids, durable, live, strict=True)]
             await self._after_write(session_id, int(res[1]), int(res[2]))

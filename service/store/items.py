@@ -99,7 +99,8 @@ class ItemOps(TenantBase):
             return AppendResult(event_ids=[str(res[1])], duplicate=True)
         ids = [str(i) for i in res[3:]]
         if self._s.cluster:
-            await self._publish(session_id, list(zip(ids, bodies, strict=True)))
+            incarnation = ids.pop()
+            await self._publish(session_id, list(zip(ids, bodies, strict=True)), incarnation)
             await self._after_write(session_id, int(res[1]), int(res[2]))
         return AppendResult(event_ids=ids)
 
