@@ -141,13 +141,15 @@ RESYNC = "session.resync"
 
 def resync_frame(session_id: str, last_event_id: str) -> bytes:
     """Told when a stream cannot resume where the client asked (its ``Last-Event-ID`` is past
-    the live window): what it missed is in the durable history, which it should re-read."""
+    the live window): what it missed is in the durable history, which it should re-read. Its
+    SSE id is the session's newest durable event, so a client cut off before the next event
+    resumes from there (the history after it, then live events), not from the start."""
     data = {
         "session_id": session_id,
         "reason": "the requested position is beyond the live window",
         "last_event_id": last_event_id,
     }
-    return frame(RESYNC, dumps(data))
+    return frame(RESYNC, dumps(data), last_event_id or None)
 
 
 async def session_events(

@@ -125,11 +125,17 @@ async def test_resume_from_history_id_or_beyond_the_window(
             (resync,) = await take(messages, 1)
             await store.append("gap", [user("e")])
             (after,) = await take(messages, 1)
-    assert resync["event"] == "session.resync" and "id" not in resync
+        # cut off right after the resync: its id resumes there, with what came after it
+        headers = {**acme.headers, "Last-Event-ID": resync["id"]}
+        async with http.stream("GET", url, headers=headers) as r:
+            (resumed,) = await take(sse_messages(r), 1)
+    assert resync["event"] == "session.resync"
     data = json.loads(resync["data"])
     assert data["session_id"] == "gap"
     assert data["last_event_id"] == json.loads(replayed[-1]["data"])["id"]  # "d", the newest
+    assert resync["id"] == data["last_event_id"]
     assert json.loads(after["data"])["data"]["content"] == "e"
+    assert json.loads(resumed["data"])["data"]["content"] == "e"
 
 
 async def test_open_streams_share_one_redis_reader_and_are_capped(

@@ -216,7 +216,10 @@ class Session:
 
     async def _handle(self, event: Event) -> None:
         if event.type not in TRANSIENT_TYPES:
-            if event.id in self._caught_up:  # the stream overlaps the catch-up: handed on
+            if event.id == self._durable or event.id in self._caught_up:
+                # handed on already: the newest one again (on a Cluster a copy is published
+                # after its write, so it can follow a connect that started after it), or one
+                # the catch-up after a resync handed on
                 self._caught_up.discard(event.id)
                 return
             if self._durable is None or id_key(event.id) > id_key(self._durable):

@@ -188,7 +188,8 @@ class SyncSession:
     def _handle(self, event: Event) -> None:
         with self._lock:
             if event.type not in TRANSIENT_TYPES:
-                if event.id in self._caught_up:  # the stream overlaps the catch-up: handed on
+                if event.id == self._durable or event.id in self._caught_up:
+                    # handed on already (see Session._handle)
                     self._caught_up.discard(event.id)
                     return
                 if self._durable is None or id_key(event.id) > id_key(self._durable):

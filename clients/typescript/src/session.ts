@@ -132,7 +132,10 @@ export class Session {
       const batch = resync ? await this.historyAfter(durable) : [event];
       for (const item of batch) {
         if (!TRANSIENT_TYPES.has(item.type) && !item.id.startsWith("L")) {
-          if (!resync && caughtUp.delete(item.id)) continue;
+          // handed on already: the newest one again (on a Redis Cluster a copy is published
+          // after its write, so it can follow a connect that started after it), or one the
+          // catch-up after a resync handed on
+          if (item.id === durable || (!resync && caughtUp.delete(item.id))) continue;
           if (durable === undefined || compareIds(item.id, durable) > 0) durable = item.id;
         }
         this.saw(item.id);
