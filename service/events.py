@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import orjson
 
-from service.models import MESSAGE_ROLES, Event, EventType, Message, item_text
+from service.models import ITEM_ROLES, MESSAGE_ROLES, Event, EventType, Message, item_text
 
 # Durable event types and their one-letter codes (the Lua prelude's CODES table says the same).
 CODES = {
@@ -46,7 +46,6 @@ TRANSIENT_TYPES = frozenset(
 TYPES = {code: f'"type":"{t}"' for t, code in CODES.items()}
 NAMES = {code: t for t, code in CODES.items()}
 _MESSAGE_CODES = {CODES[t]: role for t, role in MESSAGE_ROLES.items()}
-_ITEM_ROLES = frozenset(MESSAGE_ROLES.values())
 _DIGITS = "0123456789"
 
 
@@ -157,7 +156,7 @@ def messages_from_history(first: int, items: Sequence[str]) -> list[Message]:
         elif code == item_code:
             body = loads(data)
             role = body.get("role")
-            if role not in _ITEM_ROLES:
+            if role not in ITEM_ROLES:
                 continue
             content = item_text(body.get("content", ""))
         else:

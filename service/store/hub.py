@@ -57,7 +57,7 @@ class Subscription:
         self.closed = False
 
     def push(self, entry: Entry) -> None:
-        if self.incarnation is not None and not of_incarnation(entry[1], self.incarnation):
+        if not of_incarnation(entry[1], self.incarnation):
             return
         self.entries.append(entry)
         self.notify.set()
@@ -249,16 +249,16 @@ class LiveHub:
 
 
 def _matches(sub: Subscription, fields: dict[str, str]) -> bool:
-    if sub.incarnation is not None and not of_incarnation(fields, sub.incarnation):
-        return False
-    return sub.field is None or fields.get(sub.field) == sub.value
+    field_matches = sub.field is None or fields.get(sub.field) == sub.value
+    return field_matches and of_incarnation(fields, sub.incarnation)
 
 
-def of_incarnation(fields: dict[str, str], incarnation: str) -> bool:
-    """Whether a live entry belongs to the session incarnation ``incarnation`` (its created ms):
-    an entry that names none (written before entries named one) is taken as belonging."""
+def of_incarnation(fields: dict[str, str], incarnation: str | None) -> bool:
+    """Whether a live entry belongs to the session incarnation ``incarnation`` (its created ms;
+    None: any): an entry that names none (written before entries named one) is taken as
+    belonging."""
     named = fields.get("c")
-    return not named or named == incarnation
+    return incarnation is None or not named or named == incarnation
 
 
 def _id(entry_id: str) -> tuple[int, int]:

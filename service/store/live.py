@@ -96,9 +96,11 @@ class LiveOps(TenantBase):
     ) -> bool:
         with store_errors("follow live events"):
             rows = await self._s.redis.xrange(key, min=entry_id, max=entry_id, count=1)
-        if not rows or rows[0][1].get("s") != session_id:
-            return False
-        return incarnation is None or of_incarnation(rows[0][1], incarnation)
+        return (
+            bool(rows)
+            and rows[0][1].get("s") == session_id
+            and of_incarnation(rows[0][1], incarnation)
+        )
 
     async def _in_history(self, session_id: str, event_id: str) -> bool:
         keys = self._session_keys(session_id)
