@@ -52,7 +52,8 @@ return out
 
 POP_ITEM = r"""
 -- ARGV: (head).  Removes the newest item.
--- Returns {'ok', now, deadline, id, item} | {'empty', now, deadline} | {'missing'} | {'turns'}
+-- Returns {'ok', now, deadline, id, item, incarnation} | {'empty', now, deadline} | {'missing'} |
+-- {'turns'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if redis.call('HGET', KEYS[1], 'mode') ~= 'store' then return {'turns'} end
@@ -73,13 +74,13 @@ end
 redis.call('HINCRBY', KEYS[1], 'events', -1)
 publish(sid, '', 'item.popped{"id":"' .. id .. '"}')
 trim_live(now)
-return {'ok', now, refresh(sid, now), id, item}
+return {'ok', now, refresh(sid, now), id, item, incarnation()}
 """
 
 CLEAR_ITEMS = r"""
 -- ARGV: (head).  Drops every item and bookmark; the session, its id, TTL, labels, counters of
 -- tokens and idempotency keys stay.
--- Returns {'ok', now, deadline, items removed} | {'missing'} | {'turns'}
+-- Returns {'ok', now, deadline, items removed, incarnation} | {'missing'} | {'turns'}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if redis.call('HGET', KEYS[1], 'mode') ~= 'store' then return {'turns'} end
@@ -95,7 +96,7 @@ redis.call('HDEL', KEYS[1], 'last_event_id', 'hbase')
 redis.call('HSET', KEYS[1], 'events', 0, 'messages', 0, 'modified', now)
 publish(sid, '', 'items.cleared{"count":' .. count .. '}')
 trim_live(now)
-return {'ok', now, refresh(sid, now), count}
+return {'ok', now, refresh(sid, now), count, incarnation()}
 """
 
 ALL = (

@@ -18,7 +18,7 @@ from service.errors import (
     PayloadTooLarge,
     SessionNotFound,
 )
-from service.models import NewEvent, messages_from_events
+from service.models import NewEvent, datetime_to_ms, messages_from_events
 from service.store import Store, TenantStore
 
 
@@ -480,14 +480,28 @@ async def test_a_session_made_again_under_its_id_sees_none_of_the_earlier_ones_l
         lost.close()
 
 
+async def test_item_pop_and_clear_are_live_events_of_the_session(acme: TenantStore) -> None:
+    """Storage-only writes reach subscribers as the session's live events (on a Cluster they
+    are published after their script, with the incarnation it answered)."""
+    from service.models import SessionMode
+
+    await acme.create("box", model="m", mode=SessionMode.STORE)
+    ids = (await acme.append_items("box", [{"role": "user", "content": "a"}] * 2)).event_ids
+    assert (await acme.pop_item("box") or ("",))[0] == ids[1]
+    assert await acme.clear_items("box") == 1
+    live = [(e["type"], e["data"]) for e in await acme.live_events("box")]
+    assert live[-2:] == [("item.popped", {"id": ids[1]}), ("items.cleared", {"count": 1})]
+
+
 async def test_live_entries_published_for_a_deleted_session_belong_to_no_later_one(
     acme: TenantStore,
 ) -> None:
-    """On a Cluster a write's live copies are published after its script: when the session is
-    deleted in between, they are published as no incarnation's."""
-    await acme.create("late", model="m")
+    """On a Cluster a write's live copies are published after its script, with the incarnation
+    the script answered: when the session is deleted in between, they stay the old one's."""
+    created = (await acme.create("late", model="m")).created_at
     await acme.delete("late")
-    await acme._publish("late", [("", "session.idle{}")])
+    await acme._publish("late", [("", "session.idle{}")], str(datetime_to_ms(created)))
+    await asyncio.sleep(0.002)  # the next incarnation is made in another ms
     await acme.create("late", model="m")
     assert [e["type"] for e in await acme.live_events("late")] == ["session.start"]
 

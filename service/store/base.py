@@ -202,22 +202,13 @@ class TenantBase:
             )
 
     async def _publish(
-        self,
-        session_id: str,
-        entries: Sequence[tuple[str, str]],
-        incarnation: str | None = None,
+        self, session_id: str, entries: Sequence[tuple[str, str]], incarnation: str
     ) -> list[str]:
         """Cluster mode: the live copies of what a session script wrote, as ``(history id or
         '', body)`` pairs, on the session's live shard (another slot). Returns the live ids.
-        ``incarnation`` is the session's ``created`` ms (the script's reply ends with it), else
-        read from its metadata: for a session deleted since, an incarnation no reader holds
-        (one deleted and made again in between would take these entries for its own)."""
+        ``incarnation`` is the session's ``created`` ms, as the script's reply gives it."""
         if not entries:
             return []
-        if incarnation is None:
-            with store_errors("publish live events"):
-                meta = self._session_keys(session_id).meta
-                incarnation = await self._s.redis.hget(meta, "created") or GONE
         args: list[str | int] = [
             self._s.live_window_events, self._s.live_window_ms, session_id, incarnation
         ]  # fmt: skip
@@ -288,9 +279,6 @@ class TenantBase:
     async def exists(self, session_id: str) -> bool:
         with store_errors("read a session"):
             return bool(await self._s.redis.exists(self._session_keys(session_id).meta))
-
-
-GONE = "gone"  # the incarnation of live entries published for a session deleted meanwhile
 
 
 def _missing(session_id: str) -> SessionNotFound:

@@ -155,7 +155,7 @@ class ItemOps(TenantBase):
             popped = str(res[3]), orjson.loads(_data(str(res[4])))
             if self._s.cluster:
                 body = EventType.ITEM_POPPED.value + orjson.dumps({"id": popped[0]}).decode()
-                await self._publish(session_id, [("", body)])
+                await self._publish(session_id, [("", body)], str(res[5]))
         await self._after_write(session_id, int(res[1]), int(res[2]))
         return popped
 
@@ -166,7 +166,7 @@ class ItemOps(TenantBase):
         self._check(session_id, res[0])
         if self._s.cluster:
             body = EventType.ITEMS_CLEARED.value + f'{{"count":{int(res[3])}}}'
-            await self._publish(session_id, [("", body)])
+            await self._publish(session_id, [("", body)], str(res[4]))
             await self._after_write(session_id, int(res[1]), int(res[2]))
         return int(res[3])
 
