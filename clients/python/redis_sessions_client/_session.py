@@ -28,7 +28,7 @@ from redis_sessions_client._models import (
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
-from redis_sessions_client._sse import OVERLAP_KEPT, RESYNC, TRANSIENT_TYPES
+from redis_sessions_client._sse import RESYNC, Delivery
 from redis_sessions_client._stream import EventStream
 
 if TYPE_CHECKING:
@@ -49,8 +49,7 @@ class Session:
         self.session_id = info.session_id
         self._path = calls.session_path(info.session_id)
         self._cursor: str | None = info.last_event_id or None
-        self._durable: str | None = info.last_event_id or None  # newest history id seen
-        self._caught_up: set[str] = set()  # ids the last catch-up handed on
+        self._delivery = Delivery(info.last_event_id or None)
         self._handlers: list[tuple[str | None, Handler]] = []
         self._listener: asyncio.Task[None] | None = None
         # send_and_wait: one event stream per handle, opened by the first call and kept until
@@ -215,28 +214,20 @@ class Session:
             self._fail_waiters(ended)
 
     async def _handle(self, event: Event) -> None:
-        if event.type not in TRANSIENT_TYPES:
-            if event.id == self._durable or event.id in self._caught_up:
-                # handed on already: the newest one again (on a Cluster a copy is published
-                # after its write, so it can follow a connect that started after it), or one
-                # the catch-up after a resync handed on
-                self._caught_up.discard(event.id)
-                return
-            if self._durable is None or id_key(event.id) > id_key(self._durable):
-                self._durable = event.id
+        if not self._delivery.fresh(event):
+            return
         self._saw(event.id)
         self._settle(event)
         await self._dispatch(event)
 
     async def _catch_up(self) -> None:
         """After ``session.resync`` (the stream could not resume where it left off): hand on
-        what the history holds after the newest history event this handle saw. The stream
-        resumed a moment before that read, so the newest of these may come through it too."""
-        missed = await self.get_events(after=self._durable)
-        self._caught_up.clear()
+        what the history holds after the newest history event this handle saw."""
+        missed = await self.get_events(after=self._delivery.newest)
+        self._delivery.catching_up()
         for event in missed:
             await self._handle(event)
-        self._caught_up.update(e.id for e in missed[-OVERLAP_KEPT:])
+        self._delivery.caught_up(missed)
 
     async def _dispatch(self, event: Event) -> None:
         for wanted, handler in list(self._handlers):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 
 from redis_sessions_client._errors import ProtocolError
-from redis_sessions_client._models import Event, parse_time
+from redis_sessions_client._models import Event, id_key, parse_time
 
 MEDIA_TYPE = "text/event-stream"
 STREAM_READ_TIMEOUT_S = 45.0  # three keepalive periods of silence mean a dead connection
@@ -32,6 +32,37 @@ TRANSIENT_TYPES = frozenset(
 )  # fmt: skip
 # (events the service keeps only in its live window; every other one is in the history)
 OVERLAP_KEPT = 1000  # ids of a catch-up after a resync kept to know the resumed stream's copies
+
+
+class Delivery:
+    """What a handle's listener has handed on, to hand each durable event on once: the newest
+    durable id (a catch-up after ``session.resync`` reads the history after it) and the ids the
+    last catch-up handed on (the stream resumed a moment before that read, so it may bring the
+    newest of them again). Durable events may arrive out of id order (on a Redis Cluster a live
+    copy is published after its write): none is dropped for that."""
+
+    def __init__(self, newest: str | None) -> None:
+        self.newest = newest
+        self._caught_up: set[str] = set()
+
+    def fresh(self, event: Event) -> bool:
+        """Whether to hand ``event`` on: not when it is the newest durable one again (a copy
+        published after a connect that began past it) or one the catch-up handed on."""
+        if event.type in TRANSIENT_TYPES:
+            return True
+        if event.id == self.newest or event.id in self._caught_up:
+            self._caught_up.discard(event.id)
+            return False
+        if self.newest is None or id_key(event.id) > id_key(self.newest):
+            self.newest = event.id
+        return True
+
+    def catching_up(self) -> None:
+        """A catch-up starts: the events it hands on go through ``fresh`` as any other."""
+        self._caught_up.clear()
+
+    def caught_up(self, events: list[Event]) -> None:
+        self._caught_up.update(e.id for e in events[-OVERLAP_KEPT:])
 
 
 @dataclass(frozen=True, slots=True)

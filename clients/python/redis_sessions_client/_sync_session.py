@@ -29,7 +29,7 @@ from redis_sessions_client._models import (
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
-from redis_sessions_client._sse import ENDING_TYPES, OVERLAP_KEPT, RESYNC, TRANSIENT_TYPES
+from redis_sessions_client._sse import ENDING_TYPES, RESYNC, Delivery
 from redis_sessions_client._stream import SyncEventStream
 
 if TYPE_CHECKING:
@@ -50,8 +50,7 @@ class SyncSession:
         self.session_id = info.session_id
         self._path = calls.session_path(info.session_id)
         self._cursor: str | None = info.last_event_id or None
-        self._durable: str | None = info.last_event_id or None  # newest history id seen
-        self._caught_up: set[str] = set()  # ids the last catch-up handed on
+        self._delivery = Delivery(info.last_event_id or None)  # under _lock
         self._handlers: list[tuple[str | None, Handler]] = []
         self._lock = threading.Lock()
         self._listener: tuple[threading.Thread, SyncEventStream] | None = None
@@ -168,15 +167,17 @@ class SyncSession:
                     # the stream could not resume where it left off: hand on what the history
                     # holds after the newest history event this handle saw (the newest of them
                     # may come through the resumed stream too)
-                    missed = self.get_events(after=self._durable)
                     with self._lock:
-                        self._caught_up.clear()
+                        after = self._delivery.newest
+                    missed = self.get_events(after=after)
+                    with self._lock:
+                        self._delivery.catching_up()
                     for earlier in missed:
                         if stream.closed:  # disconnect() meanwhile: hand on nothing more
                             return
                         self._handle(earlier)
                     with self._lock:
-                        self._caught_up.update(e.id for e in missed[-OVERLAP_KEPT:])
+                        self._delivery.caught_up(missed)
                     continue
                 self._handle(event)
         except SessionError as exc:
@@ -187,13 +188,8 @@ class SyncSession:
 
     def _handle(self, event: Event) -> None:
         with self._lock:
-            if event.type not in TRANSIENT_TYPES:
-                if event.id == self._durable or event.id in self._caught_up:
-                    # handed on already (see Session._handle)
-                    self._caught_up.discard(event.id)
-                    return
-                if self._durable is None or id_key(event.id) > id_key(self._durable):
-                    self._durable = event.id
+            if not self._delivery.fresh(event):
+                return
             handlers = list(self._handlers)
         self._saw(event.id)
         for wanted, handler in handlers:
