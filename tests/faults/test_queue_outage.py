@@ -5,6 +5,7 @@ Redis is back (empty: it kept nothing), by the watchdog, exactly once each."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import pytest
 
@@ -26,17 +27,24 @@ def settings(redis_servers: RedisServers) -> Settings:
     return Settings(redis_url=data.url, queue_redis_url=queue.url, key_prefix=PREFIX)
 
 
+async def session_and_worker(
+    procs: Processes, runtime: Runtime, sid: str
+) -> tuple[TenantStore, subprocess.Popen[bytes]]:
+    """The tenant, session ``sid`` and one worker process on the test's data and queue Redis."""
+    url, queue_url = runtime.settings.redis_url, runtime.settings.queue_redis_url
+    assert url is not None and queue_url is not None
+    await create_tenant(url)
+    store = runtime.store.tenant(TENANT)
+    await store.create(sid, model="dev-echo")
+    return store, procs.worker(url, SESSIONS_QUEUE_REDIS_URL=queue_url)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_prompt_whose_enqueue_failed_is_answered_once_the_queue_is_back(
     procs: Processes, runtime: Runtime, redis_servers: RedisServers
 ) -> None:
-    url, queue_url = runtime.settings.redis_url, runtime.settings.queue_redis_url
-    assert url is not None and queue_url is not None
-    await create_tenant(url)
-    store = runtime.store.tenant(TENANT)
-    await store.create("q", model="dev-echo")
-    worker = procs.worker(url, SESSIONS_QUEUE_REDIS_URL=queue_url)
+    store, worker = await session_and_worker(procs, runtime, "q")
     queue_server = redis_servers.servers[-1]
     queue = await TurnQueue.connect(runtime.settings)
     try:
@@ -66,12 +74,7 @@ async def test_a_worker_whose_queue_redis_is_demoted_stays_up_and_works_once_pro
 ) -> None:
     """A failover demotes the queue's primary: the server ends the wait of every worker blocked
     on the wake-up list, and refuses their writes, until a primary is back."""
-    url, queue_url = runtime.settings.redis_url, runtime.settings.queue_redis_url
-    assert url is not None and queue_url is not None
-    await create_tenant(url)
-    store = runtime.store.tenant(TENANT)
-    await store.create("d", model="dev-echo")
-    worker = procs.worker(url, SESSIONS_QUEUE_REDIS_URL=queue_url)
+    store, worker = await session_and_worker(procs, runtime, "d")
     queue = await TurnQueue.connect(runtime.settings)
     try:
         first = await send(store, queue, "d", "one")
