@@ -37,3 +37,16 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "dev"])
+def test_an_invalid_setting_is_a_clear_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No traceback: the command says which setting is wrong, and exits 2."""
+    monkeypatch.setenv("SESSIONS_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("SESSIONS_WORKER_POLL_DELAY_SECONDS", "soon")
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    assert f"sessionctl {command}: error: invalid SESSIONS_* settings" in err
+    assert "worker_poll_delay_seconds" in err and "Traceback" not in err

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service.cli.support import UsageError, fail, read_settings
 from service.config import LogFormat, Settings
 from service.embedded import RedisProcess, free_port
 from service.errors import TenantNotFound
@@ -48,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if args.api_key is not None and tenant_of_key(args.api_key) != DEV_TENANT:
         print("sessionctl dev: --api-key must look like sk_dev_<secret>", file=sys.stderr)
         return 2
-    base = Settings()
+    try:
+        base = read_settings()
+    except UsageError as exc:
+        return fail("dev", str(exc), 2)
     data_dir: Path = args.data_dir or base.data_dir
     redis = RedisProcess(data_dir / "redis", port=args.redis_port or free_port())
     redis.start()

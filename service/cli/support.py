@@ -63,11 +63,16 @@ def fail(command: str, message: str, code: int = 1) -> int:
     return code
 
 
-def load_settings() -> Settings:
+def read_settings() -> Settings:
+    """The SESSIONS_* settings of the environment; a ``UsageError`` saying which are invalid."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
         raise UsageError(f"invalid SESSIONS_* settings: {exc}") from exc
+
+
+def load_settings() -> Settings:
+    settings = read_settings()
     if not settings.has_data_redis:
         raise UsageError(
             "set SESSIONS_REDIS_URL (or SESSIONS_REDIS_SENTINELS, SESSIONS_REDIS_CLUSTER_NODES) "

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from service.cli.serve import port_arg
-from service.config import Settings
+from service.cli.support import UsageError, fail, read_settings
 from service.logging import configure_logging
 from service.runtime import settle_heap
 from service.tracing import configure_tracing
@@ -38,7 +38,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings()
+    try:
+        settings = read_settings()
+    except UsageError as exc:
+        return fail("worker", str(exc), 2)
     if settings.effective_queue_url is None and not settings.redis_sentinels:
         print(
             "sessionctl worker: set SESSIONS_REDIS_URL (or SESSIONS_QUEUE_REDIS_URL); "
