@@ -14,6 +14,7 @@ import httpx
 
 from redis_sessions_client import _requests as calls
 from redis_sessions_client._errors import ServerError, error_from_response
+from redis_sessions_client._lean import LeanHttp, usable
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._retry import Attempts
@@ -51,6 +52,7 @@ class SessionClient:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._streams: httpx.AsyncClient | None = None
+        self._lean: LeanHttp | None = None
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -63,6 +65,8 @@ class SessionClient:
             # the request pool made each send wait on that walk (the given transport, as in
             # tests, is shared as it is).
             self._streams = self._pool() if self._transport is None else self._http
+            if self._transport is None and usable(self.base_url):
+                self._lean = LeanHttp(self.base_url, calls.default_headers(self.api_key))
 
     def _pool(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -78,6 +82,9 @@ class SessionClient:
         """Stop every session's listeners and close the connection pool."""
         for session in list(self._sessions):
             await session.disconnect()
+        if self._lean is not None:
+            lean, self._lean = self._lean, None
+            await lean.aclose()
         if self._http is not None:
             http, streams, self._http, self._streams = self._http, self._streams, None, None
             await http.aclose()
@@ -171,26 +178,30 @@ class SessionClient:
         """Send ``call`` with the retry policy; raise the mapped error for any non-2xx. With
         ``stream`` the body is left unread (the caller closes the response), and
         ``read_timeout`` bounds the silence between two chunks of it. ``listen``: an event
-        stream, sent through the streams' own pool."""
+        stream, sent through the streams' own pool. An answer read whole goes through the
+        lean HTTP/1.1 path where it applies (see ``_lean``)."""
         http = await self._client()
         if listen and self._streams is not None:
             http = self._streams
+        lean = None if stream else self._lean
         attempts = Attempts(
             repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
         )
         while True:
             per_try = attempts.timeout(self.timeout)
-            timeout = httpx.Timeout(per_try, read=read_timeout or per_try)
-            request = http.build_request(
-                call.method,
-                call.path,
-                json=call.json,
-                params=call.params,
-                headers=call.headers,
-                timeout=timeout,
-            )
             try:
-                response = await http.send(request, stream=stream)
+                if lean is not None:
+                    response = await lean.request(
+                        call.method,
+                        call.path,
+                        json=call.json,
+                        params=call.params,
+                        headers=call.headers,
+                        within=per_try,
+                    )
+                else:
+                    request = calls.build(http, call, per_try, read_timeout)
+                    response = await http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 wait = attempts.after_error(exc)
                 if wait is None:

@@ -12,13 +12,12 @@ import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-from redis_sessions_client._errors import ValidationError
+import httpx
 
-if TYPE_CHECKING:
-    import httpx
+from redis_sessions_client._errors import ValidationError
 
 _loads: Callable[[bytes], Any]
 try:  # optional (the ``fast`` extra, and the adapters' extras): pages parse in half the time
@@ -72,6 +71,20 @@ class Call:
     @property
     def may_repeat(self) -> bool:
         return self.method in REPEATABLE_METHODS if self.repeatable is None else self.repeatable
+
+
+def build(
+    http: httpx.Client | httpx.AsyncClient, call: Call, per_try: float, read_timeout: float | None
+) -> httpx.Request:
+    """The httpx request of one try of ``call``."""
+    return http.build_request(
+        call.method,
+        call.path,
+        json=call.json,
+        params=call.params,
+        headers=call.headers,
+        timeout=httpx.Timeout(per_try, read=read_timeout or per_try),
+    )
 
 
 def base_url_of(base_url: str | None) -> str:

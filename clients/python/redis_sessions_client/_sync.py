@@ -151,16 +151,8 @@ class SyncSessionClient:
         )
         while True:
             per_try = attempts.timeout(self.timeout)
-            request = http.build_request(
-                call.method,
-                call.path,
-                json=call.json,
-                params=call.params,
-                headers=call.headers,
-                timeout=httpx.Timeout(per_try, read=read_timeout or per_try),
-            )
             try:
-                response = http.send(request, stream=stream)
+                response = http.send(calls.build(http, call, per_try, read_timeout), stream=stream)
             except httpx.TransportError as exc:
                 wait = attempts.after_error(exc)
                 if wait is None:
