@@ -227,11 +227,20 @@ class HistoryOps(TenantBase):
         return render_history(first, items)
 
     async def _items(
-        self, session_id: str, after: str | None, before: str | None, limit: int, reverse: bool
+        self,
+        session_id: str,
+        after: str | None,
+        before: str | None,
+        limit: int,
+        reverse: bool,
+        *,
+        peek: int = 0,
     ) -> tuple[int, list[str]]:
-        """History items of a page, oldest first, and the ordinal of the first."""
+        """History items of a page, oldest first, and the ordinal of the first; ``peek`` more
+        items past the page's end (forward only) tell whether it was the last."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be from 1 to {MAX_PAGE} (got {limit})")
+        limit += peek
         start = "" if after is None else _event_id(after)
         end = ""
         if before is not None:
@@ -324,12 +333,15 @@ class HistoryOps(TenantBase):
 
     async def read_messages(
         self, session_id: str, *, after: str | None = None, limit: int = MAX_PAGE
-    ) -> tuple[list[Message], int, str | None]:
+    ) -> tuple[list[Message], str | None, bool]:
         """The messages among a page of ``limit`` events after ``after`` (as ``read_events``
-        reads it), the number of events the page held and the id of its last (None: empty)."""
-        first, items = await self._items(session_id, after, None, limit, False)
+        reads it), the id of the page's last event (None: empty), and whether events follow
+        it (one more is read to know)."""
+        first, items = await self._items(session_id, after, None, limit, False, peek=1)
+        more = len(items) > limit
+        del items[limit:]
         last = history_id(first + len(items) - 1, items[-1]) if items else None
-        return messages_from_history(first, items), len(items), last
+        return messages_from_history(first, items), last, more
 
     async def last_events(self, session_id: str, n: int) -> list[Event]:
         events = await self.read_events(session_id, limit=n, reverse=True)

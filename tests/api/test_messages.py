@@ -289,7 +289,8 @@ async def test_message_pages_count_messages_and_skip_other_events(
     assert [m["content"] for m in first["data"]] == ["first", "second"]  # type: ignore[index,union-attr]
     rest = await page(limit=2, after=first["next_cursor"])
     assert [m["content"] for m in rest["data"]] == ["third", "fourth"]  # type: ignore[index,union-attr]
-    end = await page(limit=2, after=rest["next_cursor"])
+    assert rest["next_cursor"] is None  # a full page that reaches the end says so
+    end = await page(limit=2, after=rest["data"][-1]["id"])  # type: ignore[index]
     assert end == {"data": [], "next_cursor": None}
     whole = await page()
     assert len(whole["data"]) == 4 and whole["next_cursor"] is None  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMess
 from service.errors import PayloadTooLarge
 from service.logging import bind_request
 from service.models import EventType, Message, NewEvent
-from service.store import MAX_PAGE
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
 
@@ -73,22 +72,30 @@ async def get_messages(
     store: StoreDep,
     after: EventIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page")] = 1000,
-) -> MessageList:
+) -> Response:
     """The conversation, oldest first: up to ``limit`` user and assistant messages after the
     event ``after``. Other events (deltas, turn markers) are skipped; one request reads at most
     10,000 events, so a page may be short: follow ``next_cursor`` until it is null."""
     out: list[Message] = []
     cursor = after
     for _ in range(SCAN_PAGES):
-        messages, read, last = await store.read_messages(session_id, after=cursor)
-        for message in messages:
-            out.append(message)
-            if len(out) == limit:
-                return MessageList(data=out, next_cursor=message.id)
-        if read < MAX_PAGE:
-            return MessageList(data=out, next_cursor=None)
+        messages, last, more = await store.read_messages(session_id, after=cursor)
+        if len(out) + len(messages) >= limit:
+            taken = limit - len(out)
+            out += messages[:taken]
+            return _page(out, out[-1].id if more or taken < len(messages) else None)
+        out += messages
+        if not more:
+            return _page(out, None)
         cursor = last
-    return MessageList(data=out, next_cursor=cursor)
+    return _page(out, cursor)
+
+
+def _page(messages: list[Message], next_cursor: str | None) -> Response:
+    """The ``MessageList`` document, serialized by orjson from the dataclasses (pydantic's
+    check and serialization of a thousand messages cost more than reading them)."""
+    body = orjson.dumps({"data": messages, "next_cursor": next_cursor})
+    return Response(body, media_type="application/json")
 
 
 @router.post("/abort", status_code=202, response_model=AbortResult)
