@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import subprocess
 import sys
@@ -217,6 +218,19 @@ def test_event_and_message_models() -> None:
         {"role": "assistant", "content": "hi", "id": "2-0", "timestamp": "2024-11-22T03:28:09Z"}
     )
     assert (msg.type, msg.data) == ("assistant.message", {"content": "hi"})
+
+
+def test_a_page_of_messages_is_built_as_from_json_builds_each() -> None:
+    raws = [
+        {"role": "user", "content": "hi", "id": "1-0", "timestamp": "2024-11-22T03:28:09.5Z"},
+        {"role": "assistant", "id": "1-1", "timestamp": "2024-11-22T03:28:09"},  # naive
+        {"role": "user", "content": 7, "id": "1-2", "timestamp": "2024-11-22T04:28:09+01:00"},
+    ]
+    page = Message.page(raws)
+    assert page == [Message.from_json(raw) for raw in raws]
+    assert all(m.timestamp.tzinfo is not None for m in page) and page[2].content == "7"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        page[0].content = "changed"  # type: ignore[misc]
 
 
 def test_options_accept_dicts_keywords_and_camel_case() -> None:
