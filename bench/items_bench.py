@@ -11,6 +11,9 @@ turn. Rounds alternate the sides.
   session object. Ours crosses HTTP, then one script per append; the peer's transactions are
   retried on WATCH conflicts.
 - get_items() of a 1,000-item session (all of it).
+- the conversation read as served over HTTP: ``Session.get_messages()`` of a session of 1,000
+  messages (the peer benchmark's, stored by the store as the worker and sends store them), one
+  ``GET /messages`` page, against the peer's ``get_items()`` of its 1,000 messages.
 - memory per item: ``MEMORY USAGE ... SAMPLES 0`` of every key of a 1,000-item session, over
   1,000 (ours: metadata, history, idempotency keys; the tenant's live window is shared, trimmed
   to minutes, and reported apart).
@@ -28,10 +31,11 @@ from redis_sessions_client.agents import ServiceSession
 
 from bench.api_bench import PREFIX, api_command, api_env, server, wait_ready
 from bench.common import Result
-from bench.peer_bench import HISTORY, Peer, peer_python
+from bench.peer_bench import HISTORY, Peer, _event, peer_python
 from bench.store_bench import CONTENT
 from service import keys as K
 from service.embedded import free_port
+from service.store import Store
 from service.tenants import TenantRegistry
 
 TENANT = "bench"
@@ -68,6 +72,10 @@ async def run(redis_url: str, *, rounds: int = 3, per_writer: int = 30) -> list[
     try:
         await redis.flushall()
         _, api_key = await TenantRegistry(redis, PREFIX).create(TENANT)
+        store = Store(redis, prefix=PREFIX, default_ttl=3600).tenant(TENANT)
+        await store.create("conversation", model="m")
+        for i in range(HISTORY):  # one append per message, as the peer benchmark's
+            await store.append("conversation", [_event(i)])
         versions = await peer.call(op="hello")
         with server("API", api_command(port), api_env(redis_url), port) as srv:
             await wait_ready(srv)
@@ -79,9 +87,11 @@ async def run(redis_url: str, *, rounds: int = 3, per_writer: int = 30) -> list[
                 filled = await peer.call(op="fill", session="hist", items=HISTORY)
                 assert filled["n"] == HISTORY, filled
                 assert len(await hist.get_items()) == HISTORY
+                conversation = await client.resume_session("conversation")
+                assert len(await conversation.get_messages()) == HISTORY
 
                 rates: dict[str, dict[str, list[float]]] = {
-                    k: {"ours": [], "peer": []} for k in ("append", "read")
+                    k: {"ours": [], "peer": []} for k in ("append", "read", "messages")
                 }
                 for r in range(rounds + 1):  # round 0 warms both up
                     for side in ("ours", "peer") if r % 2 else ("peer", "ours"):
@@ -93,6 +103,10 @@ async def run(redis_url: str, *, rounds: int = 3, per_writer: int = 30) -> list[
                             for _ in range(READS):
                                 assert len(await hist.get_items()) == HISTORY
                             read = READS / (time.perf_counter() - t0)
+                            t0 = time.perf_counter()
+                            for _ in range(READS):
+                                assert len(await conversation.get_messages()) == HISTORY
+                            messages = READS / (time.perf_counter() - t0)
                         else:
                             got = await peer.call(
                                 op="append", sessions=8, writers=4, per_writer=per_writer
@@ -100,10 +114,11 @@ async def run(redis_url: str, *, rounds: int = 3, per_writer: int = 30) -> list[
                             append = got["n"] / got["seconds"]
                             got = await peer.call(op="read", session="hist", iterations=READS)
                             assert got["items"] == HISTORY, got
-                            read = got["n"] / got["seconds"]
+                            read = messages = got["n"] / got["seconds"]
                         if r:
                             rates["append"][side].append(append)
                             rates["read"][side].append(read)
+                            rates["messages"][side].append(messages)
         ours_keys = K.session_keys(PREFIX, TENANT, "hist").all()
         ours_mem = await _memory(redis, [k for k in ours_keys if await redis.exists(k)])
         peer_keys = [k async for k in redis.scan_iter(match=f"{PEER_PREFIX}:hist*")]
@@ -123,6 +138,10 @@ async def run(redis_url: str, *, rounds: int = 3, per_writer: int = 30) -> list[
         Result("items", "get_items() of a 1,000-item session", best["read"]["ours"],
                "reads/s", best["read"]["peer"], peer_name, ">= 1.00",
                notes="ours: ServiceSession.get_items() over HTTP; peer: get_items()"),
+        Result("items", "1,000-message conversation read over HTTP", best["messages"]["ours"],
+               "reads/s", best["messages"]["peer"], peer_name, ">= 1.00",
+               notes="ours: Session.get_messages() (one GET /messages page, messages built); "
+                     "peer: get_items() of the same 1,000 messages"),
         Result("items", "memory per item (1,000-item session)", ours_mem / HISTORY,
                "bytes", peer_mem / HISTORY, peer_name, "<= 1.10", higher_is_better=False,
                notes=f"MEMORY USAGE SAMPLES 0 of the session's keys; the tenant's live window "
