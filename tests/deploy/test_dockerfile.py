@@ -165,7 +165,7 @@ def test_default_command_is_sessionctl_serve(final: Stage) -> None:
     assert "8000" in " ".join(i.arguments for i in final.all("EXPOSE"))
 
 
-def test_dockerignore_keeps_the_context_small(repo_root: Path) -> None:
+def test_dockerignore_keeps_the_context_small(repo_root: Path, stages: list[Stage]) -> None:
     patterns = [
         line.strip()
         for line in (repo_root / ".dockerignore").read_text(encoding="utf-8").splitlines()
@@ -183,7 +183,15 @@ def test_dockerignore_keeps_the_context_small(repo_root: Path) -> None:
                 result = not negate
         return result
 
-    for path in ("pyproject.toml", "README.md", "service/config.py", "workers/jobs.py"):
+    copied = [
+        source.rstrip("/")
+        for stage in stages
+        for copy in stage.all("COPY")
+        if "--from" not in copy.arguments
+        for source in copy.arguments.split()[:-1]
+    ]
+    assert {"pyproject.toml", "constraints.txt", "service", "workers"} <= set(copied)
+    for path in [*copied, "service/config.py", "workers/jobs.py"]:
         assert not ignored(path), f"{path} must be in the build context"
     for path in (".git/config", ".cache/helm/helm", ".venv/bin/python", "tests/test_x.py",
                  "clients/typescript/node_modules/x.js",
