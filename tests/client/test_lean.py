@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -272,8 +273,105 @@ def test_used_only_for_plain_http_without_a_proxy(monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv(name, raising=False)
     assert usable("http://sessions:8000")
     assert not usable("https://sessions:8000")
+    assert not usable("http://user:pw@sessions:8000")  # httpx sends Basic auth
     monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")
     assert not usable("http://sessions:8000")
 
 
 RAW_INFO_BYTES = httpx.Response(200, json=RAW_INFO).content
+
+
+async def test_a_header_value_with_a_line_break_is_refused_not_sent() -> None:
+    async with scripted(lambda seen: ok()) as srv:
+        lean = lean_of(srv)
+        with pytest.raises(httpx.LocalProtocolError):
+            await lean.request("GET", "/a", headers={"Idempotency-Key": "k\r\nX-Evil: 1"}, within=5)
+        with pytest.raises(httpx.LocalProtocolError):
+            LeanHttp(f"http://127.0.0.1:{srv.port}", {"Authorization": "Bearer k\nX-Evil: 1"})
+        await lean.aclose()
+    assert srv.seen == []
+
+
+async def test_json_that_is_not_json_is_refused_as_by_httpx() -> None:
+    async with scripted(lambda seen: ok()) as srv:
+        lean = lean_of(srv)
+        with pytest.raises(ValueError):
+            await lean.request("POST", "/a", json={"score": float("nan")}, within=5)
+        with pytest.raises(TypeError):
+            await lean.request("POST", "/a", json={"when": object()}, within=5)
+        await lean.aclose()
+    assert srv.seen == []
+
+
+async def test_stopping_the_client_closes_the_connection_of_a_call_in_flight() -> None:
+    async with scripted(lambda seen: None) as srv:  # never answers
+        client = SessionClient(f"http://127.0.0.1:{srv.port}", api_key="k", max_retries=0)
+        await client.start()
+        pool = client._lean
+        assert pool is not None
+        call = asyncio.create_task(client.get_session_metadata("s1"))
+        await srv.received.wait()
+        await client.stop()
+        with pytest.raises(ServerError):  # its connection was closed under it
+            await call
+        assert pool._idle == [] and pool._busy == set()
+
+
+async def test_a_close_the_event_loop_has_not_seen_yet_is_seen_before_reuse() -> None:
+    async with (
+        scripted(lambda seen: ok(RAW_INFO_BYTES)) as srv,
+        SessionClient(f"http://127.0.0.1:{srv.port}", api_key="k") as client,
+    ):
+        await client.get_session_metadata("s0")
+        srv.writers[0].close()  # the server ends the idle connection...
+        await asyncio.sleep(0)
+        time.sleep(0.2)  # noqa: ASYNC251  (the app blocks its loop: nothing reads the close)
+        await client.create_session(session_id="s1")  # not repeatable: must not meet it
+    assert [s.connection for s in srv.seen] == [1, 2]
+
+
+async def test_stale_idle_connections_are_closed_whichever_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_lean, "IDLE_EXPIRY_S", 0.2)
+    async with scripted(lambda seen: ok()) as srv:
+        lean = lean_of(srv)
+        await asyncio.gather(*(lean.request("GET", "/a", within=5) for _ in range(5)))
+        assert len(lean._idle) == 5
+        await asyncio.sleep(0.3)
+        await lean.request("GET", "/b", within=5)
+        assert len(lean._idle) == 1  # the four expired ones were closed, not kept
+        await lean.aclose()
+
+
+async def test_the_timeout_bounds_each_silence_not_a_steady_answer() -> None:
+    body = b"[" + b",".join(b"%d" % i for i in range(20_000)) + b"]"
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        step = len(body) // 6 + 1
+        for i in range(0, len(body), step):  # 6 pieces, 0.1 s apart: 0.6 s in all
+            await asyncio.sleep(0.1)
+            writer.write(body[i : i + step])
+            await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    lean = LeanHttp(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", {})
+    try:
+        response = await lean.request("GET", "/slow", within=0.4)
+        assert len(response.json()) == 20_000
+    finally:
+        await lean.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_no_timeout_at_all() -> None:
+    async with scripted(lambda seen: ok()) as srv:
+        lean = lean_of(srv)
+        assert (await lean.request("GET", "/a", within=None)).status_code == 200
+        await lean.aclose()
