@@ -47,11 +47,12 @@ from redis.asyncio import Redis
 from bench.common import Result, percentile
 from bench.httpload import HttpConnection, LoadResult, RequestFactory, run_load
 from bench.store_bench import CONTENT
+from service.config import Settings
 from service.embedded import free_port
 from service.models import NewEvent
 from service.store import Store
 from service.tenants import TenantRegistry
-from workers.queue import QUEUE_NAME
+from workers.queue import QueueNames
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 32
@@ -174,7 +175,7 @@ async def drain_queues(redis: Redis) -> None:
             batch = []
     if batch:
         await redis.unlink(*batch)
-    await redis.delete(QUEUE_NAME)
+    await redis.delete(QueueNames.of(Settings(key_prefix=PREFIX)).queue)
 
 
 # --- load --------------------------------------------------------------------------------------

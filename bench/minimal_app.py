@@ -37,7 +37,7 @@ from service.api.limits import WINDOW_READ, auth_failures_key
 from service.config import Settings
 from service.scripts import ALL as SCRIPTS
 from service.store import LIFECYCLE_MAXLEN
-from workers.queue import _ENQUEUE, QUEUE_NAME, RUN_TURN, WAKE_KEY, turn_job_id
+from workers.queue import _ENQUEUE, RUN_TURN, QueueNames
 
 APPEND_SCRIPT = next(s.text for s in SCRIPTS if s.name == "append_events")
 
@@ -45,6 +45,7 @@ APPEND_SCRIPT = next(s.text for s in SCRIPTS if s.name == "append_events")
 def create_app() -> FastAPI:
     settings = Settings()
     prefix = settings.key_prefix
+    names = QueueNames.of(settings)
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -99,11 +100,11 @@ def create_app() -> FastAPI:
             ],
         )  # fmt: skip
         message_id = res[3]
-        job_id = turn_job_id(tenant, sid, message_id)
+        job_id = names.turn_job(tenant, sid, message_id)
         now = timestamp_ms()
         job = serialize_job(RUN_TURN, (tenant, sid, message_id), {}, None, now, serializer=None)
         await state["enqueue"](
-            keys=[job_key_prefix + job_id, result_key_prefix + job_id, QUEUE_NAME, WAKE_KEY],
+            keys=[job_key_prefix + job_id, result_key_prefix + job_id, names.queue, names.wake],
             args=[job_id, now, expires_extra_ms, job],
         )
         return Response(

@@ -38,7 +38,7 @@ from service.models import NewEvent
 from service.runtime import build_runtime
 from service.store.live import entry_parts
 from service.tenants import TenantRegistry
-from workers.queue import QUEUE_NAME, TurnQueue
+from workers.queue import QueueNames, TurnQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 50
@@ -163,7 +163,7 @@ async def _drained(redis_url: str, within: float = 120.0) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
         deadline = time.monotonic() + within
-        while await redis.zcard(QUEUE_NAME):
+        while await redis.zcard(QueueNames.of(Settings(key_prefix="tb")).queue):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the turn queue did not drain in {within:.0f} s")
             await asyncio.sleep(0.1)

@@ -5,7 +5,7 @@ arq logs. arq enqueues a cron job on the shared queue once per tick (``unique``)
 workers each tick runs on one of them; the sweep and cleanup are safe to overlap anyway.
 
 Worker liveness is not a cron job (a cron tick runs on whichever worker takes it): every worker
-writes arq's health record under its own host name (``workers.settings.health_key``).
+writes arq's health record under its own host name (``QueueNames.health`` in ``workers.queue``).
 """
 
 from __future__ import annotations

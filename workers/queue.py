@@ -3,6 +3,11 @@
 A turn's job id is ``turn:<tenant>:<session>:<message id>``: a retried request, or a second
 enqueue of the same message, is refused instead of running twice.
 
+Each deployment (each ``SESSIONS_KEY_PREFIX``) has a queue of its own, so deployments can share a
+queue Redis: ``sessions:queue`` for the default prefix ``sess`` (the name it always had), else
+``<prefix>:_queue``. arq keeps every job's record under one global prefix (``arq:job:<id>``), so a
+deployment of another prefix also puts it in its job ids (``<prefix>:turn:...``) and cron names.
+
 Enqueueing writes arq's own job record (serialized by arq's ``serialize_job``) and queue entry in
 one Lua script: the same keys and checks as ``ArqRedis.enqueue_job``, which needs three round trips
 (WATCH, EXISTS, MULTI/EXEC) for them; this is one, on every send.
@@ -10,6 +15,8 @@ one Lua script: the same keys and checks as ``ArqRedis.enqueue_job``, which need
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from typing import Any
 
 from arq import create_pool
@@ -29,7 +36,7 @@ from service.connections import LuaScript, close_redis, store_errors, use_lean_c
 from service.logging import request_id
 from service.metrics import QueueFigures
 
-QUEUE_NAME = "sessions:queue"
+DEFAULT_QUEUE = "sessions:queue"
 RUN_TURN = "run_turn"
 SET_TITLE = "set_title"
 COMPACT = "compact_session"
@@ -58,10 +65,45 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     return rs
 
 
-# Each enqueued job also pushes one wake-up here: an idle worker waits on this list (BLPOP)
-# instead of sleeping out its poll delay, so a job starts as soon as it is queued. The list is
-# capped and expires unread; a lost wake-up only means the job waits for the next poll.
-WAKE_KEY = QUEUE_NAME + ":wake"
+@dataclass(frozen=True, slots=True)
+class QueueNames:
+    """A deployment's queue, the keys beside it, and the prefix of its job ids."""
+
+    queue: str
+    jobs: str  # prefix of job ids and cron names: '' for the default deployment
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueueNames:
+        prefix = settings.key_prefix
+        if prefix == Settings.model_fields["key_prefix"].default:
+            return cls(DEFAULT_QUEUE, "")
+        return cls(f"{prefix}:_queue", f"{prefix}:")
+
+    @property
+    def wake(self) -> str:
+        """Each enqueued job also pushes one wake-up here: an idle worker waits on this list
+        (BLPOP) instead of sleeping out its poll delay, so a job starts as soon as it is queued.
+        The list is capped and expires unread; a lost wake-up only means the job waits for the
+        next poll."""
+        return wake_key(self.queue)
+
+    def health(self, host: str | None = None) -> str:
+        """The key of arq's health record of the worker on ``host`` (default: this one)."""
+        return f"{self.queue}:health-check:{host or socket.gethostname()}"
+
+    def cron(self, name: str) -> str:
+        """The name of a cron job: arq's job ids of its ticks start with it."""
+        return self.jobs + name
+
+    def turn_job(self, tenant: str, session_id: str, message_id: str) -> str:
+        return f"{self.jobs}turn:{tenant}:{session_id}:{message_id}"
+
+
+def wake_key(queue: str) -> str:
+    """The wake-up list of the queue ``queue``."""
+    return queue + ":wake"
+
+
 WAKE_CAP = 100
 WAKE_TTL_MS = 60_000
 
@@ -91,23 +133,21 @@ def job_context() -> dict[str, Any]:
     return context
 
 
-def turn_job_id(tenant: str, session_id: str, message_id: str) -> str:
-    return f"turn:{tenant}:{session_id}:{message_id}"
-
-
 class TurnQueue:
     """Enqueues work for the workers."""
 
-    def __init__(self, pool: ArqRedis) -> None:
+    def __init__(self, pool: ArqRedis, names: QueueNames) -> None:
         self.pool = pool
+        self.names = names
         self._enqueue_script = LuaScript(pool, _ENQUEUE)
 
     @classmethod
     async def connect(cls, settings: Settings) -> TurnQueue:
+        names = QueueNames.of(settings)
         with store_errors("connect to the queue"):
-            pool = await create_pool(queue_redis_settings(settings), default_queue_name=QUEUE_NAME)
+            pool = await create_pool(queue_redis_settings(settings), default_queue_name=names.queue)
             await use_lean_connections(pool)
-        return cls(pool)
+        return cls(pool, names)
 
     async def _enqueue(self, name: str, job_id: str, *args: Any) -> bool:
         """Queue ``name(*args)`` under ``job_id`` unless that job exists; True when queued.
@@ -123,8 +163,8 @@ class TurnQueue:
                     keys=[
                         job_key_prefix + job_id,
                         result_key_prefix + job_id,
-                        QUEUE_NAME,
-                        WAKE_KEY,
+                        self.names.queue,
+                        self.names.wake,
                     ],
                     args=[job_id, now, expires_extra_ms, job],
                 )
@@ -132,7 +172,11 @@ class TurnQueue:
 
     async def enqueue_turn(self, tenant: str, session_id: str, message_id: str) -> None:
         await self._enqueue(
-            RUN_TURN, turn_job_id(tenant, session_id, message_id), tenant, session_id, message_id
+            RUN_TURN,
+            self.names.turn_job(tenant, session_id, message_id),
+            tenant,
+            session_id,
+            message_id,
         )
 
     async def enqueue_continuation(
@@ -140,26 +184,30 @@ class TurnQueue:
     ) -> None:
         """A turn job for a session whose previous job handed over with turns still pending
         (``attempt`` > 0: that job was cut off by its timeout while answering this turn)."""
-        job_id = f"{turn_job_id(tenant, session_id, message_id)}:more{attempt}"
+        job_id = f"{self.names.turn_job(tenant, session_id, message_id)}:more{attempt}"
         await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id, attempt)
 
     async def enqueue_rescue(
         self, tenant: str, session_id: str, message_id: str, at_ms: int
     ) -> None:
         """A turn job the watchdog hands a stranded session (``at_ms`` makes its id new)."""
-        job_id = f"{turn_job_id(tenant, session_id, message_id)}:wd{at_ms}"
+        job_id = f"{self.names.turn_job(tenant, session_id, message_id)}:wd{at_ms}"
         await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id)
 
     async def enqueue_title(self, tenant: str, session_id: str, created_ms: int) -> None:
         """One title job per session incarnation: ``created_ms`` is in the id, so a session
         deleted and re-created under its id gets its own job while the earlier one's result is
         still kept."""
-        job_id = f"title:{tenant}:{session_id}:{created_ms}"
+        job_id = f"{self.names.jobs}title:{tenant}:{session_id}:{created_ms}"
         await self._enqueue(SET_TITLE, job_id, tenant, session_id, created_ms)
 
     async def enqueue_compaction(self, tenant: str, session_id: str, through: str) -> None:
         await self._enqueue(
-            COMPACT, f"compact:{tenant}:{session_id}:{through}", tenant, session_id, through
+            COMPACT,
+            f"{self.names.jobs}compact:{tenant}:{session_id}:{through}",
+            tenant,
+            session_id,
+            through,
         )
 
     async def figures(self) -> QueueFigures:
@@ -169,8 +217,8 @@ class TurnQueue:
         now = timestamp_ms()
         with store_errors("read the queue's figures"):
             async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zcard(QUEUE_NAME)
-                pipe.zrange(QUEUE_NAME, 0, FIGURES_SCAN - 1, withscores=True)
+                pipe.zcard(self.names.queue)
+                pipe.zrange(self.names.queue, 0, FIGURES_SCAN - 1, withscores=True)
                 total, head = await pipe.execute()
             async with self.pool.pipeline(transaction=False) as pipe:
                 for job_id, _ in head:

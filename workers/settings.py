@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from typing import Any
 
 from arq import cron, func
@@ -50,7 +49,7 @@ class QueueTolerantWorker(Worker):
     gives it back only on the paths it expects, so ``start_jobs`` returns the slot itself when
     Redis fails there: without that every outage would cost a slot, until none were left.
 
-    Between polls the worker waits on the queue's wake-up list (``queue.WAKE_KEY``, one entry per
+    Between polls the worker waits on the queue's wake-up list (``QueueNames.wake``, one entry per
     enqueued job) for at most ``wake_wait_s``, in place of arq's fixed sleep: a job starts as
     soon as it is queued, and the wait is also the poll of jobs nobody announced (arq's own
     retries and cron jobs; Redis ends an idle wait on its own timer, 0.1 s at its default hz).
@@ -60,6 +59,7 @@ class QueueTolerantWorker(Worker):
 
     def __init__(self, *args: Any, wake_wait_s: float = 0.5, **kwargs: Any) -> None:
         super().__init__(*args, poll_delay=0, **kwargs)
+        self.wake_key = queue.wake_key(self.queue_name)
         self.wake_wait_s = wake_wait_s
         self._slot_freed = asyncio.Event()
         self._started = 0  # jobs this worker started (arq's own count drops as tasks are reaped)
@@ -93,7 +93,7 @@ class QueueTolerantWorker(Worker):
             # seconds with a fraction; Redis 6.2 takes 0.001 as 0, which blocks for good
             wait = f"{max(self.wake_wait_s, MIN_WAKE_WAIT_S):.3f}"
             try:
-                reply = await self.pool.execute_command("BLPOP", queue.WAKE_KEY, wait)  # type: ignore[no-untyped-call]
+                reply = await self.pool.execute_command("BLPOP", self.wake_key, wait)  # type: ignore[no-untyped-call]
             except ResponseError as exc:
                 if not str(exc).startswith("UNBLOCKED"):
                     raise
@@ -118,10 +118,6 @@ class QueueTolerantWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
                 raise
-
-
-def health_key(host: str | None = None) -> str:
-    return f"{queue.QUEUE_NAME}:health-check:{host or socket.gethostname()}"
 
 
 def functions(settings: Settings) -> list[Any]:
@@ -152,22 +148,23 @@ def cron_jobs_for(settings: Settings) -> list[Any]:
     Their timeouts stay at the turn job's: arq retries a dead worker's jobs after the LARGEST
     function timeout + 10 s, so a long cron timeout would delay the recovery of every turn."""
     timeout = turns.job_backstop_seconds(settings.job_timeout_seconds)
+    names = queue.QueueNames.of(settings)
     return [
         cron(
             metrics.cron_job("sweep", cron_jobs.sweep_expired_job),
-            name="sweep_expired",
+            name=names.cron("sweep_expired"),
             timeout=timeout,
             **every(settings.sweep_interval_seconds),  # type: ignore[arg-type]
         ),
         cron(
             metrics.cron_job("watchdog", watchdog.watchdog_job),
-            name="watchdog",
+            name=names.cron("watchdog"),
             timeout=timeout,
             **every(settings.watchdog_interval_seconds),  # type: ignore[arg-type]
         ),
         cron(
             metrics.cron_job("retention", cron_jobs.apply_retention_job),
-            name="apply_retention",
+            name=names.cron("apply_retention"),
             minute={0, 15, 30, 45},
             second={30},
             timeout=timeout,
@@ -184,15 +181,16 @@ def build_worker(
 ) -> Worker:
     """A worker for ``settings``; pass ``runtime`` to share connections (tests, ``dev``)."""
     owned = runtime is None
+    names = queue.QueueNames.of(settings)
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["runtime"] = runtime if runtime is not None else build_runtime(settings)
         ctx["provider"] = metrics.MeteredProvider(build_provider(settings))
-        ctx["queue"] = queue.TurnQueue(ctx["redis"])
+        ctx["queue"] = queue.TurnQueue(ctx["redis"], names)
         with contextlib.suppress(ServiceError):  # Redis not up yet: turns retry and wait
             await ctx["runtime"].eviction.run(ctx["runtime"].redis, process="worker")
-        log.info("worker.started", provider=settings.provider, queue=queue.QUEUE_NAME)
+        log.info("worker.started", provider=settings.provider, queue=names.queue)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "provider" in ctx:
@@ -203,7 +201,7 @@ def build_worker(
     options: dict[str, Any] = {
         "functions": functions(settings),
         "cron_jobs": cron_jobs_for(settings),
-        "queue_name": queue.QUEUE_NAME,
+        "queue_name": names.queue,
         "redis_settings": queue.queue_redis_settings(settings),
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -214,7 +212,7 @@ def build_worker(
         "burst": burst,
         "handle_signals": not burst,
         "health_check_interval": HEALTH_INTERVAL_S,
-        "health_check_key": health_key(),
+        "health_check_key": names.health(),
         "allow_abort_jobs": False,
     }
     options.update(overrides)
@@ -223,7 +221,8 @@ def build_worker(
 
 async def check_health(settings: Settings, host: str | None = None) -> bool:
     """True when this host's worker wrote its health record within the last interval."""
+    names = queue.QueueNames.of(settings)
     code = await async_check_health(
-        queue.queue_redis_settings(settings), health_key(host), queue.QUEUE_NAME
+        queue.queue_redis_settings(settings), names.health(host), names.queue
     )
     return code == 0

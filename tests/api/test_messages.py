@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import httpx
 from redis.asyncio import Redis
 
+from service.config import Settings
 from service.runtime import Runtime
-from tests.api.conftest import TenantKey
-from workers.queue import QUEUE_NAME, turn_job_id
+from tests.api.conftest import PREFIX, TenantKey
+from workers.queue import QueueNames
 
 
 async def new_session(client: httpx.AsyncClient, who: TenantKey, sid: str = "s1") -> str:
@@ -19,8 +20,11 @@ async def new_session(client: httpx.AsyncClient, who: TenantKey, sid: str = "s1"
     return sid
 
 
+NAMES = QueueNames.of(Settings(key_prefix=PREFIX))
+
+
 async def queued_jobs(redis: Redis) -> list[str]:
-    return list(await redis.zrange(QUEUE_NAME, 0, -1))
+    return list(await redis.zrange(NAMES.queue, 0, -1))
 
 
 async def test_send_appends_and_enqueues_one_turn(
@@ -33,7 +37,7 @@ async def test_send_appends_and_enqueues_one_turn(
     assert r.status_code == 202, r.text
     message_id = r.json()["message_id"]
     assert r.json()["duplicate"] is False
-    assert await queued_jobs(real_redis) == [turn_job_id("acme", sid, message_id)]
+    assert await queued_jobs(real_redis) == [NAMES.turn_job("acme", sid, message_id)]
 
     r = await client.get(f"/v1/sessions/{sid}/messages", headers=acme.headers)
     assert r.status_code == 200

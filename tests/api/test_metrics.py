@@ -11,7 +11,7 @@ import pytest
 from service.api.routes import health
 from service.runtime import Runtime
 from tests.api.conftest import TenantKey
-from workers.queue import QUEUE_NAME, TurnQueue
+from workers.queue import TurnQueue
 
 
 def sample(text: str, series: str) -> float | None:
@@ -48,4 +48,4 @@ async def test_metrics_read_the_queue_and_redis_at_scrape_time(
     assert "_created" not in after
     assert sample(after, "process_cpu_seconds_total") is not None
     assert "python_gc_collections_total" in after
-    await queue.pool.delete(QUEUE_NAME)
+    await queue.pool.delete(queue.names.queue)

@@ -22,7 +22,6 @@ from tests.security.conftest import (
     raw_exchange,
     snapshot,
 )
-from workers.queue import QUEUE_NAME, WAKE_KEY
 
 SECRET = "alpha-private-prompt-7f3a"
 
@@ -176,7 +175,7 @@ LAYOUT = re.compile(
     rf"|{PREFIX}:(?P<v>[a-z0-9][a-z0-9-]{{0,39}}):\{{(?P=v)/l[0-9]+\}}:live"
     rf"|{PREFIX}:_tenants:\{{admin\}}:records"
     rf"|{PREFIX}:_tenants:\{{admin\}}:failures:([0-9A-Fa-f.:]+|unknown)"
-    rf"|{re.escape(QUEUE_NAME)}|{re.escape(WAKE_KEY)}|arq:.*"
+    rf"|{PREFIX}:_queue(:wake)?|arq:.*"
 )
 
 

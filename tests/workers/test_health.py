@@ -6,6 +6,7 @@ import asyncio
 
 from service.config import Settings
 from tests.workers.conftest import WorkerFactory
+from workers.queue import QueueNames
 from workers.settings import check_health
 
 
@@ -32,4 +33,7 @@ def test_crash_retry_delay_is_bound_to_the_job_timeout(settings: Settings) -> No
     backstop = job_backstop_seconds(settings.job_timeout_seconds)
     assert backstop > settings.job_timeout_seconds
     assert worker.in_progress_timeout_s == backstop + 10
-    assert {c.name for c in worker.cron_jobs} == {"sweep_expired", "watchdog", "apply_retention"}
+    jobs = QueueNames.of(settings).jobs  # the key prefix, "wt:"
+    assert {c.name for c in worker.cron_jobs} == {
+        jobs + name for name in ("sweep_expired", "watchdog", "apply_retention")
+    }

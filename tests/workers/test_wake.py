@@ -13,7 +13,7 @@ from service.runtime import Runtime
 from service.store import TenantStore
 from tests.workers.conftest import WorkerFactory, send, wait_idle
 from workers import queue as queue_module
-from workers.queue import RUN_TURN, WAKE_KEY, TurnQueue, turn_job_id
+from workers.queue import RUN_TURN, TurnQueue
 
 LONG_WAIT_S = 3.0  # a poll delay no test below may wait out
 
@@ -42,7 +42,7 @@ async def test_turns_start_at_once_however_long_the_poll_delay(
         await send(store, queue, "quick", f"prompt {i}")
         await wait_idle(store, "quick")
     assert loop.time() - started < 2.0  # a poll every 3 s would have taken 6 s or more
-    assert await queue.pool.llen(WAKE_KEY) == 0  # every wake-up was taken
+    assert await queue.pool.llen(queue.names.wake) == 0  # every wake-up was taken
 
 
 async def test_a_job_nobody_announced_starts_at_the_next_poll(
@@ -55,10 +55,10 @@ async def test_a_job_nobody_announced_starts_at_the_next_poll(
         "quiet", [NewEvent(type="user.message", data={"content": "hi"})], enqueue_turn=True
     )
     message = res.event_ids[0]
-    job_id = turn_job_id("acme", "quiet", message)
+    job_id = queue.names.turn_job("acme", "quiet", message)
     # arq's own enqueue pushes no wake-up, as with its retries and cron jobs
     assert await queue.pool.enqueue_job(RUN_TURN, "acme", "quiet", message, _job_id=job_id)
-    assert await queue.pool.llen(WAKE_KEY) == 0
+    assert await queue.pool.llen(queue.names.wake) == 0
     events = await wait_idle(store, "quiet", timeout=10)
     assert [e["data"]["reply_to"] for e in events if e["type"] == "assistant.message"] == [message]
 
