@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = Field(
         default=None, description="Password of the Redis master found through Sentinel."
     )
-    key_prefix: str = Field(default="sess", description="Global prefix of every data key.")
+    key_prefix: str = Field(
+        default="sess",
+        description="Global prefix of every data key; also names the deployment's queue.",
+    )
     index_shards: int = Field(
         default=1,
         ge=1,

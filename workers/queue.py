@@ -1,6 +1,7 @@
 """The only module that knows arq: job names, deterministic job ids, the queue connection.
 
-A turn's job id is ``turn:<tenant>:<session>:<message id>``: a retried request, or a second
+A turn's job id is ``turn:<tenant>:<session>:<message id>`` (after ``<prefix>:`` for a
+non-default key prefix, see below): a retried request, or a second
 enqueue of the same message, is refused instead of running twice.
 
 Each deployment (each ``SESSIONS_KEY_PREFIX``) has a queue of its own, so deployments can share a
@@ -170,8 +171,9 @@ class TurnQueue:
                 )
         return bool(done)
 
-    async def enqueue_turn(self, tenant: str, session_id: str, message_id: str) -> None:
-        await self._enqueue(
+    async def enqueue_turn(self, tenant: str, session_id: str, message_id: str) -> bool:
+        """Queue the turn job of ``message_id``; False when that job exists already."""
+        return await self._enqueue(
             RUN_TURN,
             self.names.turn_job(tenant, session_id, message_id),
             tenant,
