@@ -95,12 +95,17 @@ end
 
 -- A live event on the tenant's live shard (single Redis; on a Cluster the caller publishes).
 -- Returns its live id, or '' when the caller publishes. ``c`` is the session's incarnation (its
--- ``created`` ms): readers pass over entries of an earlier session of the same id.
+-- ``inc``, the microsecond it was created; ``created`` ms for a session created before ``inc``
+-- was kept): readers pass over entries of an earlier session of the same id, even one deleted
+-- and created again within a millisecond.
 -- On a Cluster, a script that writes live events ends its reply with ``incarnation()`` for the
 -- caller to publish them with.
 local created = nil
 local function incarnation()
-  created = created or redis.call('HGET', KEYS[1], 'created') or ''
+  if not created then
+    local v = redis.call('HMGET', KEYS[1], 'inc', 'created')
+    created = v[1] or v[2] or ''
+  end
   return created
 end
 local function publish(sid, hid, body)
@@ -174,10 +179,12 @@ CREATE_SESSION = r"""
 -- ARGV: (head), ttl_s, infinite(0|1), max_sessions(0=unchecked), start_body (a live event),
 --       then field/value pairs of further metadata. On a single Redis, KEYS[12..] are the
 --       idx/exp pairs of all the tenant's index shards: the limit counts every shard.
--- Returns {'ok', now, live_id, deadline} | {'conflict'} | {'limit', live}
+-- Returns {'ok', now, live_id, deadline, incarnation} | {'conflict'} | {'limit', live}
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'conflict'} end
-local now = now_ms()
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local inc = clock[1] .. string.format('%06d', tonumber(clock[2]))
 local max = tonumber(ARGV[7])
 if max > 0 and #KEYS >= 12 then
   -- KEYS[12..]: the idx/exp pair of every index shard of the tenant (a single Redis)
@@ -190,7 +197,7 @@ end
 -- the first write may grow memory: Redis refuses it when full, and so the whole script (a
 -- script's later writes are no longer checked, so nothing may be written before it)
 redis.call('HSET', KEYS[1], 'id', sid, 'created', now, 'modified', now, 'ttl', ARGV[5],
-  'infinite', ARGV[6], 'events', 0, 'messages', 0)
+  'infinite', ARGV[6], 'events', 0, 'messages', 0, 'inc', inc)
 -- an earlier session of this id that expired before its sweep is announced now, before this one
 if #KEYS >= 8 and redis.call('ZREM', KEYS[8], sid) == 1 then
   lifecycle('session.expired', sid, now)
@@ -202,7 +209,7 @@ local id = publish(sid, '', ARGV[8])
 trim_live(now)
 local deadline = refresh(sid, now)
 lifecycle('session.created', sid, now)
-return {'ok', now, id, deadline}
+return {'ok', now, id, deadline, inc}
 """
 
 APPEND_EVENTS = r"""

@@ -66,7 +66,7 @@ return 0
 PUBLISH_LIVE = r"""
 -- Cluster mode only (the live shard lives in another slot than the session).
 -- KEYS: live shard.  ARGV: live_maxlen, live_window_ms, sid, the session's incarnation (its
--- ``created`` ms), then (history id, body) pairs.  Returns the live ids.
+-- ``inc``), then (history id, body) pairs.  Returns the live ids.
 local out = {}
 for i = 5, #ARGV, 2 do
   out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',

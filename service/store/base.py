@@ -206,7 +206,7 @@ class TenantBase:
     ) -> list[str]:
         """Cluster mode: the live copies of what a session script wrote, as ``(history id or
         '', body)`` pairs, on the session's live shard (another slot). Returns the live ids.
-        ``incarnation`` is the session's ``created`` ms, as the script's reply gives it."""
+        ``incarnation`` is the session's, as the script's reply gives it."""
         if not entries:
             return []
         args: list[str | int] = [

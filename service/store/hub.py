@@ -254,7 +254,7 @@ def _matches(sub: Subscription, fields: dict[str, str]) -> bool:
 
 
 def of_incarnation(fields: dict[str, str], incarnation: str | None) -> bool:
-    """Whether a live entry belongs to the session incarnation ``incarnation`` (its created ms;
+    """Whether a live entry belongs to the session incarnation ``incarnation`` (its ``inc``;
     None: any): an entry that names none (written before entries named one) is taken as
     belonging."""
     named = fields.get("c")

@@ -53,16 +53,22 @@ class LiveOps(TenantBase):
         ``id``) resumes too; anything else resyncs. ``from_now``: only what comes next."""
         key = self._live_key(session_id)
         hub = self._s.hub
-        # the session's incarnation (its created ms): live entries of an earlier session of the
-        # same id, which the shared live window may still hold, are not this one's
+        # the session's incarnation: live entries of an earlier session of the same id, which
+        # the shared live window may still hold, are not this one's
         with store_errors("follow live events"):
-            newest, created = await self._s.redis.hmget(
-                self._session_keys(session_id).meta, "last_event_id", "created"
+            newest, inc, created = await self._s.redis.hmget(
+                self._session_keys(session_id).meta, "last_event_id", "inc", "created"
             )
+        incarnation = inc or created  # ``created`` ms: a session made before ``inc`` was kept
 
         async def subscribe(after: str | None = None) -> Subscription:
             return await hub.subscribe(
-                key, after=after, field="s", value=session_id, notify=notify, incarnation=created
+                key,
+                after=after,
+                field="s",
+                value=session_id,
+                notify=notify,
+                incarnation=incarnation,
             )
 
         if from_now:
@@ -70,7 +76,7 @@ class LiveOps(TenantBase):
         live = cursor is not None and cursor.startswith(LIVE_MARK)
         start = validate_stream_id(cursor[1:] if live else cursor) if cursor else START
         if live or (start != START and not await self._in_history(session_id, start)):
-            if await self._live_entry_of(key, session_id, start, created):
+            if await self._live_entry_of(key, session_id, start, incarnation):
                 return Following(await subscribe(start))
             return Following(await subscribe(), resync=True)
         # Live entries from the copy of the newest durable event on (what came after it,
@@ -114,9 +120,12 @@ class LiveOps(TenantBase):
         """What the live window still holds of the session (transient events and copies of
         durable ones), oldest first: for tests and inspection; clients follow the stream."""
         with store_errors("read live events"):
-            created = await self._s.redis.hget(self._session_keys(session_id).meta, "created")
+            inc, created = await self._s.redis.hmget(
+                self._session_keys(session_id).meta, "inc", "created"
+            )
         if created is None:
             raise _missing(session_id)
+        incarnation = inc or created
         key = self._live_key(session_id)
         start = "-" if after is None else "(" + validate_stream_id(after)
         with store_errors("read live events"):
@@ -124,7 +133,7 @@ class LiveOps(TenantBase):
         return [
             entry_event(str(i), f)
             for i, f in rows
-            if f.get("s") == session_id and of_incarnation(f, created)
+            if f.get("s") == session_id and of_incarnation(f, incarnation)
         ]
 
 

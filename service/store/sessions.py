@@ -86,7 +86,7 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
         if res[0] == "limit":
             raise LimitExceeded(f"tenant already holds {res[1]} sessions (limit {limit})")
         if self._s.cluster:
-            await self._publish(sid, [("", start)], incarnation=str(res[1]))  # its created ms
+            await self._publish(sid, [("", start)], incarnation=str(res[4]))
         await self._after_write(sid, int(res[1]), int(res[3]), lifecycle="session.created")
         return await self.get(sid)
 
