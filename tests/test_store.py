@@ -482,6 +482,30 @@ async def test_a_session_made_again_under_its_id_sees_none_of_the_earlier_ones_l
         lost.close()
 
 
+async def test_entries_an_earlier_version_wrote_for_a_session_are_its_own(
+    acme: TenantStore,
+) -> None:
+    """While versions are mixed in a rolling upgrade, an API or worker that keeps no ``inc``
+    names a session's live entries by its ``created`` ms: they are that session's all the same."""
+    await acme.create("mixed", model="m")
+    created = str(await acme.get_meta_field("mixed", "created"))
+    await acme._publish("mixed", [("", "session.idle{}")], created)  # as an earlier version
+    notify = asyncio.Event()
+    following = await acme.follow("mixed", None, notify)
+    try:
+        assert [e["type"] for e in await acme.live_events("mixed")] == [
+            "session.start",
+            "session.idle",
+        ]
+        notify.clear()
+        await acme._publish("mixed", [("", "session.idle{}")], created)
+        async with asyncio.timeout(5):
+            await notify.wait()
+        assert following.sub.take()
+    finally:
+        following.close()
+
+
 async def test_item_pop_and_clear_are_live_events_of_the_session(acme: TenantStore) -> None:
     """Storage-only writes reach subscribers as the session's live events (on a Cluster they
     are published after their script, with the incarnation it answered)."""

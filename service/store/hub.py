@@ -34,9 +34,10 @@ RETRY_S = 0.25
 
 class Subscription:
     """Entries of one stream that match ``field == value`` (every entry when ``field`` is None),
-    in order. With ``incarnation``, entries of another incarnation (field ``c``: a session of the
-    same id, deleted since) are passed over; entries without one (written before the field
-    existed) are not. ``notify`` is set whenever entries arrive; ``take()`` drains them."""
+    in order. With ``incarnation`` (the names of one incarnation, see ``incarnation_of``),
+    entries of another incarnation (field ``c``: a session of the same id, deleted since) are
+    passed over; entries without one (written before the field existed) are not. ``notify`` is
+    set whenever entries arrive; ``take()`` drains them."""
 
     def __init__(
         self,
@@ -45,7 +46,7 @@ class Subscription:
         field: str | None,
         value: str,
         notify: asyncio.Event,
-        incarnation: str | None = None,
+        incarnation: frozenset[str] | None = None,
     ) -> None:
         self.hub = hub
         self.key = key
@@ -111,7 +112,7 @@ class LiveHub:
         field: str | None = None,
         value: str = "",
         notify: asyncio.Event | None = None,
-        incarnation: str | None = None,
+        incarnation: frozenset[str] | None = None,
     ) -> Subscription:
         """Entries of ``key`` after ``after`` (an entry id), or from now on when None."""
         feed = await self._feed(key)
@@ -253,12 +254,18 @@ def _matches(sub: Subscription, fields: dict[str, str]) -> bool:
     return field_matches and of_incarnation(fields, sub.incarnation)
 
 
-def of_incarnation(fields: dict[str, str], incarnation: str | None) -> bool:
-    """Whether a live entry belongs to the session incarnation ``incarnation`` (its ``inc``;
-    None: any): an entry that names none (written before entries named one) is taken as
-    belonging."""
+def incarnation_of(inc: str | None, created: str | None) -> frozenset[str]:
+    """The names live entries give a session's incarnation: its ``inc`` (the microsecond it was
+    made), and its ``created`` ms, which writers of a version that kept no ``inc`` use (while
+    versions are mixed in a rolling upgrade, both write for one session)."""
+    return frozenset(name for name in (inc, created) if name)
+
+
+def of_incarnation(fields: dict[str, str], incarnation: frozenset[str] | None) -> bool:
+    """Whether a live entry belongs to the session incarnation named by ``incarnation`` (None:
+    any): an entry that names none (written before entries named one) is taken as belonging."""
     named = fields.get("c")
-    return incarnation is None or not named or named == incarnation
+    return incarnation is None or not named or named in incarnation
 
 
 def _id(entry_id: str) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from service.events import live_event
 from service.ids import validate_stream_id
 from service.models import Event
 from service.store.base import TenantBase, _missing
-from service.store.hub import Entry, Subscription, of_incarnation
+from service.store.hub import Entry, Subscription, incarnation_of, of_incarnation
 
 START = "0-0"
 LIVE_MARK = "L"  # an SSE cursor naming a live entry: L<live id>
@@ -59,7 +59,7 @@ class LiveOps(TenantBase):
             newest, inc, created = await self._s.redis.hmget(
                 self._session_keys(session_id).meta, "last_event_id", "inc", "created"
             )
-        incarnation = inc or created  # ``created`` ms: a session made before ``inc`` was kept
+        incarnation = incarnation_of(inc, created)
 
         async def subscribe(after: str | None = None) -> Subscription:
             return await hub.subscribe(
@@ -98,7 +98,7 @@ class LiveOps(TenantBase):
         return None
 
     async def _live_entry_of(
-        self, key: str, session_id: str, entry_id: str, incarnation: str | None
+        self, key: str, session_id: str, entry_id: str, incarnation: frozenset[str] | None
     ) -> bool:
         with store_errors("follow live events"):
             rows = await self._s.redis.xrange(key, min=entry_id, max=entry_id, count=1)
@@ -125,7 +125,7 @@ class LiveOps(TenantBase):
             )
         if created is None:
             raise _missing(session_id)
-        incarnation = inc or created
+        incarnation = incarnation_of(inc, created)
         key = self._live_key(session_id)
         start = "-" if after is None else "(" + validate_stream_id(after)
         with store_errors("read live events"):
