@@ -225,6 +225,7 @@ def test_a_page_of_messages_is_built_as_from_json_builds_each() -> None:
         {"role": "user", "content": "hi", "id": "1-0", "timestamp": "2024-11-22T03:28:09.5Z"},
         {"role": "assistant", "id": "1-1", "timestamp": "2024-11-22T03:28:09"},  # naive
         {"role": "user", "content": 7, "id": "1-2", "timestamp": "2024-11-22T04:28:09+01:00"},
+        {"role": "user", "content": "", "id": "1-3", "timestamp": datetime(2024, 1, 1)},
     ]
     page = Message.page(raws)
     assert page == [Message.from_json(raw) for raw in raws]
