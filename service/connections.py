@@ -196,6 +196,20 @@ class LuaScript:
             return await self._client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+async def require_primary(client: Any, which: str) -> None:
+    """``StoreUnavailable`` unless ``client`` talks to a primary (``ROLE``): a replica answers
+    reads and PING but refuses every write, as a static URL can name a node a failover demoted.
+    ``which`` names the Redis in the message."""
+    with store_errors(f"tell the {which} Redis's role"):
+        reply = await client.execute_command("ROLE")
+    role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    if role != "master":
+        raise StoreUnavailable(
+            f"the {which} Redis is a read-only replica (ROLE {role}): point the service at "
+            "the primary, or at Sentinel"
+        )
+
+
 @contextmanager
 def store_errors(action: str) -> Iterator[None]:
     """Turn redis-py failures into ``StoreUnavailable``/``StoreFull`` (HTTP 503/507)."""

@@ -220,3 +220,39 @@ async def test_lifespan_builds_and_closes_its_own_runtime(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             assert (await client.get("/readyz")).status_code == 200
     assert (await real_redis.ping()) is True
+
+
+async def test_a_read_only_replica_is_not_ready(tmp_path: Path) -> None:
+    """A static URL naming a replica (a node a failover demoted): PING answers, writes do not,
+    so /readyz says which Redis is a replica instead of every write failing."""
+    primary = RedisProcess(tmp_path / "primary", persistent=False).start()
+    replica = RedisProcess(
+        tmp_path / "replica",
+        persistent=False,
+        extra=["--replicaof", "127.0.0.1", str(primary.port)],
+    ).start()
+    try:
+        for data, queue_url, which in [
+            (replica.url, primary.url, "data"),
+            (primary.url, replica.url, "queue"),
+            (primary.url, primary.url, None),
+        ]:
+            settings = make_settings(data, queue_redis_url=queue_url)
+            runtime = build_runtime(settings)
+            queue = await TurnQueue.connect(settings)
+            app = create_app(settings, runtime=runtime, queue=queue)
+            transport = httpx.ASGITransport(app=app)
+            try:
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    r = await client.get("/readyz")
+                if which is None:
+                    assert r.status_code == 200, r.text
+                else:
+                    assert r.status_code == 503, r.text
+                    assert f"the {which} Redis is a read-only replica" in r.json()["detail"]
+            finally:
+                await queue.close()
+                await runtime.close()
+    finally:
+        replica.stop()
+        primary.stop()

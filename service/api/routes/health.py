@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from service.api.deps import QueueDep, RuntimeDep, StateDep
 from service.api.schemas import Health
-from service.connections import store_errors
+from service.connections import require_primary, store_errors
 from service.errors import StoreUnavailable
 from service.metrics import ScrapeFigures, read_redis_figures
 
@@ -30,15 +30,21 @@ async def livez() -> Health:
 
 @router.get("/readyz", response_model=Health)
 async def readyz(rt: RuntimeDep, queue: QueueDep) -> Health:
-    """Ready when the data Redis and the queue Redis answer PING, and the data Redis will not
-    evict session keys (``maxmemory-policy noeviction``, or ``SESSIONS_ALLOW_EVICTION``); a
-    503 problem otherwise."""
+    """Ready when the data Redis and the queue Redis answer PING and are primaries (not
+    read-only replicas), and the data Redis will not evict session keys (``maxmemory-policy
+    noeviction``, or ``SESSIONS_ALLOW_EVICTION``); a 503 problem otherwise."""
 
-    async def ping_queue() -> None:
+    async def data() -> None:
+        await rt.store.ping()
+        if not rt.settings.redis_cluster:  # a Cluster client sends writes to primaries itself
+            await require_primary(rt.redis, "data")
+
+    async def queue_redis() -> None:
         with store_errors("answer a ping on the queue"):
             await queue.pool.ping()
+        await require_primary(queue.pool, "queue")
 
-    await asyncio.gather(rt.store.ping(), ping_queue())
+    await asyncio.gather(data(), queue_redis())
     await rt.eviction.run(rt.redis, process="api")
     rt.eviction.refuse_unless_ready()
     return Health(status="ok")
