@@ -199,9 +199,13 @@ class LuaScript:
 async def require_primary(client: Any, which: str) -> None:
     """``StoreUnavailable`` unless ``client`` talks to a primary (``ROLE``): a replica answers
     reads and PING but refuses every write, as a static URL can name a node a failover demoted.
-    ``which`` names the Redis in the message."""
-    with store_errors(f"tell the {which} Redis's role"):
-        reply = await client.execute_command("ROLE")
+    ``which`` names the Redis in the message. A server that will not tell (``ROLE`` refused by
+    an ACL without ``@dangerous``, or a server without it) is taken as a primary."""
+    try:
+        with store_errors(f"tell the {which} Redis's role"):
+            reply = await client.execute_command("ROLE")
+    except rexc.ResponseError:
+        return
     role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
     if role != "master":
         raise StoreUnavailable(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio
 import structlog
 from fastapi import FastAPI
 
@@ -231,11 +232,17 @@ async def test_a_read_only_replica_is_not_ready(tmp_path: Path) -> None:
         persistent=False,
         extra=["--replicaof", "127.0.0.1", str(primary.port)],
     ).start()
+    admin = redis.asyncio.Redis.from_url(primary.url)
+    # a user without @dangerous (ROLE, INFO): the roles cannot be told, so nothing is refused
+    await admin.execute_command("ACL", "SETUSER", "svc", "on", ">pw", "~*", "+@all", "-@dangerous")
+    await admin.aclose()
+    limited = primary.url.replace("redis://", "redis://svc:pw@")
     try:
         for data, queue_url, which in [
             (replica.url, primary.url, "data"),
             (primary.url, replica.url, "queue"),
             (primary.url, primary.url, None),
+            (limited, limited, None),
         ]:
             settings = make_settings(data, queue_redis_url=queue_url)
             runtime = build_runtime(settings)
