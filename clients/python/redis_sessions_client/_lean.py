@@ -9,8 +9,9 @@ as before, with errors mapped to httpx's (``ConnectError``, ``ReadTimeout`` ...)
 ``_retry`` decides exactly as it does for httpx. What it sends is what httpx would send: the
 same JSON (``allow_nan=False``), header values checked the same way, the same idle expiry, and a
 kept-alive connection is reused only while its socket has nothing to read (no close from the
-server waiting), as httpcore checks it. Timeouts as httpx's: ``within`` bounds connecting, the
-answer's head, and each silence while its body arrives.
+server waiting), as httpcore checks it. Timeouts as httpx's, except that connecting and the
+answer's head share one budget: ``within`` bounds those two together, then each silence while
+the body arrives.
 
 It is used only where it does what httpx would: an ``http://`` base URL without credentials that
 no proxy setting of the environment applies to, and no transport given. Anything else
