@@ -22,18 +22,21 @@ SUMMARIZE_PROMPT = (
 
 
 async def set_title(
-    ctx: dict[str, Any], tenant: str, session_id: str, created_ms: int | None = None
+    ctx: dict[str, Any], tenant: str, session_id: str, incarnation: str | int | None = None
 ) -> str:
     """arq job: after the first exchange, set the session's summary (its title), unless the user
     set one meanwhile (the write is conditional, in the same script) or the session is another
-    incarnation of its id (``created_ms``: the creation time of the session that asked)."""
+    incarnation of its id (``incarnation``: the ``inc`` of the session that asked, or its
+    ``created`` ms; an int, from a job of an earlier version, is always its ``created`` ms)."""
     runtime: Runtime = ctx["runtime"]
     provider: Provider = ctx["provider"]
     store = runtime.store.tenant(tenant)
     try:
         info = await store.get(session_id)
-        created = datetime_to_ms(info.created_at)
-        if created_ms is not None and created != created_ms:
+        created = str(datetime_to_ms(info.created_at))
+        inc = await store.get_meta_field(session_id, "inc") or ""
+        names = {created} if isinstance(incarnation, int) else {inc or created}
+        if incarnation is not None and str(incarnation) not in names:
             return "session gone"
         if info.summary:
             return "has a title"
@@ -46,7 +49,7 @@ async def set_title(
         title = " ".join(completion.content.split())[:80].strip("\"' ") or "New conversation"
         try:
             await store.update(
-                session_id, summary=title, only_if={"summary": "", "created": str(created)}
+                session_id, summary=title, only_if={"summary": "", "created": created, "inc": inc}
             )
         except Conflict:
             return "has a title"  # set (or the session re-created) while the model answered

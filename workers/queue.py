@@ -196,12 +196,12 @@ class TurnQueue:
         job_id = f"{self.names.turn_job(tenant, session_id, message_id)}:wd{at_ms}"
         await self._enqueue(RUN_TURN, job_id, tenant, session_id, message_id)
 
-    async def enqueue_title(self, tenant: str, session_id: str, created_ms: int) -> None:
-        """One title job per session incarnation: ``created_ms`` is in the id, so a session
-        deleted and re-created under its id gets its own job while the earlier one's result is
-        still kept."""
-        job_id = f"{self.names.jobs}title:{tenant}:{session_id}:{created_ms}"
-        await self._enqueue(SET_TITLE, job_id, tenant, session_id, created_ms)
+    async def enqueue_title(self, tenant: str, session_id: str, incarnation: str) -> None:
+        """One title job per session incarnation (its ``inc``, or ``created`` ms for a session
+        made before ``inc`` was kept) is in the id, so a session deleted and re-created under its
+        id gets its own job while the earlier one's result is still kept."""
+        job_id = f"{self.names.jobs}title:{tenant}:{session_id}:{incarnation}"
+        await self._enqueue(SET_TITLE, job_id, tenant, session_id, incarnation)
 
     async def enqueue_compaction(self, tenant: str, session_id: str, through: str) -> None:
         await self._enqueue(

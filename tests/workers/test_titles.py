@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from service.models import NewEvent
 from service.runtime import Runtime
 from tests.workers.conftest import WorkerFactory, send, wait_idle
 from workers.background import set_title
@@ -73,5 +74,30 @@ async def test_a_title_job_of_an_earlier_incarnation_does_nothing(runtime: Runti
     store = runtime.store.tenant("acme")
     await store.create("s", model="dev-echo")
     ctx = {"runtime": runtime, "provider": DevProvider()}
-    assert await set_title(ctx, "acme", "s", created_ms=1) == "session gone"
+    assert await set_title(ctx, "acme", "s", incarnation="1") == "session gone"
+    assert await set_title(ctx, "acme", "s", incarnation=1) == "session gone"  # an older job's
     assert (await store.get("s")).summary == ""
+
+
+async def test_a_session_re_created_within_the_same_millisecond_gets_its_own_title(
+    runtime: Runtime,
+) -> None:
+    """The title job names the incarnation by its microsecond: a job of the session deleted and
+    made again within one millisecond (its ``created`` the same) leaves the new one alone."""
+    store = runtime.store.tenant("acme")
+    await store.create("s", model="dev-echo")
+    first = str(await store.get_meta_field("s", "inc"))
+    created = str(await store.get_meta_field("s", "created"))
+    await store.delete("s")
+    await store.create("s", model="dev-echo")
+    await runtime.redis.hset(store._session_keys("s").meta, "created", created)  # same ms
+    await store.append("s", [NewEvent(type="user.message", data={"content": "Second life"})])
+    ctx = {"runtime": runtime, "provider": DevProvider()}
+    assert await set_title(ctx, "acme", "s", incarnation=first) == "session gone"
+    assert (await store.get("s")).summary == ""
+    now = str(await store.get_meta_field("s", "inc"))
+    assert await set_title(ctx, "acme", "s", incarnation=now) not in ("session gone", "has a title")
+    assert (await store.get("s")).summary
+    # a job of an earlier version names the session by its created ms
+    await store.update("s", summary="")
+    assert await set_title(ctx, "acme", "s", incarnation=int(created)) != "session gone"
