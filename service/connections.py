@@ -204,8 +204,11 @@ async def require_primary(client: Any, which: str) -> None:
     try:
         with store_errors(f"tell the {which} Redis's role"):
             reply = await client.execute_command("ROLE")
-    except rexc.ResponseError:
-        return
+    except rexc.ResponseError as exc:
+        text = str(exc)
+        if isinstance(exc, rexc.NoPermissionError) or "unknown command" in text.lower():
+            return
+        raise
     role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
     if role != "master":
         raise StoreUnavailable(

@@ -319,9 +319,9 @@ async def _follow_ups(
     queue: TurnQueue = ctx["queue"]
     settings: Settings = ctx["settings"]
     if not info.summary:
-        inc = await store.get_meta_field(info.session_id, "inc")
-        incarnation = inc or str(datetime_to_ms(info.created_at))
-        await queue.enqueue_title(store.tenant_id, info.session_id, incarnation)
+        inc, created = await store.get_meta_fields(info.session_id, "inc", "created")
+        if created == str(datetime_to_ms(info.created_at)):  # not made again since the turn
+            await queue.enqueue_title(store.tenant_id, info.session_id, inc or created)
     if info.infinite and needs_compaction(
         history_tokens, window_tokens, settings.compaction_threshold
     ):
