@@ -341,6 +341,16 @@ class _CutAfter(httpx.AsyncByteStream):
         await self._response.aclose()
 
 
+async def test_an_idempotency_key_that_cannot_be_a_header_is_refused_before_sending(
+    client: SessionClient,
+) -> None:
+    session = await client.create_session(session_id="keys")
+    for key in ("a\r\nX-Injected: 1", "clé", "k" * 201):
+        with pytest.raises(ValidationError, match="idempotency_key must be 1-200 printable"):
+            await session.send("hi", idempotency_key=key)
+    assert await session.get_messages() == []
+
+
 async def test_a_repeated_idempotency_key_makes_one_message(client: SessionClient) -> None:
     session = await client.create_session(session_id="once")
     first = await session.send("only once", idempotency_key="click-1")

@@ -176,6 +176,10 @@ def list_page(labels: Mapping[str, str] | None, size: int, cursor: str | None) -
 def send(path: str, text: str, idempotency_key: str | None) -> Call:
     """Every try of one send carries the same ``Idempotency-Key`` (a new one per call unless
     given), so the send is repeatable: a retried send never makes a second message."""
+    if idempotency_key and not (
+        len(idempotency_key) <= 200 and idempotency_key.isascii() and idempotency_key.isprintable()
+    ):
+        raise ValidationError("idempotency_key must be 1-200 printable ASCII characters")
     key = idempotency_key or uuid.uuid4().hex
     return Call(
         "POST",
