@@ -7,7 +7,7 @@ in the camelCase shape that assistant-SDK code expects (``info.get("sessionId")`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,12 +69,18 @@ class Message:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Message:
-        return cls(
-            role=str(raw["role"]),
-            content=str(raw.get("content", "")),
-            id=str(raw["id"]),
-            timestamp=parse_time(raw["timestamp"]),
-        )
+        role, content = str(raw["role"]), str(raw.get("content", ""))
+        id_, timestamp = str(raw["id"]), parse_time(raw["timestamp"])
+        if cls is not Message:  # a subclass gets its own __init__
+            return cls(role=role, content=content, id=id_, timestamp=timestamp)
+        # A frozen dataclass's __init__ sets each field through object.__setattr__, and a page
+        # of 1,000 messages cost more to build than to fetch: the slots are filled directly.
+        message = object.__new__(cls)
+        _SET_ROLE(message, role)
+        _SET_CONTENT(message, content)
+        _SET_ID(message, id_)
+        _SET_TIMESTAMP(message, timestamp)
+        return message
 
     @property
     def type(self) -> str:
@@ -93,29 +99,10 @@ class Message:
             "timestamp": self.timestamp.isoformat(),
         }
 
-    @classmethod
-    def page(cls, raws: Iterable[Mapping[str, Any]]) -> list[Message]:
-        """``from_json`` of each message of a page, in half its time: a frozen
-        dataclass's ``__init__`` sets each field through ``object.__setattr__``, and a page of
-        1,000 messages cost more to build than to fetch; the slots are filled directly (for
-        ``Message`` itself; a subclass gets ``from_json``)."""
-        if cls is not Message:
-            return [cls.from_json(raw) for raw in raws]
-        new = object.__new__
-        role, content, id_, timestamp = _SLOTS
-        out: list[Message] = []
-        for raw in raws:
-            message = new(cls)
-            role(message, str(raw["role"]))
-            text = raw.get("content", "")
-            content(message, text if type(text) is str else str(text))
-            id_(message, str(raw["id"]))
-            timestamp(message, parse_time(raw["timestamp"]))
-            out.append(message)
-        return out
 
-
-_SLOTS = tuple(getattr(Message, name).__set__ for name in ("role", "content", "id", "timestamp"))
+_SET_ROLE, _SET_CONTENT, _SET_ID, _SET_TIMESTAMP = (
+    getattr(Message, name).__set__ for name in ("role", "content", "id", "timestamp")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,7 @@ class Session:
         while True:
             response = await self._client._request(calls.messages_page(self._path, after))
             body = body_of(response)
-            out += Message.page(body["data"])
+            out += [Message.from_json(m) for m in body["data"]]
             after = body.get("next_cursor")
             if not after:
                 return out
@@ -312,7 +312,7 @@ class Session:
     async def get_messages_since(self, name: str) -> list[Message]:
         """The messages after bookmark ``name``."""
         response = await self._client._request(Call("GET", self._bookmark_path(name) + "/messages"))
-        return Message.page(body_of(response)["data"])
+        return [Message.from_json(m) for m in body_of(response)["data"]]
 
     # --- export and metadata -------------------------------------------------------------------
     async def export(self, format: str = "json") -> dict[str, Any]:

@@ -221,7 +221,7 @@ class SyncSession:
         after: str | None = None
         while True:
             body = body_of(self._client._request(calls.messages_page(self._path, after)))
-            out += Message.page(body["data"])
+            out += [Message.from_json(m) for m in body["data"]]
             after = body.get("next_cursor")
             if not after:
                 return out
@@ -267,7 +267,8 @@ class SyncSession:
     def get_messages_since(self, name: str) -> list[Message]:
         """The messages after bookmark ``name``."""
         path = calls.bookmark_path(self._path, name) + "/messages"
-        return Message.page(body_of(self._client._request(Call("GET", path)))["data"])
+        data = body_of(self._client._request(Call("GET", path)))["data"]
+        return [Message.from_json(m) for m in data]
 
     # --- export and metadata -------------------------------------------------------------------
     def export(self, format: str = "json") -> dict[str, Any]:
