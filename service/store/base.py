@@ -159,6 +159,14 @@ class TenantBase:
         return self._s.cluster
 
     # --- keys ----------------------------------------------------------------------------------
+    async def get_meta_fields(self, session_id: str, *fields: str) -> list[str | None]:
+        """Metadata fields read together (None for each one the session lacks)."""
+        with store_errors("read a session"):
+            values: list[str | None] = await self._s.redis.hmget(
+                self._session_keys(session_id).meta, list(fields)
+            )
+        return values
+
     def _session_keys(self, session_id: str) -> K.SessionKeys:
         return K.session_keys(self._s.prefix, self.tenant_id, session_id)
 

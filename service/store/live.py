@@ -55,10 +55,9 @@ class LiveOps(TenantBase):
         hub = self._s.hub
         # the session's incarnation: live entries of an earlier session of the same id, which
         # the shared live window may still hold, are not this one's
-        with store_errors("follow live events"):
-            newest, inc, created = await self._s.redis.hmget(
-                self._session_keys(session_id).meta, "last_event_id", "inc", "created"
-            )
+        newest, inc, created = await self.get_meta_fields(
+            session_id, "last_event_id", "inc", "created"
+        )
         incarnation = incarnation_of(inc, created)
 
         async def subscribe(after: str | None = None) -> Subscription:
@@ -119,10 +118,7 @@ class LiveOps(TenantBase):
     async def live_events(self, session_id: str, *, after: str | None = None) -> list[Event]:
         """What the live window still holds of the session (transient events and copies of
         durable ones), oldest first: for tests and inspection; clients follow the stream."""
-        with store_errors("read live events"):
-            inc, created = await self._s.redis.hmget(
-                self._session_keys(session_id).meta, "inc", "created"
-            )
+        inc, created = await self.get_meta_fields(session_id, "inc", "created")
         if created is None:
             raise _missing(session_id)
         incarnation = incarnation_of(inc, created)

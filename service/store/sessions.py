@@ -131,14 +131,6 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
         """One metadata field (for large fields kept out of ``SessionInfo``)."""
         return (await self.get_meta_fields(session_id, field))[0]
 
-    async def get_meta_fields(self, session_id: str, *fields: str) -> list[str | None]:
-        """Metadata fields read together (None for each one the session lacks)."""
-        with store_errors("read a session"):
-            values: list[str | None] = await self._s.redis.hmget(
-                self._session_keys(session_id).meta, list(fields)
-            )
-        return values
-
     async def update(
         self,
         session_id: str,
