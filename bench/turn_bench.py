@@ -41,6 +41,7 @@ from service.tenants import TenantRegistry
 from workers.queue import QueueNames, TurnQueue
 
 ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "tb"  # the key prefix of the processes this benchmark starts
 SESSIONS = 50
 TURNS_PER_SESSION = 12
 THINK_S = (0.5, 1.5)
@@ -54,7 +55,7 @@ def processes(
     env = {
         **os.environ,
         "SESSIONS_REDIS_URL": redis_url,
-        "SESSIONS_KEY_PREFIX": "tb",
+        "SESSIONS_KEY_PREFIX": PREFIX,
         "SESSIONS_LOG_LEVEL": "WARNING",
         "SESSIONS_RATE_LIMIT_PER_SECOND": "0",
         **(env or {}),
@@ -88,7 +89,7 @@ async def _think(paced: bool) -> None:
 
 
 async def _worker_latencies(redis_url: str, round_no: int, paced: bool) -> list[float]:
-    settings = Settings(redis_url=redis_url, key_prefix="tb")
+    settings = Settings(redis_url=redis_url, key_prefix=PREFIX)
     runtime = build_runtime(settings)
     queue = await TurnQueue.connect(settings)
     store = runtime.store.tenant("bench")
@@ -131,7 +132,7 @@ async def _client_latencies(redis_url: str, port: int, paced: bool, round_no: in
     from redis_sessions_client import SessionClient
 
     redis = Redis.from_url(redis_url, decode_responses=True)
-    _, key = await TenantRegistry(redis, "tb").create(f"client{round_no}")
+    _, key = await TenantRegistry(redis, PREFIX).create(f"client{round_no}")
     await redis.aclose()
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as http:
@@ -163,7 +164,7 @@ async def _drained(redis_url: str, within: float = 120.0) -> None:
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
         deadline = time.monotonic() + within
-        while await redis.zcard(QueueNames.of(Settings(key_prefix="tb")).queue):
+        while await redis.zcard(QueueNames.of(Settings(key_prefix=PREFIX)).queue):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the turn queue did not drain in {within:.0f} s")
             await asyncio.sleep(0.1)
