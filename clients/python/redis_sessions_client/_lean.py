@@ -178,18 +178,18 @@ class LeanHttp:
     async def _connection(self, ends: float | None) -> _Connection:
         """The newest reusable idle connection, else a new one; stale ones are closed."""
         now = time.monotonic()
-        if self._idle:
-            fresh = [c for c in self._idle if not c.stale(now)]
-            if len(fresh) < len(self._idle):
-                for conn in self._idle:
-                    if conn.stale(now):
-                        conn.close()
-                self._idle = fresh
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.readable():
-                    return conn
+        fresh: list[_Connection] = []
+        for conn in self._idle:
+            if conn.stale(now):
                 conn.close()
+            else:
+                fresh.append(conn)
+        self._idle = fresh
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.readable():
+                return conn
+            conn.close()
         try:
             async with asyncio.timeout_at(ends):
                 reader, writer = await asyncio.open_connection(
