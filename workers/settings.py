@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from typing import Any
 
 from arq import cron, func
@@ -105,6 +106,24 @@ class QueueTolerantWorker(Worker):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot_freed.wait(), self.wake_wait_s)
         return False
+
+    async def close(self) -> None:
+        """arq's close, except that a queue Redis that is down or read-only as the worker stops
+        costs only the delete of its health record (which expires by itself): arq's own close
+        stops there, with an uncaught error, and never closes the provider or connections."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values())
+        try:
+            await self.pool.delete(self.health_check_key)
+        except QUEUE_OUTAGE as exc:
+            log.warning("worker.health_record_left", error=str(exc))
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:

@@ -5,6 +5,7 @@ Redis is back (empty: it kept nothing), by the watchdog, exactly once each."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 
 import pytest
@@ -87,6 +88,29 @@ async def test_a_worker_whose_queue_redis_is_demoted_stays_up_and_works_once_pro
         await answered(procs, store, "d", [first, second], timeout=30)
         assert worker.poll() is None, procs.output()
     finally:
+        await queue.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_worker_stopped_while_its_queue_redis_is_a_replica_exits_cleanly(
+    procs: Processes, runtime: Runtime
+) -> None:
+    """SIGTERM (a rollout) while the queue Redis refuses writes: the worker cannot delete its
+    health record, and still stops in order, without an uncaught error."""
+    _, worker = await session_and_worker(procs, runtime, "s")
+    queue = await TurnQueue.connect(runtime.settings)
+    try:
+        await asyncio.sleep(1)  # started, waiting on the wake-up list
+        await queue.pool.execute_command("REPLICAOF", "127.0.0.1", "1")  # no such primary
+        await asyncio.sleep(1)
+        worker.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.wait, 30)
+        assert code == 0, procs.output()
+        assert "worker.health_record_left" in procs.output()
+        assert "uncaught exception" not in procs.output()
+    finally:
+        await queue.pool.execute_command("REPLICAOF", "NO", "ONE")
         await queue.close()
 
 
