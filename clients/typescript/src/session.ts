@@ -75,6 +75,16 @@ function promptOf(options: MessageOptions | string): string {
   return options.prompt;
 }
 
+/** The `Idempotency-Key` of a send: the caller's (1-200 printable ASCII characters, what the
+ * service takes and a header can carry), or a fresh one when none (or "") is given. */
+function idempotencyKey(given: string | undefined): string {
+  if (given === undefined || given === "") return newKey();
+  if (typeof given !== "string" || !/^[\x20-\x7e]{1,200}$/.test(given)) {
+    throw ValidationError.local("idempotencyKey must be 1-200 printable ASCII characters");
+  }
+  return given;
+}
+
 /** A fresh `Idempotency-Key`: 128 random bits (Web Crypto where there is one; Node 18 has it
  * only behind a flag, and the key needs to be unique, not secret). */
 function newKey(): string {
@@ -171,7 +181,7 @@ export class Session {
       method: "POST",
       path: `${this.path}/messages`,
       body: { prompt },
-      headers: { "Idempotency-Key": sendOptions.idempotencyKey ?? newKey() },
+      headers: { "Idempotency-Key": idempotencyKey(sendOptions.idempotencyKey) },
       repeatable: true,
     });
     return String(body.message_id);

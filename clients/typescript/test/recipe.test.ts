@@ -176,6 +176,10 @@ test("bad input is a typed error and stores nothing", async () => {
   const before = await session.getMessages();
   assert.deepEqual(before, []); // a new session's history is empty: session.start is a live event
   await assert.rejects(session.send({ prompt: "" }), (e: unknown) => e instanceof ValidationError && e.status === 422);
+  for (const key of ["x".repeat(201), "line\nbreak", "caf\u00e9"]) {
+    const refused = (e: unknown) => e instanceof ValidationError && e.status === 0;
+    await assert.rejects(session.send("hi", { idempotencyKey: key }), refused, JSON.stringify(key));
+  }
   await assert.rejects(client.createSession({ sessionId: "ok" }), ConflictError);
   assert.deepEqual(await session.getMessages(), before);
   await assert.rejects(client.resumeSession("missing"), SessionNotFoundError);
