@@ -101,6 +101,11 @@ async def test_invalid_input_is_a_validation_error(client: SessionClient) -> Non
         await session.send({"prompt": ""})
     with pytest.raises(ValidationError):
         await session.bookmark("no good")
+    for limit in (0, -1, 2.5):
+        with pytest.raises(ValidationError, match="limit must be a whole number from 1"):
+            await client.list_sessions(limit=limit)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="limit must be a whole number from 1"):
+            await session.get_events(limit=limit)  # type: ignore[arg-type]
 
 
 async def test_duplicate_id_is_a_conflict(client: SessionClient) -> None:
@@ -345,9 +350,9 @@ async def test_an_idempotency_key_that_cannot_be_a_header_is_refused_before_send
     client: SessionClient,
 ) -> None:
     session = await client.create_session(session_id="keys")
-    for key in ("a\r\nX-Injected: 1", "clé", "k" * 201):
+    for key in ("a\r\nX-Injected: 1", "clé", "k" * 201, 123):
         with pytest.raises(ValidationError, match="idempotency_key must be 1-200 printable"):
-            await session.send("hi", idempotency_key=key)
+            await session.send("hi", idempotency_key=key)  # type: ignore[arg-type]
     assert await session.get_messages() == []
 
 

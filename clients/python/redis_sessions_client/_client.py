@@ -125,6 +125,7 @@ class SessionClient:
         page_size: int = calls.SESSION_PAGE,
     ) -> AsyncIterator[SessionInfo]:
         """Sessions newest-modified first, page by page; at most ``limit`` when given."""
+        calls.check_limit(limit)
         cursor: str | None = None
         seen = 0
         while True:

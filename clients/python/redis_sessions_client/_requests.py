@@ -165,6 +165,14 @@ def resume_session(
     return Call("GET", session_path(session_id))
 
 
+def check_limit(limit: int | None) -> None:
+    """A ``limit`` of a listing or read: None (all) or a whole number from 1."""
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValidationError(
+            f"limit must be a whole number from 1, or None for all (got {limit!r})"
+        )
+
+
 def list_page(labels: Mapping[str, str] | None, size: int, cursor: str | None) -> Call:
     params: list[tuple[str, str | int]] = [("limit", max(1, min(size, PAGE)))]
     params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
@@ -177,7 +185,10 @@ def send(path: str, text: str, idempotency_key: str | None) -> Call:
     """Every try of one send carries the same ``Idempotency-Key`` (a new one per call unless
     given), so the send is repeatable: a retried send never makes a second message."""
     if idempotency_key and not (
-        len(idempotency_key) <= 200 and idempotency_key.isascii() and idempotency_key.isprintable()
+        isinstance(idempotency_key, str)
+        and len(idempotency_key) <= 200
+        and idempotency_key.isascii()
+        and idempotency_key.isprintable()
     ):
         raise ValidationError("idempotency_key must be 1-200 printable ASCII characters")
     key = idempotency_key or uuid.uuid4().hex

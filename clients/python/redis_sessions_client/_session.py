@@ -276,6 +276,7 @@ class Session:
     ) -> list[Event]:
         """Stored events (oldest first, newest first with ``reverse``), between the exclusive
         ids ``after`` and ``before``; all of them unless ``limit`` is given."""
+        calls.check_limit(limit)
         out: list[Event] = []
         while True:
             size = calls.PAGE if limit is None else min(calls.PAGE, limit - len(out))

@@ -102,6 +102,7 @@ class SyncSessionClient:
         page_size: int = calls.SESSION_PAGE,
     ) -> Iterator[SessionInfo]:
         """Sessions newest-modified first, page by page; at most ``limit`` when given."""
+        calls.check_limit(limit)
         cursor: str | None = None
         seen = 0
         while True:

@@ -235,6 +235,7 @@ class SyncSession:
         reverse: bool = False,
     ) -> list[Event]:
         """See ``Session.get_events``."""
+        calls.check_limit(limit)
         out: list[Event] = []
         while True:
             size = calls.PAGE if limit is None else min(calls.PAGE, limit - len(out))
