@@ -267,3 +267,43 @@ def test_the_sync_client_retries_and_maps_errors_the_same_way() -> None:
         with pytest.raises(ServerError) as info:
             client.create_session()
     assert info.value.status_code == 502 and len(script.requests) == 7
+
+
+HTML = b"<!doctype html><html><body>Sign in to continue</body></html>"
+ANSWERS = {
+    "html": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(HTML), HTML),
+    "redirect": b"HTTP/1.1 302 Found\r\nLocation: https://login.example/\r\n"
+    b"Content-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("answer", sorted(ANSWERS))
+async def test_a_page_or_redirect_in_place_of_the_api_is_a_protocol_error(answer: str) -> None:
+    """An ingress's maintenance page or a login redirect, on a real socket: the async client
+    (its lean HTTP path) and the sync one (httpx) both raise ProtocolError, once, unretried."""
+    served: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(ANSWERS[answer])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with SessionClient(url, api_key="k") as client:
+            with pytest.raises(ProtocolError) as info:
+                await client.list_sessions()
+        expected = "Sign in to continue" if answer == "html" else "302 to https://login.example/"
+        assert expected in str(info.value)
+
+        def sync_call() -> None:
+            with SyncSessionClient(url, api_key="k") as sync, pytest.raises(ProtocolError):
+                sync.get_session_metadata("s1")
+
+        await asyncio.to_thread(sync_call)
+    finally:
+        server.close()
+    assert len(served) == 2

@@ -211,7 +211,7 @@ class SessionClient:
                     ) from exc
                 await asyncio.sleep(wait)
                 continue
-            if response.status_code < 400:
+            if response.status_code < 300:
                 return response
             if stream:
                 await response.aread()

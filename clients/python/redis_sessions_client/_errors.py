@@ -99,8 +99,16 @@ def _names_other_resource(problem: dict[str, Any]) -> bool:
     return "bookmark" in text or "tenant" in text
 
 
+def answered_by(response: httpx.Response) -> str:
+    """The URL that gave ``response`` (the lean path's answers carry no request)."""
+    try:
+        return str(response.request.url)
+    except RuntimeError:
+        return "the session service"
+
+
 def error_from_response(response: httpx.Response) -> SessionError:
-    """The client error for a 4xx or 5xx ``response`` (whose body has been read)."""
+    """The client error for a 3xx, 4xx or 5xx ``response`` (whose body has been read)."""
     status = response.status_code
     problem = _problem(response)
     title = str(problem.get("title") or response.reason_phrase or "HTTP error")
@@ -112,6 +120,13 @@ def error_from_response(response: httpx.Response) -> SessionError:
         "detail": detail,
         "problem": problem,
     }
+    if status < 400:  # the service never redirects: a proxy or login wall in the way
+        where = response.headers.get("location", "")
+        return ProtocolError(
+            f"{answered_by(response)} answered {status}{f' to {where}' if where else ''}: is the "
+            "base URL the session service's, and does no proxy redirect it?",
+            **kw,
+        )
     if status == 404 and not _names_other_resource(problem):
         return SessionNotFound(message, **kw)
     if status in (400, 413, 415, 422):

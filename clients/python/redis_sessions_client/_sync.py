@@ -162,7 +162,7 @@ class SyncSessionClient:
                     ) from exc
                 time.sleep(wait)
                 continue
-            if response.status_code < 400:
+            if response.status_code < 300:
                 return response
             if stream:
                 response.read()
