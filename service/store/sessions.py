@@ -84,7 +84,9 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
         if res[0] == "conflict":
             raise Conflict(f"session {sid!r} already exists", session_id=sid)
         if res[0] == "limit":
-            raise LimitExceeded(f"tenant already holds {res[1]} sessions (limit {limit})")
+            raise LimitExceeded(
+                f"tenant already holds {res[1]} sessions (limit {limit})", limit="sessions"
+            )
         if self._s.cluster:
             await self._publish(sid, [("", start)], incarnation=str(res[4]))
         await self._after_write(sid, int(res[1]), int(res[3]), lifecycle="session.created")
@@ -102,7 +104,9 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
             await self.reclaim_seats()
             taken = await self._seat("take", sid, limit=limit)
         if taken == 0:
-            raise LimitExceeded(f"tenant already holds {limit} sessions (limit {limit})")
+            raise LimitExceeded(
+                f"tenant already holds {limit} sessions (limit {limit})", limit="sessions"
+            )
         try:
             res = await self._run("create_session", sid, args, "create a session")
         except BaseException:

@@ -10,6 +10,7 @@ import pytest
 from redis_sessions_client import (
     AuthenticationError,
     Event,
+    RateLimited,
     SessionClient,
     SessionError,
     SessionNotFound,
@@ -20,6 +21,7 @@ from redis_sessions_client import (
 from service.config import Settings
 from service.models import NewEvent
 from service.runtime import Runtime
+from service.tenants import Limits
 from tests.client.asgi import StreamingASGITransport
 from tests.client.conftest import BASE_URL, start_worker
 
@@ -106,6 +108,27 @@ async def test_invalid_input_is_a_validation_error(client: SessionClient) -> Non
             await client.list_sessions(limit=limit)  # type: ignore[arg-type]
         with pytest.raises(ValidationError, match="limit must be a whole number from 1"):
             await session.get_events(limit=limit)  # type: ignore[arg-type]
+
+
+async def test_a_full_quota_is_refused_at_once_not_retried(
+    transport: StreamingASGITransport, runtime: Runtime
+) -> None:
+    """A 429 for the tenant's session quota lasts until a session is deleted: the client
+    raises it at once, where a rate limit's 429 is retried after its Retry-After."""
+    _, key = await runtime.tenants.create("small", limits=Limits(max_sessions=1))
+    sent: list[str] = []
+
+    class Counting(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(request.url.path)
+            return await transport.handle_async_request(request)
+
+    async with SessionClient(BASE_URL, api_key=key, transport=Counting()) as client:
+        await client.create_session(session_id="one")
+        with pytest.raises(RateLimited) as info:
+            await client.create_session(session_id="two")
+    assert info.value.problem["limit"] == "sessions"
+    assert sent.count("/v1/sessions") == 2
 
 
 async def test_duplicate_id_is_a_conflict(client: SessionClient) -> None:

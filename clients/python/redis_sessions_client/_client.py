@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from redis_sessions_client import _requests as calls
-from redis_sessions_client._errors import ServerError, error_from_response
+from redis_sessions_client._errors import ServerError, error_from_response, is_quota
 from redis_sessions_client._lean import LeanHttp, usable
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
@@ -217,6 +217,6 @@ class SessionClient:
                 await response.aread()
                 await response.aclose()
             wait = attempts.after_status(response.status_code, response.headers)
-            if wait is None:
+            if wait is None or is_quota(response):
                 raise error_from_response(response)
             await asyncio.sleep(wait)

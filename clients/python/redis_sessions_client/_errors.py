@@ -93,6 +93,15 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+QUOTAS = frozenset({"sessions", "bookmarks"})  # the 429s a retry within seconds cannot help
+
+
+def is_quota(response: httpx.Response) -> bool:
+    """A 429 for a full quota (the tenant's sessions, a session's bookmarks), not for a rate:
+    it lasts until something is deleted."""
+    return response.status_code == 429 and _problem(response).get("limit") in QUOTAS
+
+
 def _names_other_resource(problem: dict[str, Any]) -> bool:
     """A 404 about a bookmark or tenant, not about the session itself."""
     text = f"{problem.get('type', '')} {problem.get('title', '')}".lower()

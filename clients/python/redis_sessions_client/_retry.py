@@ -5,7 +5,8 @@
 - Other connection failures and the answers of a service that is down or rolling (502, 503,
   504, what ingresses answer while pods restart) are retried for repeatable calls only: GET, PUT,
   DELETE, and sends, which carry an ``Idempotency-Key`` so a repeated send is stored once.
-- 429 is retried for any call: the rate limiter refused it before anything was done.
+- 429 is retried for any call: the rate limiter refused it before anything was done. Not a
+  full quota's 429 (``"limit": "sessions"`` or ``"bookmarks"``): it lasts until a delete.
 - The wait is ``Retry-After`` when the answer carries one, else exponential backoff with jitter.
 - Every call has an overall deadline: no try starts, and no wait is begun, that would end after
   it. ``max_retries`` bounds the number of retries as well.

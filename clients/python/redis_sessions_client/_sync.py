@@ -16,7 +16,7 @@ from redis_sessions_client._client import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
 )
-from redis_sessions_client._errors import ServerError, error_from_response
+from redis_sessions_client._errors import ServerError, error_from_response, is_quota
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._retry import Attempts
@@ -168,6 +168,6 @@ class SyncSessionClient:
                 response.read()
                 response.close()
             wait = attempts.after_status(response.status_code, response.headers)
-            if wait is None:
+            if wait is None or is_quota(response):
                 raise error_from_response(response)
             time.sleep(wait)
