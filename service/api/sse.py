@@ -28,7 +28,6 @@ from service.events import live_json
 from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
 from service.logging import get_logger
 from service.metrics import Metrics
-from service.models import Event
 from service.store import TenantStore
 from service.store.hub import Subscription
 from service.store.live import LIVE_MARK, START, Following, entry_parts
@@ -36,8 +35,6 @@ from service.store.live import LIVE_MARK, START, Following, entry_parts
 log = get_logger("service.api.sse")
 
 KEEPALIVE_SECONDS = 15.0
-CHECK_SECONDS = 15.0  # how often a stream checks that its session exists and nothing was missed
-LIVE_GRACE_SECONDS = 1.0  # how late a live copy may come before its event is served from history
 WAIT_SLICE_MS = 4_000
 REAUTH_SECONDS = 1.0
 RETRY_MS = 2_000
@@ -155,59 +152,6 @@ def resync_frame(session_id: str, last_event_id: str) -> bytes:
     return frame(RESYNC, dumps(data), last_event_id or None)
 
 
-class Served:
-    """The durable events a session stream served, to find any whose live copy never came:
-    on a Cluster the copies are written by a second call after the session's script, which a
-    process that dies in between never makes (and the reply a ``send_and_wait`` waits for would
-    be missed). Every durable event up to ``checkpoint`` was served or came before the stream;
-    ``served`` holds those served after it."""
-
-    def __init__(self, newest: str, replayed: str) -> None:
-        self.checkpoint = max(newest, replayed, key=_key_or_none)
-        self.done = _key_or_none(replayed)  # served from history up to here
-        self.served: set[str] = set()
-        self.suspects: set[str] = set()  # found unserved at the last check
-
-    def live(self, history_id: str) -> bool:
-        """Whether to serve a live copy (False: its event was served already)."""
-        if _id_key(history_id) <= self.done or history_id in self.served:
-            return False
-        self.served.add(history_id)
-        return True
-
-    async def check(self, store: TenantStore, session_id: str) -> list[Event] | None:
-        """The durable events after the checkpoint still unserved since the last check (their
-        live copies are overdue); the ones unserved for the first time wait for the next check,
-        as their copies may be on their way (``suspects``: check again soon). None when the
-        session is gone."""
-        exists, newest = await store.get_meta_fields(session_id, "id", "last_event_id")
-        if exists is None:
-            return None
-        if not newest or _id_key(newest) <= _key_or_none(self.checkpoint):
-            self.suspects = set()
-            return []
-        missed: list[Event] = []
-        fresh: set[str] = set()
-        last = self.checkpoint
-        async for ev in store.iter_events(session_id, after=self.checkpoint or None):
-            if ev["id"] in self.served:
-                pass
-            elif ev["id"] in self.suspects:
-                missed.append(ev)
-            else:
-                fresh.add(ev["id"])
-            if not fresh:
-                last = ev["id"]  # everything up to here is served, or is about to be
-        for ev in missed:
-            self.served.add(ev["id"])
-            self.done = max(self.done, _id_key(ev["id"]))
-        self.suspects = fresh
-        self.checkpoint = last
-        floor = _key_or_none(last)
-        self.served = {i for i in self.served if _id_key(i) > floor}
-        return missed
-
-
 async def session_events(
     follow: Follow,
     store: TenantStore,
@@ -216,11 +160,7 @@ async def session_events(
     notify: asyncio.Event,
 ) -> AsyncIterator[bytes]:
     """Every event of ``session_id`` from where ``following`` starts, live, until the session
-    ends. Waits on the process's live reader, never on a Redis connection of its own.
-
-    Every ``CHECK_SECONDS`` a stream checks that the session still exists, and serves from the
-    history the durable events whose live copies are overdue (``Served``): found unserved at
-    one check and still not come ``LIVE_GRACE_SECONDS`` later."""
+    ends. Waits on the process's live reader, never on a Redis connection of its own."""
     follow.metrics.streams_open.inc()
     stop = _stop_relay(notify)
     quiet_since = time.monotonic()
@@ -235,16 +175,15 @@ async def session_events(
             async for ev in store.iter_events(session_id, after=cursor):
                 yield frame(ev["type"], dumps(ev), ev["id"])
                 replayed = ev["id"]
-        served = Served(following.newest, replayed)
-        checked_at = time.monotonic()
+        done = replayed and _id_key(replayed)
         while True:
             if stop.done():  # the server is stopping: the client resumes elsewhere
                 return
             got_any = False
             for entry in following.sub.take():
                 live_id, history_id, body = entry_parts(entry)
-                if history_id and not served.live(history_id):
-                    continue
+                if history_id and done and _id_key(history_id) <= done:
+                    continue  # served from history already
                 text = live_json(live_id, history_id, body)
                 yield frame(_type_of(text), text, LIVE_MARK + live_id)
                 got_any = True
@@ -254,21 +193,14 @@ async def session_events(
                     if ending.type in ENDING_TYPES:
                         yield lifecycle_frame(ending, with_id=False)
                         return
-            now = time.monotonic()
             if got_any:
-                quiet_since = now
-            if now - checked_at >= (LIVE_GRACE_SECONDS if served.suspects else CHECK_SECONDS):
-                checked_at = now
-                missed = await served.check(store, session_id)
-                if missed is None:  # expired before the sweeper saw it
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+                if not await store.exists(session_id):  # expired before the sweeper saw it
                     yield frame("session.expired", dumps({"session_id": session_id}))
                     return
-                for ev in missed:
-                    yield frame(ev["type"], dumps(ev), ev["id"])
-                    quiet_since = now
-            if now - quiet_since >= KEEPALIVE_SECONDS:
                 yield KEEPALIVE
-                quiet_since = now
+                quiet_since = time.monotonic()
             if not await follow.still_allowed():
                 return
             if not notify.is_set():
@@ -348,8 +280,3 @@ def _type_of(envelope: str) -> str:
 def _id_key(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _key_or_none(event_id: str) -> tuple[int, int]:
-    """``_id_key``, with "" (no event) before every id."""
-    return _id_key(event_id) if event_id else (-1, -1)

@@ -23,13 +23,11 @@ class Following:
     history position: the caller first serves the durable history after it, then the live
     entries (skipping copies of durable events already served). ``resync`` is set when the
     cursor is neither a history id nor within the live window: the caller tells the client to
-    re-read history, then serves live entries from now on. ``newest`` is the session's newest
-    durable event when following began ("": none)."""
+    re-read history, then serves live entries from now on."""
 
     sub: Subscription
     replay_after: str | None = None
     resync: bool = False
-    newest: str = ""
     lifecycle: Subscription | None = field(default=None)
 
     def close(self) -> None:
@@ -72,19 +70,18 @@ class LiveOps(TenantBase):
                 incarnation=incarnation,
             )
 
-        known = newest or ""
         if from_now:
-            return Following(await subscribe(), newest=known)
+            return Following(await subscribe())
         live = cursor is not None and cursor.startswith(LIVE_MARK)
         start = validate_stream_id(cursor[1:] if live else cursor) if cursor else START
         if live or (start != START and not await self._in_history(session_id, start)):
             if await self._live_entry_of(key, session_id, start, incarnation):
-                return Following(await subscribe(start), newest=known)
-            return Following(await subscribe(), resync=True, newest=known)
+                return Following(await subscribe(start))
+            return Following(await subscribe(), resync=True)
         # Live entries from the copy of the newest durable event on (what came after it,
         # transient events included), else from now; the caller skips copies it replayed.
         after = await self._copy_of(key, session_id, newest) if newest else None
-        return Following(await subscribe(after), replay_after=start, newest=known)
+        return Following(await subscribe(after), replay_after=start)
 
     async def _copy_of(self, key: str, session_id: str, newest: str) -> str | None:
         """The live id of the copy of the session's newest durable event, while the live window

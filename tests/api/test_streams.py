@@ -16,7 +16,6 @@ from service import keys as K
 from service.api import sse
 from service.models import NewEvent
 from service.runtime import Runtime
-from service.store import TenantStore
 from tests.api.conftest import Serve, TenantKey
 
 
@@ -198,46 +197,6 @@ async def test_after_parameter_and_keepalive(
                         break
     assert [m.get("id") for m in seen if "id" in m] == [ids[1]]
     assert seen[0] == {"retry": str(sse.RETRY_MS)}
-
-
-@pytest.mark.parametrize("settings", ["cluster"], indirect=True)
-async def test_a_durable_event_whose_live_copy_never_came_is_served_from_history(
-    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On a Cluster the live copies are written by a second call after the session's script:
-    a process that dies between the two never writes them. A follower (``send_and_wait``
-    waiting for its reply) still gets the event, once, from the history, even when later
-    events came live meanwhile."""
-    monkeypatch.setattr(sse, "CHECK_SECONDS", 0.3)
-    monkeypatch.setattr(sse, "LIVE_GRACE_SECONDS", 0.1)
-    store = runtime.store.tenant("acme")
-    await store.create("lost", model="m")
-    first = (await store.append("lost", [user("replayed")])).event_ids[0]
-    publish = TenantStore._publish
-
-    async def died_before_publishing(*args: Any) -> list[str]:
-        return ["0-1"]  # the live id the caller would have been told
-
-    base = await serve(app)
-    async with httpx.AsyncClient(timeout=10) as http:
-        url = f"{base}/v1/sessions/lost/events/stream"
-        async with http.stream("GET", url, params={"after": "0-0"}, headers=acme.headers) as r:
-            messages = sse_messages(r)
-            got = await take(messages, 1)  # replayed, so now following live entries
-            monkeypatch.setattr(TenantStore, "_publish", died_before_publishing)
-            lost = (await store.append("lost", [user("never copied")])).event_ids[0]
-            monkeypatch.setattr(TenantStore, "_publish", publish)
-            after = (await store.append("lost", [user("copied")])).event_ids[0]
-            got += await take(messages, 2)
-            with contextlib.suppress(TimeoutError):  # and nothing more: no event twice
-                async with asyncio.timeout(1):
-                    got += [m async for m in messages if "id" in m]
-    assert [(m["id"], json.loads(m["data"])["data"]["content"]) for m in got] == [
-        (first, "replayed"),
-        (got[1]["id"], "copied"),  # live: its cursor is the live entry's
-        (lost, "never copied"),
-    ]
-    assert json.loads(got[1]["data"])["id"] == after
 
 
 async def test_stream_ends_when_session_is_deleted(
