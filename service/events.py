@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import orjson
 
-from service.models import ITEM_ROLES, MESSAGE_ROLES, Event, EventType, Message, item_text
+from service.models import MESSAGE_ROLES, Event, EventType, Message, is_message_role, item_text
 
 # Durable event types and their one-letter codes (the Lua prelude's CODES table says the same).
 CODES = {
@@ -156,7 +156,7 @@ def messages_from_history(first: int, items: Sequence[str]) -> list[Message]:
         elif code == item_code:
             body = loads(data)
             role = body.get("role")
-            if role not in ITEM_ROLES:
+            if not is_message_role(role):
                 continue
             content = item_text(body.get("content", ""))
         else:

@@ -83,7 +83,7 @@ def messages_from_events(events: list[Event]) -> list[Message]:
         content: Any = ""
         if role is not None:
             content = ev["data"].get("content", "")
-        elif ev["type"] == EventType.ITEM.value and ev["data"].get("role") in ITEM_ROLES:
+        elif ev["type"] == EventType.ITEM.value and is_message_role(ev["data"].get("role")):
             role, content = ev["data"]["role"], item_text(ev["data"].get("content", ""))
         if role is not None:
             out.append(
@@ -93,6 +93,12 @@ def messages_from_events(events: list[Event]) -> list[Message]:
 
 
 ITEM_ROLES = frozenset(MESSAGE_ROLES.values())
+
+
+def is_message_role(role: Any) -> bool:
+    """Whether an item's ``role`` makes it a message of the conversation (any JSON value may
+    be there: only the strings ``user`` and ``assistant`` do)."""
+    return type(role) is str and role in ITEM_ROLES
 
 
 def item_text(content: Any) -> str:

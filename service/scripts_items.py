@@ -13,7 +13,8 @@ from __future__ import annotations
 from service.scripts import ScriptSource
 
 APPEND_ITEMS = r"""
--- ARGV: (head), idempotency_key ('' = none), then one body per item ('i' and its JSON).
+-- ARGV: (head), idempotency_key ('' = none), how many of the items are messages (a user or
+-- assistant role), then one body per item ('i' and its JSON).
 -- Returns {'ok', now, deadline, id1, id2, ... [, incarnation on a Cluster]} | {'missing'} |
 -- {'turns'} | {'dup', first_id}
 local sid = ARGV[2]
@@ -30,7 +31,7 @@ local ms = math.max(now, tonumber(string.match(meta[1] or '', '^(%d+)') or '0'),
   tonumber(meta[3] or '0'))
 local n = tonumber(meta[2] or '0') + redis.call('LLEN', KEYS[2])
 local out, rows = {'ok', now, 0}, {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   rows[#rows + 1] = ms .. ARGV[i]
   local hid = ms .. '-' .. n
   publish(sid, hid, ARGV[i])
@@ -41,6 +42,7 @@ redis.call('RPUSH', KEYS[2], unpack(rows))
 trim_live(now)
 redis.call('HSET', KEYS[1], 'modified', now, 'last_event_id', out[#out])
 redis.call('HINCRBY', KEYS[1], 'events', #rows)
+if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[1], 'messages', ARGV[6]) end
 if idem ~= '' then
   redis.call('HSET', KEYS[4], idem, out[4])
   prune_idempotency_keys(KEYS[4])
@@ -72,6 +74,11 @@ else
   redis.call('HDEL', KEYS[1], 'last_event_id')
 end
 redis.call('HINCRBY', KEYS[1], 'events', -1)
+local decoded, body = pcall(cjson.decode, string.sub(item, #string.match(item, '^%d+') + 2))
+if decoded and type(body) == 'table' and (body.role == 'user' or body.role == 'assistant')
+    and tonumber(redis.call('HGET', KEYS[1], 'messages') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'messages', -1)
+end
 publish(sid, '', 'item.popped{"id":"' .. id .. '"}')
 trim_live(now)
 return {'ok', now, refresh(sid, now), id, item, incarnation()}

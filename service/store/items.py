@@ -19,7 +19,7 @@ import orjson
 from service.connections import store_errors
 from service.errors import Conflict, InvalidInput, PayloadTooLarge
 from service.events import CODES
-from service.models import AppendResult, EventType
+from service.models import AppendResult, EventType, is_message_role
 from service.store.base import TenantBase, _event_id, _missing
 
 ITEM_CODE = CODES[EventType.ITEM.value]
@@ -91,8 +91,9 @@ class ItemOps(TenantBase):
             raise InvalidInput("Idempotency-Key must be 1-200 characters")
         limit = min(max_item_bytes or self._s.max_event_bytes, self._s.max_event_bytes)
         bodies = [encode_item(item, limit) for item in items]
+        messages = sum(1 for item in items if is_message_role(item.get("role")))
         res = await self._run(
-            "append_items", session_id, [idempotency_key or "", *bodies], "append items"
+            "append_items", session_id, [idempotency_key or "", messages, *bodies], "append items"
         )
         self._check(session_id, res[0])
         if res[0] == "dup":

@@ -260,3 +260,35 @@ def test_openapi_documents_items(app: FastAPI) -> None:
     schemas = spec["components"]["schemas"]
     assert schemas["ItemsAppend"]["properties"]["items"]["maxItems"] == 1000
     assert schemas["SessionCreate"]["properties"]["mode"]
+
+
+async def test_message_items_are_counted_and_odd_roles_are_not_messages(
+    client: httpx.AsyncClient, acme: TenantKey
+) -> None:
+    """``GET /messages`` lists a store session's user and assistant items, and the session's
+    ``message_count`` (and a bookmark's) counts them, through appends, pops and a clear. An
+    item whose role is not a string is an item, not a message, and breaks no read."""
+    sid = await store_session(client, acme, "counted")
+    odd = [{"role": ["user"], "content": "x"}, {"role": {"a": 1}}, {"role": None}]
+    r = await client.post(
+        f"/v1/sessions/{sid}/items", json={"items": [*ITEMS, *odd]}, headers=acme.headers
+    )
+    assert r.status_code == 201, r.text
+
+    async def counts() -> tuple[int, int]:
+        info = (await client.get(f"/v1/sessions/{sid}", headers=acme.headers)).json()
+        r = await client.get(f"/v1/sessions/{sid}/messages", headers=acme.headers)
+        assert r.status_code == 200, r.text
+        assert info["message_count"] == len(r.json()["data"])
+        return info["event_count"], info["message_count"]
+
+    assert await counts() == (8, 2)
+    r = await client.put(f"/v1/sessions/{sid}/bookmarks/b", json={}, headers=acme.headers)
+    assert r.json()["message_count"] == 2
+    for _ in odd:
+        await client.post(f"/v1/sessions/{sid}/items/pop", headers=acme.headers)
+    assert await counts() == (5, 2)
+    await client.post(f"/v1/sessions/{sid}/items/pop", headers=acme.headers)  # the assistant's
+    assert await counts() == (4, 1)
+    await client.delete(f"/v1/sessions/{sid}/items", headers=acme.headers)
+    assert await counts() == (0, 0)
