@@ -225,6 +225,10 @@ export class Session {
   on(handler: EventHandler): () => void;
   on(type: string, handler: EventHandler): () => void;
   on(typeOrHandler: string | EventHandler, maybeHandler?: EventHandler): () => void {
+    // a type that is not a string would match no event: the handler would never run
+    if (maybeHandler !== undefined && typeof typeOrHandler !== "string") {
+      throw new TypeError(`the event type must be a string, not ${typeof typeOrHandler}: on(type, handler)`);
+    }
     const entry =
       typeof typeOrHandler === "function"
         ? { type: undefined, handler: typeOrHandler }

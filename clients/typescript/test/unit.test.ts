@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { SessionClient, ValidationError } from "redis-sessions-client";
+import { type EventHandler, SessionClient, ValidationError } from "redis-sessions-client";
 
 import { errorFromResponse, retryAfterSeconds } from "#internal/errors.js";
 import { compareIds, createBody, sessionMetadata } from "#internal/models.js";
@@ -110,4 +110,29 @@ test("the base URL and key come from SESSIONS_URL / SESSIONS_API_KEY when not gi
     if (saved.url === undefined) delete process.env.SESSIONS_URL;
     else process.env.SESSIONS_URL = saved.url;
   }
+});
+
+/** A `fetch` that answers every request with `body` (a string as is, else its JSON) and
+ * records the URLs asked for. */
+function answering(body: unknown, status = 200, type = "application/json"): typeof fetch & { urls: string[] } {
+  const urls: string[] = [];
+  const stub = async (input: RequestInfo | URL): Promise<Response> => {
+    urls.push(String(input));
+    const text = typeof body === "string" ? body : JSON.stringify(body);
+    return new Response(status === 204 ? null : text, { status, headers: { "content-type": type } });
+  };
+  return Object.assign(stub, { urls });
+}
+
+const SESSION = { session_id: "s1", created_at: "2024-11-22T03:28:09Z", modified_at: "2024-11-22T03:28:09Z" };
+
+test("on(type, handler) refuses an event type that is not a string at once", async () => {
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: answering(SESSION) });
+  const session = await client.createSession();
+  const handler: EventHandler = () => undefined;
+  for (const type of [123, null, { type: "x" }, handler]) {
+    assert.throws(() => session.on(type as unknown as string, handler), TypeError, String(type));
+  }
+  assert.equal(session.listening, false);
+  await session.destroy();
 });
