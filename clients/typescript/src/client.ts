@@ -9,6 +9,7 @@ import {
   type SessionConfig,
   type SessionMetadata,
   createBody,
+  positiveInteger,
   resumeBody,
   sessionMetadata,
 } from "./models.js";
@@ -71,6 +72,8 @@ export class SessionClient {
   /** Sessions, newest modified first, fetched page by page as they are consumed. */
   async *iterSessions(options: ListSessionsOptions = {}): AsyncGenerator<SessionMetadata> {
     const { labels = {}, limit, pageSize = SESSION_PAGE } = options;
+    if (limit !== undefined) positiveInteger(limit, "limit");
+    positiveInteger(pageSize, "pageSize");
     let cursor: string | undefined;
     let seen = 0;
     for (;;) {

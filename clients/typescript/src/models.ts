@@ -152,6 +152,14 @@ function toBody(options: object | undefined, fields: Record<string, string>, wha
   return body;
 }
 
+/** `value` when it is a whole number of at least 1; else a `ValidationError` (nothing is sent). */
+export function positiveInteger(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    throw ValidationError.local(`${name} must be a whole number of at least 1, not ${String(value)}`);
+  }
+  return value;
+}
+
 export const createBody = (config?: SessionConfig): Json => toBody(config, CREATE_FIELDS, "session");
 export const resumeBody = (config?: ResumeSessionConfig): Json => toBody(config, RESUME_FIELDS, "resume");
 export const updateBody = (changes: SessionUpdate): Json => toBody(changes, UPDATE_FIELDS, "update");

@@ -136,3 +136,16 @@ test("on(type, handler) refuses an event type that is not a string at once", asy
   assert.equal(session.listening, false);
   await session.destroy();
 });
+
+test("listSessions refuses a limit or page size that is not a whole number of at least 1", async () => {
+  const fetch = answering({ data: [SESSION], next_cursor: null });
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch });
+  const local = (e: unknown): boolean => e instanceof ValidationError && e.status === 0;
+  for (const limit of [0, -1, Number.NaN, 2.5, Number.POSITIVE_INFINITY, "3" as unknown as number]) {
+    await assert.rejects(client.listSessions({ limit }), local, String(limit));
+  }
+  for (const pageSize of [0, -5, 1.5]) await assert.rejects(client.listSessions({ pageSize }), local, String(pageSize));
+  assert.deepEqual(fetch.urls, []); // nothing was sent
+  assert.equal((await client.listSessions({ limit: 1 })).length, 1);
+  assert.equal(await client.getLastSessionId(), "s1");
+});
