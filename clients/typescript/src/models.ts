@@ -4,6 +4,7 @@
  */
 
 import { ValidationError } from "./errors.js";
+import type { Shape } from "./http.js";
 
 /** One event of a session: the envelope the service stores and streams. `data` is passed
  * through as the service wrote it (for example `{content, reply_to}` of `assistant.message`). */
@@ -112,6 +113,10 @@ export interface MessageOptions {
 }
 
 type Json = Record<string, unknown>;
+
+/** What answers of the API hold at least (see `Call.expect`): a session, and a page of a list. */
+export const SESSION_SHAPE: Shape = { session_id: "string" };
+export const LIST_SHAPE: Shape = { data: "objects" };
 
 const CREATE_FIELDS: Record<string, string> = {
   sessionId: "session_id",

@@ -7,6 +7,8 @@
 import { APITimeoutError, SessionNotFoundError, TurnError, ValidationError } from "./errors.js";
 import type { Call, Http } from "./http.js";
 import {
+  LIST_SHAPE,
+  SESSION_SHAPE,
   type Bookmark,
   type Message,
   type MessageOptions,
@@ -183,6 +185,7 @@ export class Session {
       body: { prompt },
       headers: { "Idempotency-Key": idempotencyKey(sendOptions.idempotencyKey) },
       repeatable: true,
+      expect: { message_id: "string" },
     });
     return String(body.message_id);
   }
@@ -214,7 +217,7 @@ export class Session {
 
   /** Drop the pending turns; true when something was pending. */
   async abort(): Promise<boolean> {
-    const body = await this.call({ method: "POST", path: `${this.path}/abort`, repeatable: true });
+    const body = await this.call({ method: "POST", path: `${this.path}/abort`, repeatable: true, expect: { aborted: "boolean" } });
     return body.aborted === true;
   }
 
@@ -297,7 +300,7 @@ export class Session {
     do {
       const query: Array<[string, string | number]> = [["limit", PAGE]];
       if (after) query.push(["after", after]);
-      const body = await this.call({ method: "GET", path: `${this.path}/messages`, query });
+      const body = await this.call({ method: "GET", path: `${this.path}/messages`, query, expect: LIST_SHAPE });
       out.push(...(body.data as Json[]).map(message));
       after = typeof body.next_cursor === "string" ? body.next_cursor : undefined;
     } while (after);
@@ -310,7 +313,7 @@ export class Session {
     if (query.after) params.push(["after", query.after]);
     if (query.before) params.push(["before", query.before]);
     if (query.reverse) params.push(["reverse", "true"]);
-    const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params });
+    const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE });
     return (body.data as Json[]).map(sessionEvent);
   }
 
@@ -324,11 +327,13 @@ export class Session {
 
   /** Mark the current end of the conversation as `name` (replacing one of that name). */
   async setBookmark(name: string, description = ""): Promise<Bookmark> {
-    return bookmark(await this.call({ method: "PUT", path: this.bookmarkPath(name), body: { description } }));
+    return bookmark(
+      await this.call({ method: "PUT", path: this.bookmarkPath(name), body: { description }, expect: { name: "string" } }),
+    );
   }
 
   async getBookmarks(): Promise<Bookmark[]> {
-    const body = await this.call({ method: "GET", path: `${this.path}/bookmarks` });
+    const body = await this.call({ method: "GET", path: `${this.path}/bookmarks`, expect: LIST_SHAPE });
     return (body.data as Json[]).map(bookmark);
   }
 
@@ -338,24 +343,24 @@ export class Session {
 
   /** The conversation's messages after bookmark `name`. */
   async getMessagesSince(name: string): Promise<Message[]> {
-    const body = await this.call({ method: "GET", path: `${this.bookmarkPath(name)}/messages` });
+    const body = await this.call({ method: "GET", path: `${this.bookmarkPath(name)}/messages`, expect: LIST_SHAPE });
     return (body.data as Json[]).map(message);
   }
 
   // --- metadata ---------------------------------------------------------------------------------
   /** Fetch the metadata again. */
   async refresh(): Promise<SessionMetadata> {
-    return this.keep(await this.call({ method: "GET", path: this.path }));
+    return this.keep(await this.call({ method: "GET", path: this.path, expect: SESSION_SHAPE }));
   }
 
   /** Change `name`, `summary`, `labels`, `ttlSeconds` or `infinite`. */
   async update(changes: SessionUpdate): Promise<SessionMetadata> {
-    return this.keep(await this.call({ method: "PATCH", path: this.path, body: updateBody(changes) }));
+    return this.keep(await this.call({ method: "PATCH", path: this.path, body: updateBody(changes), expect: SESSION_SHAPE }));
   }
 
   /** `{session, bookmarks, events}` as the service exports it (snake_case, as stored). */
   async export(): Promise<Json> {
-    return this.call({ method: "GET", path: `${this.path}/export`, query: [["format", "json"]] });
+    return this.call({ method: "GET", path: `${this.path}/export`, query: [["format", "json"]], expect: { session: "object" } });
   }
 
   private keep(raw: Json): SessionMetadata {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { type EventHandler, SessionClient, ValidationError } from "redis-sessions-client";
+import { type EventHandler, ProtocolError, SessionClient, ValidationError } from "redis-sessions-client";
 
 import { errorFromResponse, retryAfterSeconds } from "#internal/errors.js";
 import { compareIds, createBody, sessionMetadata } from "#internal/models.js";
@@ -112,13 +112,18 @@ test("the base URL and key come from SESSIONS_URL / SESSIONS_API_KEY when not gi
   }
 });
 
-/** A `fetch` that answers every request with `body` (a string as is, else its JSON) and
- * records the URLs asked for. */
-function answering(body: unknown, status = 200, type = "application/json"): typeof fetch & { urls: string[] } {
+/** A `fetch` that answers every request with `body` (a string as is, else its JSON; a function
+ * of the request's method and URL for an answer per request) and records the URLs asked for. */
+function answering(
+  body: unknown,
+  status = 200,
+  type = "application/json",
+): typeof fetch & { urls: string[] } {
   const urls: string[] = [];
-  const stub = async (input: RequestInfo | URL): Promise<Response> => {
+  const stub = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     urls.push(String(input));
-    const text = typeof body === "string" ? body : JSON.stringify(body);
+    const answer = typeof body === "function" ? body(init?.method ?? "GET", String(input)) : body;
+    const text = typeof answer === "string" ? answer : JSON.stringify(answer);
     return new Response(status === 204 ? null : text, { status, headers: { "content-type": type } });
   };
   return Object.assign(stub, { urls });
@@ -148,4 +153,36 @@ test("listSessions refuses a limit or page size that is not a whole number of at
   assert.deepEqual(fetch.urls, []); // nothing was sent
   assert.equal((await client.listSessions({ limit: 1 })).length, 1);
   assert.equal(await client.getLastSessionId(), "s1");
+});
+
+test("a base URL that is not http(s) is refused when the client is made, not retried as an outage", () => {
+  for (const baseUrl of ["127.0.0.1:8000", "sessions:8000", "localhost", "ftp://sessions:21", "", "/v1"]) {
+    assert.throws(
+      () => new SessionClient({ baseUrl }),
+      (e: unknown) => e instanceof ValidationError && e.status === 0 && /http:\/\/ or https:\/\//.test(e.message),
+      JSON.stringify(baseUrl),
+    );
+  }
+  assert.equal(new SessionClient({ baseUrl: "https://sessions.example/base/" }).baseUrl, "https://sessions.example/base");
+});
+
+test("a 200 answer that is not JSON, or not the shape the API gives, is a ProtocolError", async () => {
+  const protocol = (e: unknown): boolean => e instanceof ProtocolError && e.status === 200;
+  for (const body of ["<html>sign in</html>", "{\"data\": [", "", {}, [], { data: {} }, { data: [1, 2] }, null]) {
+    const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: answering(body) });
+    await assert.rejects(client.listSessions(), protocol, JSON.stringify(body));
+    await assert.rejects(client.createSession(), protocol, JSON.stringify(body));
+    await assert.rejects(client.getSessionMetadata("s1"), protocol, JSON.stringify(body));
+  }
+  const client = new SessionClient({
+    baseUrl: "http://sessions.test",
+    fetch: answering((method: string, url: string) => (method === "POST" && url.endsWith("/v1/sessions") ? SESSION : {})),
+  });
+  const session = await client.createSession();
+  await assert.rejects(session.send("hi"), protocol);
+  await assert.rejects(session.getEvents(), protocol);
+  await assert.rejects(session.getConversation(), protocol);
+  await assert.rejects(session.getBookmarks(), protocol);
+  await assert.rejects(session.refresh(), protocol);
+  await assert.rejects(session.abort(), protocol);
 });
