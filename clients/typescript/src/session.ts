@@ -4,7 +4,7 @@
  * any process.
  */
 
-import { APITimeoutError, SessionNotFoundError, TurnError, ValidationError } from "./errors.js";
+import { APITimeoutError, SessionNotFoundError, SessionsError, TurnError, ValidationError } from "./errors.js";
 import type { Call, Http } from "./http.js";
 import {
   LIST_SHAPE,
@@ -178,27 +178,35 @@ export class Session {
   // --- turns ------------------------------------------------------------------------------------
   /** Add a user message and queue its turn; resolves to the message's event id. */
   async send(options: MessageOptions | string, sendOptions: SendOptions = {}): Promise<string> {
-    const prompt = promptOf(options);
-    const body = await this.call({
-      method: "POST",
-      path: `${this.path}/messages`,
-      body: { prompt },
-      headers: { "Idempotency-Key": idempotencyKey(sendOptions.idempotencyKey) },
-      repeatable: true,
-      expect: { message_id: "string" },
-    });
+    return this.post(promptOf(options), idempotencyKey(sendOptions.idempotencyKey));
+  }
+
+  private async post(prompt: string, key: string, signal?: AbortSignal): Promise<string> {
+    const body = await this.call(
+      {
+        method: "POST",
+        path: `${this.path}/messages`,
+        body: { prompt },
+        headers: { "Idempotency-Key": key },
+        repeatable: true,
+        expect: { message_id: "string" },
+      },
+      signal,
+    );
     return String(body.message_id);
   }
 
   /** Send a message and wait for the `assistant.message` event answering it (its
-   * `data.content` is the reply). Rejects with `APITimeoutError` after `timeout` ms, with
-   * `TurnError` when the turn fails or is aborted, with `SessionNotFoundError` when the session
-   * is deleted meanwhile. */
+   * `data.content` is the reply). Rejects with `APITimeoutError` when `timeout` ms pass, the
+   * send included, with `TurnError` when the turn fails or is aborted, with
+   * `SessionNotFoundError` when the session is deleted meanwhile. */
   async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
-    const messageId = await this.send(options);
+    const prompt = promptOf(options);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
+    let messageId: string | undefined;
     try {
+      messageId = await this.post(prompt, newKey(), controller.signal);
       const events = followEvents(this.http, this.path, { after: messageId, signal: controller.signal });
       for await (const event of this.delivered(events, messageId)) {
         if (answers(event, messageId)) return turnOutcome(messageId, event);
@@ -209,10 +217,15 @@ export class Session {
           });
         }
       }
+    } catch (error) {
+      // the send (or a read) cut short by the timeout: the abort's own error, not the client's
+      if (!controller.signal.aborted || error instanceof SessionsError) throw error;
     } finally {
       clearTimeout(timer);
     }
-    throw new APITimeoutError(`no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId} within ${timeout} ms`);
+    throw new APITimeoutError(
+      `no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId ?? "(unsent)"} within ${timeout} ms`,
+    );
   }
 
   /** Drop the pending turns; true when something was pending. */
