@@ -44,9 +44,18 @@ export interface Message {
   timestamp: string;
 }
 
+/** What a session is for: `turns`, the service runs the model on each message (`send`); `store`,
+ * storage-only: the app runs its own model loop and keeps its items (`appendItems`) here. */
+export type SessionMode = "turns" | "store";
+
+/** One item of a storage-only session: any JSON object (a Responses-API message, a
+ * `function_call` or its output, a reasoning item...), stored and returned unchanged. */
+export type Item = Record<string, unknown>;
+
 /** Metadata of one session, as listed or fetched. */
 export interface SessionMetadata {
   sessionId: string;
+  mode: SessionMode;
   startTime: Date;
   modifiedTime: Date;
   expiresAt: Date | null;
@@ -89,6 +98,8 @@ export interface SessionConfig {
   labels?: Record<string, string>;
   ttlSeconds?: number;
   name?: string;
+  /** `turns` (the default) or `store`, for a storage-only session (no turns: items only). */
+  mode?: SessionMode;
 }
 
 /** Options `resumeSession` may change on an existing session. */
@@ -127,6 +138,7 @@ const CREATE_FIELDS: Record<string, string> = {
   labels: "labels",
   ttlSeconds: "ttl_seconds",
   name: "name",
+  mode: "mode",
 };
 const RESUME_FIELDS: Record<string, string> = {
   name: "name",
@@ -177,6 +189,7 @@ export function sessionMetadata(raw: Json): SessionMetadata {
   const summary = str(raw.summary);
   return {
     sessionId: str(raw.session_id),
+    mode: raw.mode === "store" ? "store" : "turns",
     startTime: date(raw.created_at),
     modifiedTime: date(raw.modified_at),
     expiresAt: raw.expires_at ? date(raw.expires_at) : null,

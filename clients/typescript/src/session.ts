@@ -10,6 +10,7 @@ import {
   LIST_SHAPE,
   SESSION_SHAPE,
   type Bookmark,
+  type Item,
   type Message,
   type MessageOptions,
   type SessionEvent,
@@ -18,6 +19,7 @@ import {
   bookmark,
   compareIds,
   message,
+  positiveInteger,
   sessionEvent,
   sessionMetadata,
   updateBody,
@@ -41,6 +43,8 @@ const TRANSIENT_TYPES = new Set([
 ]);
 
 export const PAGE = 1000; // the service's largest page
+export const ITEMS_PAGE = 10_000; // the service's largest page of items
+export const ITEMS_BATCH = 1000; // the service's largest append
 const OVERLAP_KEPT = 1000; // ids of a catch-up kept to know the resumed stream's copies
 export const DEFAULT_WAIT_MS = 60_000;
 
@@ -57,6 +61,13 @@ export interface EventsQuery {
   before?: string;
   limit?: number;
   reverse?: boolean;
+}
+
+export interface ItemsQuery {
+  /** The newest this many items; all when absent. */
+  limit?: number;
+  /** Only items before this item id (exclusive). */
+  before?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -328,6 +339,68 @@ export class Session {
     if (query.reverse) params.push(["reverse", "true"]);
     const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE });
     return (body.data as Json[]).map(sessionEvent);
+  }
+
+  // --- items (storage-only sessions) -------------------------------------------------------------
+  /** Append `items` in order; resolves to their ids. Each batch of up to 1,000 is stored
+   * atomically, and once however often it is retried: every try of it carries the same
+   * `Idempotency-Key`. A session that runs turns takes no items (`ConflictError`). Any object
+   * type is taken (an SDK's item interfaces have no index signature). */
+  async appendItems(items: readonly object[]): Promise<string[]> {
+    if (!Array.isArray(items) || !items.every((item) => item && typeof item === "object" && !Array.isArray(item))) {
+      throw ValidationError.local("appendItems takes an array of objects");
+    }
+    const ids: string[] = [];
+    for (let start = 0; start < items.length; start += ITEMS_BATCH) {
+      const body = await this.call({
+        method: "POST",
+        path: `${this.path}/items`,
+        body: { items: items.slice(start, start + ITEMS_BATCH) },
+        headers: { "Idempotency-Key": newKey() },
+        repeatable: true,
+        expect: { ids: "strings" },
+      });
+      ids.push(...(body.ids as string[]));
+    }
+    return ids;
+  }
+
+  /** The newest `limit` items (all when absent), before the item `before` when given, oldest
+   * first, as appended. */
+  async getItems(query: ItemsQuery = {}): Promise<Item[]> {
+    let wanted = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
+    let before = query.before;
+    const pages: Item[][] = []; // newest first
+    for (;;) {
+      const size = wanted === undefined ? ITEMS_PAGE : Math.min(wanted, ITEMS_PAGE);
+      const params: Array<[string, string | number]> = [["limit", size]];
+      if (before) params.push(["before", before]);
+      const body = await this.call({
+        method: "GET",
+        path: `${this.path}/items`,
+        query: params,
+        expect: { data: "objects", ids: "strings" },
+      });
+      const data = body.data as Item[];
+      pages.push(data);
+      if (wanted !== undefined) wanted -= data.length;
+      before = (body.ids as string[])[0];
+      if (data.length < size || (wanted !== undefined && wanted <= 0) || !before) break;
+    }
+    return pages.reverse().flat();
+  }
+
+  /** Remove the newest item and resolve to it; undefined when there is none. */
+  async popItem(): Promise<Item | undefined> {
+    const body = await this.call({ method: "POST", path: `${this.path}/items/pop`, expect: { item: "object?" } });
+    return (body.item as Item | null) ?? undefined;
+  }
+
+  /** Drop every item (and bookmark); the session keeps its id, TTL, labels and settings.
+   * Resolves to the number of items removed. */
+  async clearItems(): Promise<number> {
+    const body = await this.call({ method: "DELETE", path: `${this.path}/items`, expect: { removed: "number" } });
+    return body.removed as number;
   }
 
   // --- bookmarks --------------------------------------------------------------------------------

@@ -213,3 +213,27 @@ test("sendAndWait's timeout bounds the send too: a hung send ends at it, not at 
   assert.equal(proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/messages")).length, 1);
   await client.deleteSession("hung-send");
 });
+
+test("each batch of appendItems keeps one Idempotency-Key across its retries: stored once", async () => {
+  const tried = new Set<string>();
+  const client = await through((p) => {
+    p.fail = (req) => {
+      const key = req.headers["idempotency-key"];
+      if (req.method !== "POST" || !req.url?.endsWith("/items") || typeof key !== "string" || tried.has(key)) return undefined;
+      tried.add(key);
+      return BAD_GATEWAY;
+    };
+  });
+  const session = await client.createSession({ sessionId: "items-retried", mode: "store" });
+  const items = Array.from({ length: 1500 }, (_, n) => ({ role: "user", content: `item ${n}` }));
+  const ids = await session.appendItems(items);
+  assert.equal(ids.length, 1500);
+  const appends = proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/items"));
+  assert.deepEqual(appends.map((s) => s.status), [502, 201, 502, 201]); // two batches, each retried once
+  const keys = appends.map((s) => s.headers["idempotency-key"]);
+  assert.equal(keys[0], keys[1]);
+  assert.equal(keys[2], keys[3]);
+  assert.notEqual(keys[0], keys[2]);
+  assert.deepEqual(await session.getItems(), items);
+  await client.deleteSession("items-retried");
+});

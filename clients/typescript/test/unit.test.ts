@@ -91,11 +91,14 @@ test("camelCase options map to the API's fields; unknown ones are refused", () =
     createBody({ sessionId: "s1", systemMessage: { mode: "append", content: "Be brief" }, infiniteSessions: true, ttlSeconds: 60 }),
     { session_id: "s1", system_message: "Be brief", infinite_sessions: true, ttl_seconds: 60 },
   );
+  assert.deepEqual(createBody({ mode: "store" }), { mode: "store" });
   assert.throws(() => createBody({ tools: [] } as never), ValidationError);
   const meta = sessionMetadata({ session_id: "s", created_at: "2024-11-22T03:28:09Z", modified_at: "2024-11-22T03:30:00Z", summary: "" });
   assert.equal(meta.sessionId, "s");
   assert.equal(meta.modifiedTime.toISOString(), "2024-11-22T03:30:00.000Z");
   assert.equal("summary" in meta, false);
+  assert.equal(meta.mode, "turns");
+  assert.equal(sessionMetadata({ session_id: "s", mode: "store" }).mode, "store");
 });
 
 test("the base URL and key come from SESSIONS_URL / SESSIONS_API_KEY when not given", () => {
@@ -185,4 +188,22 @@ test("a 200 answer that is not JSON, or not the shape the API gives, is a Protoc
   await assert.rejects(session.getBookmarks(), protocol);
   await assert.rejects(session.refresh(), protocol);
   await assert.rejects(session.abort(), protocol);
+});
+
+test("getItems reads the newest items page by page (10,000 at most), oldest first", async () => {
+  const stored = Array.from({ length: 12_345 }, (_, n) => ({ n }));
+  const ids = stored.map((_, n) => `${1000 + n}-${n}`);
+  const fetch = answering((method: string, url: string) => {
+    if (method === "POST") return SESSION;
+    const query = new URL(url).searchParams;
+    const end = query.has("before") ? ids.indexOf(query.get("before") ?? "") : stored.length;
+    const start = Math.max(0, end - Number(query.get("limit") ?? 10_000));
+    return { data: stored.slice(start, end), ids: ids.slice(start, end) };
+  });
+  const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch }).createSession();
+  fetch.urls.length = 0;
+  assert.deepEqual(await session.getItems(), stored);
+  assert.deepEqual(fetch.urls.map((url) => new URL(url).search), ["?limit=10000", `?limit=10000&before=${ids[2345]}`]);
+  assert.deepEqual(await session.getItems({ limit: 10_001 }), stored.slice(-10_001));
+  assert.deepEqual(await session.getItems({ limit: 3, before: ids[10] }), stored.slice(7, 10));
 });
