@@ -57,9 +57,13 @@ export interface SendOptions {
 }
 
 export interface EventsQuery {
+  /** Only events after this id (exclusive). */
   after?: string;
+  /** Only events before this id (exclusive). */
   before?: string;
+  /** The first this many (the newest with `reverse`); all when absent. */
   limit?: number;
+  /** Newest first. */
   reverse?: boolean;
 }
 
@@ -152,7 +156,7 @@ export class Session {
     let caughtUp = new Set<string>(); // ids the last catch-up handed on
     for await (const event of events) {
       const resync = event.type === RESYNC;
-      const batch = resync ? await this.historyAfter(durable) : [event];
+      const batch = resync ? await this.getEvents(durable ? { after: durable } : {}) : [event];
       for (const item of batch) {
         if (!TRANSIENT_TYPES.has(item.type) && !item.id.startsWith("L")) {
           // handed on already: the newest one again (on a Redis Cluster a copy is published
@@ -165,16 +169,6 @@ export class Session {
         yield item;
       }
       if (resync) caughtUp = new Set(batch.slice(-OVERLAP_KEPT).map((item) => item.id));
-    }
-  }
-
-  private async historyAfter(after: string | undefined): Promise<SessionEvent[]> {
-    const out: SessionEvent[] = [];
-    for (;;) {
-      const page = await this.getEvents({ limit: PAGE, ...(after ? { after } : {}) });
-      out.push(...page);
-      if (page.length < PAGE) return out;
-      after = page[page.length - 1]?.id;
     }
   }
 
@@ -314,7 +308,7 @@ export class Session {
   // --- history ----------------------------------------------------------------------------------
   /** Every stored event of the session (`{id, type, data, timestamp}`), oldest first. */
   async getMessages(): Promise<SessionEvent[]> {
-    return this.historyAfter(undefined);
+    return this.getEvents();
   }
 
   /** The conversation only (user and assistant messages, `{role, content, id, timestamp}`). */
@@ -331,14 +325,26 @@ export class Session {
     return out;
   }
 
-  /** One page of stored events, between the exclusive ids `after` and `before`. */
+  /** Stored events between the exclusive ids `after` and `before`, oldest first (newest
+   * first with `reverse`): all of them, or the first `limit`, read page by page. */
   async getEvents(query: EventsQuery = {}): Promise<SessionEvent[]> {
-    const params: Array<[string, string | number]> = [["limit", Math.min(query.limit ?? PAGE, PAGE)]];
-    if (query.after) params.push(["after", query.after]);
-    if (query.before) params.push(["before", query.before]);
-    if (query.reverse) params.push(["reverse", "true"]);
-    const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE });
-    return (body.data as Json[]).map(sessionEvent);
+    const limit = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
+    let { after, before } = query;
+    const out: SessionEvent[] = [];
+    for (;;) {
+      const size = limit === undefined ? PAGE : Math.min(PAGE, limit - out.length);
+      const params: Array<[string, string | number]> = [["limit", size]];
+      if (after) params.push(["after", after]);
+      if (before) params.push(["before", before]);
+      if (query.reverse) params.push(["reverse", "true"]);
+      const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE });
+      const page = (body.data as Json[]).map(sessionEvent);
+      out.push(...page);
+      const last = page[page.length - 1]?.id;
+      if (page.length < size || (limit !== undefined && out.length >= limit) || !last) return out;
+      if (query.reverse) before = last;
+      else after = last;
+    }
   }
 
   // --- items (storage-only sessions) -------------------------------------------------------------

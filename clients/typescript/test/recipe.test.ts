@@ -239,3 +239,34 @@ test("storage-only sessions: items appended, read newest first or before an id, 
   await client.deleteSession("own-loop");
   await assert.rejects(session.getItems(), SessionNotFoundError);
 });
+
+test("getEvents pages through every event, or the first `limit`, after / before / reverse included", async () => {
+  const sizes: number[] = [];
+  const recording: typeof fetch = async (input, init) => {
+    const url = new URL(String(input));
+    if (url.pathname.endsWith("/events")) sizes.push(Number(url.searchParams.get("limit")));
+    return fetch(input, init);
+  };
+  const reader = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey, fetch: recording });
+  const session = await reader.createSession({ sessionId: "long-history", mode: "store" });
+  const ids = await session.appendItems(Array.from({ length: 2_500 }, (_, n) => ({ n })));
+
+  const all = await session.getEvents();
+  assert.deepEqual(all.map((e) => e.id), ids);
+  assert.deepEqual(sizes, [1000, 1000, 1000]); // the service's largest page
+  assert.deepEqual((await session.getMessages()).map((e) => e.id), ids);
+  sizes.length = 0;
+  assert.deepEqual((await session.getEvents({ limit: 2_000 })).map((e) => e.id), ids.slice(0, 2_000));
+  assert.deepEqual(sizes, [1000, 1000]);
+  assert.deepEqual((await session.getEvents({ limit: 1_500, reverse: true })).map((e) => e.id), ids.slice(-1_500).reverse());
+  const between = await session.getEvents({ after: ids[99], before: ids[2_300] });
+  assert.deepEqual(between.map((e) => e.id), ids.slice(100, 2_300));
+  const newestFirst = await session.getEvents({ before: ids[2_200], reverse: true, limit: 1_200 });
+  assert.deepEqual(newestFirst.map((e) => e.id), ids.slice(1_000, 2_200).reverse());
+  const oldestFirst = await session.getEvents({ after: ids[2_000], limit: 1_200 });
+  assert.deepEqual(oldestFirst.map((e) => e.id), ids.slice(2_001));
+  for (const limit of [0, -1, 2.5]) {
+    await assert.rejects(session.getEvents({ limit }), (e: unknown) => e instanceof ValidationError && e.status === 0);
+  }
+  await reader.deleteSession("long-history");
+});
