@@ -1,14 +1,19 @@
 /** The pure parts: SSE framing, Retry-After, the retry decisions, id order, the mapping. */
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 
+import * as sessions from "redis-sessions-client";
 import { type EventHandler, ProtocolError, SessionClient, ValidationError } from "redis-sessions-client";
 
 import { errorFromResponse, retryAfterSeconds } from "#internal/errors.js";
 import { compareIds, createBody, sessionMetadata } from "#internal/models.js";
 import { Attempts } from "#internal/retry.js";
 import { SSEDecoder, eventFromSSE, readEvents } from "#internal/sse.js";
+
+import { REPO_ROOT } from "./harness.js";
 
 test("SSE framing: fields, comments, multi-line data, the last id carried over", () => {
   const decoder = new SSEDecoder();
@@ -206,4 +211,29 @@ test("getItems reads the newest items page by page (10,000 at most), oldest firs
   assert.deepEqual(fetch.urls.map((url) => new URL(url).search), ["?limit=10000", `?limit=10000&before=${ids[2345]}`]);
   assert.deepEqual(await session.getItems({ limit: 10_001 }), stored.slice(-10_001));
   assert.deepEqual(await session.getItems({ limit: 3, before: ids[10] }), stored.slice(7, 10));
+});
+
+test("the READMEs say what the code does: the error tree, and delta handlers that can fire", () => {
+  const [main = "", own = ""] = ["README.md", "clients/typescript/README.md"].map((path) =>
+    readFileSync(join(REPO_ROOT, path), "utf8"),
+  );
+  // what the service's README lists under APIConnectionError are its subclasses
+  const listed = /`APIConnectionError` ⊃ ([^;.]*)/.exec(main)?.[1] ?? "";
+  const names = [...listed.matchAll(/`(\w+)`/g)].map((match) => match[1] ?? "");
+  assert.ok(names.length > 0, "no error tree under APIConnectionError");
+  for (const name of names) {
+    const error = (sessions as Record<string, unknown>)[name] as { prototype: unknown } | undefined;
+    assert.ok(error?.prototype instanceof sessions.APIConnectionError, `${name} is not an APIConnectionError`);
+  }
+  // deltas come to a handler registered before the turn, of a session created streaming
+  for (const readme of [main, own]) {
+    const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] ?? "");
+    const streaming = snippets.filter((code) => code.includes('on("assistant.message_delta"'));
+    assert.ok(streaming.length > 0);
+    for (const code of streaming) {
+      const on = code.indexOf('on("assistant.message_delta"');
+      assert.match(code.slice(0, on), /createSession\(\{[^}]*streaming: true/, code);
+      assert.ok(on < code.search(/\.send(AndWait)?\(/), code);
+    }
+  }
 });
