@@ -5,10 +5,13 @@
 
 import { type ClientOptions, Http } from "./http.js";
 import {
+  LIST_SHAPE,
+  SESSION_SHAPE,
   type ResumeSessionConfig,
   type SessionConfig,
   type SessionMetadata,
   createBody,
+  positiveInteger,
   resumeBody,
   sessionMetadata,
 } from "./models.js";
@@ -50,7 +53,7 @@ export class SessionClient {
   /** Create a session (`ConflictError` when its id is taken). */
   async createSession(config: SessionConfig = {}): Promise<Session> {
     const body = createBody(config);
-    return this.session(await this.json({ method: "POST", path: "/v1/sessions", body }));
+    return this.session(await this.json({ method: "POST", path: "/v1/sessions", body, expect: SESSION_SHAPE }));
   }
 
   /** A handle on an existing session (`SessionNotFoundError` when there is none); options given
@@ -59,18 +62,20 @@ export class SessionClient {
     const changes = resumeBody(config);
     const path = sessionPath(sessionId);
     const raw = Object.keys(changes).length
-      ? await this.json({ method: "PATCH", path, body: changes })
-      : await this.json({ method: "GET", path });
+      ? await this.json({ method: "PATCH", path, body: changes, expect: SESSION_SHAPE })
+      : await this.json({ method: "GET", path, expect: SESSION_SHAPE });
     return this.session(raw);
   }
 
   async getSessionMetadata(sessionId: string): Promise<SessionMetadata> {
-    return sessionMetadata(await this.json({ method: "GET", path: sessionPath(sessionId) }));
+    return sessionMetadata(await this.json({ method: "GET", path: sessionPath(sessionId), expect: SESSION_SHAPE }));
   }
 
   /** Sessions, newest modified first, fetched page by page as they are consumed. */
   async *iterSessions(options: ListSessionsOptions = {}): AsyncGenerator<SessionMetadata> {
     const { labels = {}, limit, pageSize = SESSION_PAGE } = options;
+    if (limit !== undefined) positiveInteger(limit, "limit");
+    positiveInteger(pageSize, "pageSize");
     let cursor: string | undefined;
     let seen = 0;
     for (;;) {
@@ -78,7 +83,7 @@ export class SessionClient {
       const query: Array<[string, string | number]> = [["limit", size]];
       for (const [key, value] of Object.entries(labels)) query.push(["label", `${key}=${value}`]);
       if (cursor) query.push(["cursor", cursor]);
-      const page = await this.json({ method: "GET", path: "/v1/sessions", query });
+      const page = await this.json({ method: "GET", path: "/v1/sessions", query, expect: LIST_SHAPE });
       for (const raw of page.data as Json[]) {
         yield sessionMetadata(raw);
         seen += 1;

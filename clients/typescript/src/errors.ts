@@ -13,11 +13,12 @@
  *     ├── APIConnectionError          no answer (refused, reset, DNS) after the retries
  *     │   └── APITimeoutError         the call's deadline passed
  *     ├── ProtocolError               an answer the API never gives (an HTML page on an event
- *     │                               stream: a proxy or a wrong base URL)
+ *     │                               stream, a success that is not JSON or lacks what the call
+ *     │                               reads: a proxy or a wrong base URL)
  *     └── TurnError                   the awaited turn failed (`session.error`) or was aborted
  *
- * Client-side checks (an unknown option, an empty prompt) throw `ValidationError` with status 0
- * before anything is sent.
+ * Client-side checks (an unknown option, a base URL that is not http(s), a limit below 1) throw
+ * `ValidationError` with status 0 before anything is sent.
  */
 
 import type { SessionEvent } from "./models.js";

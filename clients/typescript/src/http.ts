@@ -7,6 +7,7 @@ import {
   APIConnectionError,
   APITimeoutError,
   ProtocolError,
+  ValidationError,
   errorFromResponse,
 } from "./errors.js";
 import { Attempts, sleep } from "./retry.js";
@@ -37,6 +38,12 @@ export interface ClientOptions {
 
 export type Query = Array<[string, string | number]>;
 
+/** What a member of a success's JSON object is: `objects` an array of objects, `strings` an
+ * array of strings, `object?` an object or null. */
+export type Kind = "string" | "boolean" | "number" | "object" | "object?" | "objects" | "strings";
+/** The members a success's JSON object must have, and their kinds. */
+export type Shape = Record<string, Kind>;
+
 /** One HTTP request before it is sent. */
 export interface Call {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -46,6 +53,9 @@ export interface Call {
   headers?: Record<string, string>;
   /** Whether it may be sent again; default: GET, PUT and DELETE may. */
   repeatable?: boolean;
+  /** The shape of its success's JSON: any other answer is a `ProtocolError` (another service
+   * or a proxy's page behind the base URL), not a TypeError where a member is read. */
+  expect?: Shape;
 }
 
 export interface Answer {
@@ -71,7 +81,7 @@ export class Http {
   private readonly headers: Record<string, string>;
 
   constructor(options: ClientOptions = {}) {
-    this.baseUrl = (options.baseUrl ?? environment("SESSIONS_URL") ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
+    this.baseUrl = baseUrlOf(options.baseUrl ?? environment("SESSIONS_URL") ?? DEFAULT_BASE_URL);
     const apiKey = options.apiKey ?? environment("SESSIONS_API_KEY");
     this.timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     this.deadline = options.deadline === undefined ? DEFAULT_DEADLINE_MS : options.deadline;
@@ -139,7 +149,11 @@ export class Http {
         }
         if (response.ok && stream) return response;
         const text = await response.text();
-        if (response.ok) return { status: response.status, headers: response.headers, body: parse(response, text) };
+        if (response.ok) {
+          const body = parse(response, text);
+          if (call.expect) expectShape(response, body, call.expect);
+          return { status: response.status, headers: response.headers, body };
+        }
         const wait = attempts.afterStatus(response.status, response.headers);
         if (wait === undefined) throw errorFromResponse(response.status, response.headers, text);
         await sleep(wait, signal);
@@ -171,5 +185,59 @@ function parse(response: Response, text: string): unknown {
       response.status,
     );
   }
-  return JSON.parse(text);
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ProtocolError(
+      `${response.url} answered ${response.status} with a body that is not JSON: ${String(error)} ` +
+        `(body starts: ${JSON.stringify(text.slice(0, 120))})`,
+      response.status,
+    );
+  }
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+const KINDS: Record<Kind, [string, (value: unknown) => boolean]> = {
+  string: ["a string", (value) => typeof value === "string"],
+  boolean: ["true or false", (value) => typeof value === "boolean"],
+  number: ["a number", (value) => typeof value === "number"],
+  object: ["an object", isObject],
+  "object?": ["an object or null", (value) => value === null || isObject(value)],
+  objects: ["an array of objects", (value) => Array.isArray(value) && value.every(isObject)],
+  strings: ["an array of strings", (value) => Array.isArray(value) && value.every((item) => typeof item === "string")],
+};
+
+function expectShape(response: Response, body: unknown, shape: Shape): void {
+  let wrong: string | undefined = isObject(body) ? undefined : "it is not an object";
+  for (const [member, kind] of Object.entries(shape)) {
+    if (wrong !== undefined) break;
+    const [description, fits] = KINDS[kind];
+    if (!fits((body as Record<string, unknown>)[member])) wrong = `"${member}" is not ${description}`;
+  }
+  if (wrong === undefined) return;
+  const head = JSON.stringify(body ?? null).slice(0, 120);
+  throw new ProtocolError(
+    `${response.url} answered ${response.status} with JSON the session service does not give (${wrong}): ` +
+      `is the base URL the session service's? (body starts: ${JSON.stringify(head)})`,
+    response.status,
+  );
+}
+
+/** The base URL without its trailing slashes; anything but an http(s) URL is refused at once
+ * (fetch would fail every try, which reads as an outage). */
+function baseUrlOf(given: unknown): string {
+  let url: URL | undefined;
+  try {
+    url = typeof given === "string" ? new URL(given) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol !== "http:" && url?.protocol !== "https:") {
+    throw ValidationError.local(
+      `baseUrl must be an http:// or https:// URL such as "http://127.0.0.1:8000", not ${JSON.stringify(given)}`,
+    );
+  }
+  return (given as string).replace(/\/+$/, "");
 }

@@ -35,13 +35,15 @@ export { finishReason } from "./models.js";
 export type {
   AssistantMessageData,
   Bookmark,
+  Item,
   Message,
   MessageOptions,
   ResumeSessionConfig,
   SessionConfig,
   SessionEvent,
   SessionMetadata,
+  SessionMode,
   SessionUpdate,
 } from "./models.js";
 export { Session } from "./session.js";
-export type { EventHandler, EventsQuery, SendOptions } from "./session.js";
+export type { EventHandler, EventsQuery, ItemsQuery, SendOptions } from "./session.js";

@@ -4,6 +4,7 @@
  */
 
 import { ValidationError } from "./errors.js";
+import type { Shape } from "./http.js";
 
 /** One event of a session: the envelope the service stores and streams. `data` is passed
  * through as the service wrote it (for example `{content, reply_to}` of `assistant.message`). */
@@ -43,9 +44,18 @@ export interface Message {
   timestamp: string;
 }
 
+/** What a session is for: `turns`, the service runs the model on each message (`send`); `store`,
+ * storage-only: the app runs its own model loop and keeps its items (`appendItems`) here. */
+export type SessionMode = "turns" | "store";
+
+/** One item of a storage-only session: any JSON object (a Responses-API message, a
+ * `function_call` or its output, a reasoning item...), stored and returned unchanged. */
+export type Item = Record<string, unknown>;
+
 /** Metadata of one session, as listed or fetched. */
 export interface SessionMetadata {
   sessionId: string;
+  mode: SessionMode;
   startTime: Date;
   modifiedTime: Date;
   expiresAt: Date | null;
@@ -88,6 +98,8 @@ export interface SessionConfig {
   labels?: Record<string, string>;
   ttlSeconds?: number;
   name?: string;
+  /** `turns` (the default) or `store`, for a storage-only session (no turns: items only). */
+  mode?: SessionMode;
 }
 
 /** Options `resumeSession` may change on an existing session. */
@@ -113,6 +125,10 @@ export interface MessageOptions {
 
 type Json = Record<string, unknown>;
 
+/** What answers of the API hold at least (see `Call.expect`): a session, and a page of a list. */
+export const SESSION_SHAPE: Shape = { session_id: "string" };
+export const LIST_SHAPE: Shape = { data: "objects" };
+
 const CREATE_FIELDS: Record<string, string> = {
   sessionId: "session_id",
   model: "model",
@@ -122,6 +138,7 @@ const CREATE_FIELDS: Record<string, string> = {
   labels: "labels",
   ttlSeconds: "ttl_seconds",
   name: "name",
+  mode: "mode",
 };
 const RESUME_FIELDS: Record<string, string> = {
   name: "name",
@@ -152,6 +169,14 @@ function toBody(options: object | undefined, fields: Record<string, string>, wha
   return body;
 }
 
+/** `value` when it is a whole number of at least 1; else a `ValidationError` (nothing is sent). */
+export function positiveInteger(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    throw ValidationError.local(`${name} must be a whole number of at least 1, not ${String(value)}`);
+  }
+  return value;
+}
+
 export const createBody = (config?: SessionConfig): Json => toBody(config, CREATE_FIELDS, "session");
 export const resumeBody = (config?: ResumeSessionConfig): Json => toBody(config, RESUME_FIELDS, "resume");
 export const updateBody = (changes: SessionUpdate): Json => toBody(changes, UPDATE_FIELDS, "update");
@@ -164,6 +189,7 @@ export function sessionMetadata(raw: Json): SessionMetadata {
   const summary = str(raw.summary);
   return {
     sessionId: str(raw.session_id),
+    mode: raw.mode === "store" ? "store" : "turns",
     startTime: date(raw.created_at),
     modifiedTime: date(raw.modified_at),
     expiresAt: raw.expires_at ? date(raw.expires_at) : null,

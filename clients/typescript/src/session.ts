@@ -4,10 +4,13 @@
  * any process.
  */
 
-import { APITimeoutError, SessionNotFoundError, TurnError, ValidationError } from "./errors.js";
+import { APITimeoutError, SessionNotFoundError, SessionsError, TurnError, ValidationError } from "./errors.js";
 import type { Call, Http } from "./http.js";
 import {
+  LIST_SHAPE,
+  SESSION_SHAPE,
   type Bookmark,
+  type Item,
   type Message,
   type MessageOptions,
   type SessionEvent,
@@ -16,6 +19,7 @@ import {
   bookmark,
   compareIds,
   message,
+  positiveInteger,
   sessionEvent,
   sessionMetadata,
   updateBody,
@@ -39,6 +43,8 @@ const TRANSIENT_TYPES = new Set([
 ]);
 
 export const PAGE = 1000; // the service's largest page
+export const ITEMS_PAGE = 10_000; // the service's largest page of items
+export const ITEMS_BATCH = 1000; // the service's largest append
 const OVERLAP_KEPT = 1000; // ids of a catch-up kept to know the resumed stream's copies
 export const DEFAULT_WAIT_MS = 60_000;
 
@@ -51,10 +57,21 @@ export interface SendOptions {
 }
 
 export interface EventsQuery {
+  /** Only events after this id (exclusive). */
   after?: string;
+  /** Only events before this id (exclusive). */
   before?: string;
+  /** The first this many (the newest with `reverse`); all when absent. */
   limit?: number;
+  /** Newest first. */
   reverse?: boolean;
+}
+
+export interface ItemsQuery {
+  /** The newest this many items; all when absent. */
+  limit?: number;
+  /** Only items before this item id (exclusive). */
+  before?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -139,7 +156,7 @@ export class Session {
     let caughtUp = new Set<string>(); // ids the last catch-up handed on
     for await (const event of events) {
       const resync = event.type === RESYNC;
-      const batch = resync ? await this.historyAfter(durable) : [event];
+      const batch = resync ? await this.getEvents(durable ? { after: durable } : {}) : [event];
       for (const item of batch) {
         if (!TRANSIENT_TYPES.has(item.type) && !item.id.startsWith("L")) {
           // handed on already: the newest one again (on a Redis Cluster a copy is published
@@ -155,16 +172,6 @@ export class Session {
     }
   }
 
-  private async historyAfter(after: string | undefined): Promise<SessionEvent[]> {
-    const out: SessionEvent[] = [];
-    for (;;) {
-      const page = await this.getEvents({ limit: PAGE, ...(after ? { after } : {}) });
-      out.push(...page);
-      if (page.length < PAGE) return out;
-      after = page[page.length - 1]?.id;
-    }
-  }
-
   private saw(id: string): void {
     if (this.cursor === undefined || compareIds(id, this.cursor) > 0) this.cursor = id;
   }
@@ -176,26 +183,35 @@ export class Session {
   // --- turns ------------------------------------------------------------------------------------
   /** Add a user message and queue its turn; resolves to the message's event id. */
   async send(options: MessageOptions | string, sendOptions: SendOptions = {}): Promise<string> {
-    const prompt = promptOf(options);
-    const body = await this.call({
-      method: "POST",
-      path: `${this.path}/messages`,
-      body: { prompt },
-      headers: { "Idempotency-Key": idempotencyKey(sendOptions.idempotencyKey) },
-      repeatable: true,
-    });
+    return this.post(promptOf(options), idempotencyKey(sendOptions.idempotencyKey));
+  }
+
+  private async post(prompt: string, key: string, signal?: AbortSignal): Promise<string> {
+    const body = await this.call(
+      {
+        method: "POST",
+        path: `${this.path}/messages`,
+        body: { prompt },
+        headers: { "Idempotency-Key": key },
+        repeatable: true,
+        expect: { message_id: "string" },
+      },
+      signal,
+    );
     return String(body.message_id);
   }
 
   /** Send a message and wait for the `assistant.message` event answering it (its
-   * `data.content` is the reply). Rejects with `APITimeoutError` after `timeout` ms, with
-   * `TurnError` when the turn fails or is aborted, with `SessionNotFoundError` when the session
-   * is deleted meanwhile. */
+   * `data.content` is the reply). Rejects with `APITimeoutError` when `timeout` ms pass, the
+   * send included, with `TurnError` when the turn fails or is aborted, with
+   * `SessionNotFoundError` when the session is deleted meanwhile. */
   async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
-    const messageId = await this.send(options);
+    const prompt = promptOf(options);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
+    let messageId: string | undefined;
     try {
+      messageId = await this.post(prompt, newKey(), controller.signal);
       const events = followEvents(this.http, this.path, { after: messageId, signal: controller.signal });
       for await (const event of this.delivered(events, messageId)) {
         if (answers(event, messageId)) return turnOutcome(messageId, event);
@@ -206,15 +222,20 @@ export class Session {
           });
         }
       }
+    } catch (error) {
+      // the send (or a read) cut short by the timeout: the abort's own error, not the client's
+      if (!controller.signal.aborted || error instanceof SessionsError) throw error;
     } finally {
       clearTimeout(timer);
     }
-    throw new APITimeoutError(`no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId} within ${timeout} ms`);
+    throw new APITimeoutError(
+      `no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId ?? "(unsent)"} within ${timeout} ms`,
+    );
   }
 
   /** Drop the pending turns; true when something was pending. */
   async abort(): Promise<boolean> {
-    const body = await this.call({ method: "POST", path: `${this.path}/abort`, repeatable: true });
+    const body = await this.call({ method: "POST", path: `${this.path}/abort`, repeatable: true, expect: { aborted: "boolean" } });
     return body.aborted === true;
   }
 
@@ -225,6 +246,10 @@ export class Session {
   on(handler: EventHandler): () => void;
   on(type: string, handler: EventHandler): () => void;
   on(typeOrHandler: string | EventHandler, maybeHandler?: EventHandler): () => void {
+    // a type that is not a string would match no event: the handler would never run
+    if (maybeHandler !== undefined && typeof typeOrHandler !== "string") {
+      throw new TypeError(`the event type must be a string, not ${typeof typeOrHandler}: on(type, handler)`);
+    }
     const entry =
       typeof typeOrHandler === "function"
         ? { type: undefined, handler: typeOrHandler }
@@ -283,7 +308,7 @@ export class Session {
   // --- history ----------------------------------------------------------------------------------
   /** Every stored event of the session (`{id, type, data, timestamp}`), oldest first. */
   async getMessages(): Promise<SessionEvent[]> {
-    return this.historyAfter(undefined);
+    return this.getEvents();
   }
 
   /** The conversation only (user and assistant messages, `{role, content, id, timestamp}`). */
@@ -293,21 +318,95 @@ export class Session {
     do {
       const query: Array<[string, string | number]> = [["limit", PAGE]];
       if (after) query.push(["after", after]);
-      const body = await this.call({ method: "GET", path: `${this.path}/messages`, query });
+      const body = await this.call({ method: "GET", path: `${this.path}/messages`, query, expect: LIST_SHAPE });
       out.push(...(body.data as Json[]).map(message));
       after = typeof body.next_cursor === "string" ? body.next_cursor : undefined;
     } while (after);
     return out;
   }
 
-  /** One page of stored events, between the exclusive ids `after` and `before`. */
+  /** Stored events between the exclusive ids `after` and `before`, oldest first (newest
+   * first with `reverse`): all of them, or the first `limit`, read page by page. */
   async getEvents(query: EventsQuery = {}): Promise<SessionEvent[]> {
-    const params: Array<[string, string | number]> = [["limit", Math.min(query.limit ?? PAGE, PAGE)]];
-    if (query.after) params.push(["after", query.after]);
-    if (query.before) params.push(["before", query.before]);
-    if (query.reverse) params.push(["reverse", "true"]);
-    const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params });
-    return (body.data as Json[]).map(sessionEvent);
+    const limit = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
+    let { after, before } = query;
+    const out: SessionEvent[] = [];
+    for (;;) {
+      const size = limit === undefined ? PAGE : Math.min(PAGE, limit - out.length);
+      const params: Array<[string, string | number]> = [["limit", size]];
+      if (after) params.push(["after", after]);
+      if (before) params.push(["before", before]);
+      if (query.reverse) params.push(["reverse", "true"]);
+      const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE });
+      const page = (body.data as Json[]).map(sessionEvent);
+      out.push(...page);
+      const last = page[page.length - 1]?.id;
+      if (page.length < size || (limit !== undefined && out.length >= limit) || !last) return out;
+      if (query.reverse) before = last;
+      else after = last;
+    }
+  }
+
+  // --- items (storage-only sessions) -------------------------------------------------------------
+  /** Append `items` in order; resolves to their ids. Each batch of up to 1,000 is stored
+   * atomically, and once however often it is retried: every try of it carries the same
+   * `Idempotency-Key`. A session that runs turns takes no items (`ConflictError`). Any object
+   * type is taken (an SDK's item interfaces have no index signature). */
+  async appendItems(items: readonly object[]): Promise<string[]> {
+    if (!Array.isArray(items) || !items.every((item) => item && typeof item === "object" && !Array.isArray(item))) {
+      throw ValidationError.local("appendItems takes an array of objects");
+    }
+    const ids: string[] = [];
+    for (let start = 0; start < items.length; start += ITEMS_BATCH) {
+      const body = await this.call({
+        method: "POST",
+        path: `${this.path}/items`,
+        body: { items: items.slice(start, start + ITEMS_BATCH) },
+        headers: { "Idempotency-Key": newKey() },
+        repeatable: true,
+        expect: { ids: "strings" },
+      });
+      ids.push(...(body.ids as string[]));
+    }
+    return ids;
+  }
+
+  /** The newest `limit` items (all when absent), before the item `before` when given, oldest
+   * first, as appended. */
+  async getItems(query: ItemsQuery = {}): Promise<Item[]> {
+    let wanted = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
+    let before = query.before;
+    const pages: Item[][] = []; // newest first
+    for (;;) {
+      const size = wanted === undefined ? ITEMS_PAGE : Math.min(wanted, ITEMS_PAGE);
+      const params: Array<[string, string | number]> = [["limit", size]];
+      if (before) params.push(["before", before]);
+      const body = await this.call({
+        method: "GET",
+        path: `${this.path}/items`,
+        query: params,
+        expect: { data: "objects", ids: "strings" },
+      });
+      const data = body.data as Item[];
+      pages.push(data);
+      if (wanted !== undefined) wanted -= data.length;
+      before = (body.ids as string[])[0];
+      if (data.length < size || (wanted !== undefined && wanted <= 0) || !before) break;
+    }
+    return pages.reverse().flat();
+  }
+
+  /** Remove the newest item and resolve to it; undefined when there is none. */
+  async popItem(): Promise<Item | undefined> {
+    const body = await this.call({ method: "POST", path: `${this.path}/items/pop`, expect: { item: "object?" } });
+    return (body.item as Item | null) ?? undefined;
+  }
+
+  /** Drop every item (and bookmark); the session keeps its id, TTL, labels and settings.
+   * Resolves to the number of items removed. */
+  async clearItems(): Promise<number> {
+    const body = await this.call({ method: "DELETE", path: `${this.path}/items`, expect: { removed: "number" } });
+    return body.removed as number;
   }
 
   // --- bookmarks --------------------------------------------------------------------------------
@@ -320,11 +419,13 @@ export class Session {
 
   /** Mark the current end of the conversation as `name` (replacing one of that name). */
   async setBookmark(name: string, description = ""): Promise<Bookmark> {
-    return bookmark(await this.call({ method: "PUT", path: this.bookmarkPath(name), body: { description } }));
+    return bookmark(
+      await this.call({ method: "PUT", path: this.bookmarkPath(name), body: { description }, expect: { name: "string" } }),
+    );
   }
 
   async getBookmarks(): Promise<Bookmark[]> {
-    const body = await this.call({ method: "GET", path: `${this.path}/bookmarks` });
+    const body = await this.call({ method: "GET", path: `${this.path}/bookmarks`, expect: LIST_SHAPE });
     return (body.data as Json[]).map(bookmark);
   }
 
@@ -334,24 +435,24 @@ export class Session {
 
   /** The conversation's messages after bookmark `name`. */
   async getMessagesSince(name: string): Promise<Message[]> {
-    const body = await this.call({ method: "GET", path: `${this.bookmarkPath(name)}/messages` });
+    const body = await this.call({ method: "GET", path: `${this.bookmarkPath(name)}/messages`, expect: LIST_SHAPE });
     return (body.data as Json[]).map(message);
   }
 
   // --- metadata ---------------------------------------------------------------------------------
   /** Fetch the metadata again. */
   async refresh(): Promise<SessionMetadata> {
-    return this.keep(await this.call({ method: "GET", path: this.path }));
+    return this.keep(await this.call({ method: "GET", path: this.path, expect: SESSION_SHAPE }));
   }
 
   /** Change `name`, `summary`, `labels`, `ttlSeconds` or `infinite`. */
   async update(changes: SessionUpdate): Promise<SessionMetadata> {
-    return this.keep(await this.call({ method: "PATCH", path: this.path, body: updateBody(changes) }));
+    return this.keep(await this.call({ method: "PATCH", path: this.path, body: updateBody(changes), expect: SESSION_SHAPE }));
   }
 
   /** `{session, bookmarks, events}` as the service exports it (snake_case, as stored). */
   async export(): Promise<Json> {
-    return this.call({ method: "GET", path: `${this.path}/export`, query: [["format", "json"]] });
+    return this.call({ method: "GET", path: `${this.path}/export`, query: [["format", "json"]], expect: { session: "object" } });
   }
 
   private keep(raw: Json): SessionMetadata {

@@ -86,11 +86,13 @@ export interface Seen {
 
 /** A proxy in front of `target`. `fail(req)` may return a status to answer instead (once per
  * call it is asked); `cutAfter(req)` may return a number of SSE events after which the stream
- * is cut (the connection destroyed). */
+ * is cut (the connection destroyed); a request `hold(req)` is true for is never answered (as
+ * by a hung upstream) until the proxy stops. */
 export class Proxy {
   readonly seen: Seen[] = [];
   fail: (req: http.IncomingMessage) => { status: number; body: string; type: string } | undefined = () => undefined;
   cutAfter: (req: http.IncomingMessage) => number | undefined = () => undefined;
+  hold: (req: http.IncomingMessage) => boolean = () => false;
   private server: http.Server | undefined;
   url = "";
 
@@ -109,6 +111,11 @@ export class Proxy {
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.hold(req)) {
+      this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: 0 });
+      req.resume();
+      return;
+    }
     const failure = this.fail(req);
     if (failure) {
       this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: failure.status });

@@ -188,3 +188,85 @@ test("bad input is a typed error and stores nothing", async () => {
   const stranger = new SessionClient({ baseUrl: server.url, apiKey: "sk_dev_wrong" });
   await assert.rejects(stranger.listSessions(), (e: unknown) => e instanceof AuthenticationError && e.status === 401);
 });
+
+test("storage-only sessions: items appended, read newest first or before an id, popped, cleared", async () => {
+  const session = await client.createSession({ sessionId: "own-loop", mode: "store", labels: { app: "agents" } });
+  assert.equal(session.metadata.mode, "store");
+  assert.equal((await client.getSessionMetadata("own-loop")).mode, "store");
+  assert.equal((await client.listSessions())[0]?.mode, "store");
+  const turns = await client.createSession({ sessionId: "runs-turns" });
+  assert.equal(turns.metadata.mode, "turns");
+
+  const items = [
+    { role: "user", content: "What's the weather in Paris?" },
+    { type: "function_call", name: "weather", arguments: '{"city":"Paris"}', call_id: "c1" },
+    { type: "function_call_output", call_id: "c1", output: "18C, sunny" },
+    { role: "assistant", content: [{ type: "output_text", text: "18C and sunny." }] },
+  ];
+  interface FunctionCall { type: "function_call"; name: string; arguments: string; call_id: string }
+  const call: FunctionCall = { type: "function_call", name: "weather", arguments: '{"city":"Paris"}', call_id: "c1" };
+  const ids = await session.appendItems([...items.slice(0, 1), call, ...items.slice(2)]); // interface types too
+  assert.equal(ids.length, 4);
+  assert.equal(new Set(ids).size, 4);
+  assert.deepEqual(await session.appendItems([]), []);
+  assert.deepEqual(await session.getItems(), items);
+  assert.deepEqual(await session.getItems({ limit: 2 }), items.slice(2));
+  assert.deepEqual(await session.getItems({ before: ids[2] }), items.slice(0, 2));
+  assert.deepEqual(await session.getItems({ before: ids[3], limit: 1 }), items.slice(2, 3));
+  // items are history events of type `item`, with the same ids
+  const events = await session.getEvents();
+  assert.deepEqual(events.map((e) => [e.id, e.type, e.data]), ids.map((id, i) => [id, "item", items[i]]));
+
+  assert.deepEqual(await session.popItem(), items[3]);
+  assert.deepEqual(await session.getItems(), items.slice(0, 3));
+  assert.equal(await session.clearItems(), 3);
+  assert.deepEqual(await session.getItems(), []);
+  assert.equal(await session.popItem(), undefined);
+  assert.equal((await session.refresh()).labels.app, "agents"); // the session stays
+
+  // a session runs turns or stores items, never both
+  await assert.rejects(turns.appendItems(items), ConflictError);
+  await assert.rejects(session.send("hello"), ConflictError);
+  const local = (e: unknown): boolean => e instanceof ValidationError && e.status === 0;
+  for (const bad of [["text"], [null], [[1]], { role: "user" }]) {
+    await assert.rejects(session.appendItems(bad as never), local, JSON.stringify(bad));
+  }
+  for (const limit of [0, -1, 1.5]) await assert.rejects(session.getItems({ limit }), local, String(limit));
+  await assert.rejects(
+    client.createSession({ sessionId: "bad-mode", mode: "chat" as never }),
+    (e: unknown) => e instanceof ValidationError && e.status === 422,
+  );
+  await client.deleteSession("own-loop");
+  await assert.rejects(session.getItems(), SessionNotFoundError);
+});
+
+test("getEvents pages through every event, or the first `limit`, after / before / reverse included", async () => {
+  const sizes: number[] = [];
+  const recording: typeof fetch = async (input, init) => {
+    const url = new URL(String(input));
+    if (url.pathname.endsWith("/events")) sizes.push(Number(url.searchParams.get("limit")));
+    return fetch(input, init);
+  };
+  const reader = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey, fetch: recording });
+  const session = await reader.createSession({ sessionId: "long-history", mode: "store" });
+  const ids = await session.appendItems(Array.from({ length: 2_500 }, (_, n) => ({ n })));
+
+  const all = await session.getEvents();
+  assert.deepEqual(all.map((e) => e.id), ids);
+  assert.deepEqual(sizes, [1000, 1000, 1000]); // the service's largest page
+  assert.deepEqual((await session.getMessages()).map((e) => e.id), ids);
+  sizes.length = 0;
+  assert.deepEqual((await session.getEvents({ limit: 2_000 })).map((e) => e.id), ids.slice(0, 2_000));
+  assert.deepEqual(sizes, [1000, 1000]);
+  assert.deepEqual((await session.getEvents({ limit: 1_500, reverse: true })).map((e) => e.id), ids.slice(-1_500).reverse());
+  const between = await session.getEvents({ after: ids[99], before: ids[2_300] });
+  assert.deepEqual(between.map((e) => e.id), ids.slice(100, 2_300));
+  const newestFirst = await session.getEvents({ before: ids[2_200], reverse: true, limit: 1_200 });
+  assert.deepEqual(newestFirst.map((e) => e.id), ids.slice(1_000, 2_200).reverse());
+  const oldestFirst = await session.getEvents({ after: ids[2_000], limit: 1_200 });
+  assert.deepEqual(oldestFirst.map((e) => e.id), ids.slice(2_001));
+  for (const limit of [0, -1, 2.5]) {
+    await assert.rejects(session.getEvents({ limit }), (e: unknown) => e instanceof ValidationError && e.status === 0);
+  }
+  await reader.deleteSession("long-history");
+});

@@ -7,6 +7,7 @@ import { after, afterEach, before, test } from "node:test";
 
 import {
   APITimeoutError,
+  type ClientOptions,
   InternalServerError,
   ProtocolError,
   type SessionEvent,
@@ -28,11 +29,11 @@ afterEach(async () => {
   await proxy?.stop();
 });
 
-async function through(setup: (p: Proxy) => void): Promise<SessionClient> {
+async function through(setup: (p: Proxy) => void, options: ClientOptions = {}): Promise<SessionClient> {
   proxy = new Proxy(server.url);
   setup(proxy);
   await proxy.start();
-  return new SessionClient({ baseUrl: proxy.url, apiKey: server.apiKey, backoffBaseMs: 10 });
+  return new SessionClient({ baseUrl: proxy.url, apiKey: server.apiKey, backoffBaseMs: 10, ...options });
 }
 
 /** Answers 502 to the first request of each kind `which` selects. */
@@ -194,4 +195,45 @@ test("retries stop at the call's deadline", async () => {
   const timedOut = await session.sendAndWait("x", 1).catch((e: unknown) => e);
   assert.ok(timedOut instanceof APITimeoutError, String(timedOut));
   await waiting.deleteSession("deadline");
+});
+
+test("sendAndWait's timeout bounds the send too: a hung send ends at it, not at the deadline", async () => {
+  // the client's own bounds are far longer than the wait
+  const client = await through(
+    (p) => (p.hold = (req) => req.method === "POST" && req.url?.endsWith("/messages") === true),
+    { timeout: 2_000, deadline: 4_000 },
+  );
+  const session = await client.createSession({ sessionId: "hung-send" });
+  const started = Date.now();
+  const error = await session.sendAndWait("hello", 300).catch((e: unknown) => e);
+  const took = Date.now() - started;
+  assert.ok(error instanceof APITimeoutError, String(error));
+  assert.match(error.message, /\(unsent\) within 300 ms/);
+  assert.ok(took < 1_500, `took ${took} ms`);
+  assert.equal(proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/messages")).length, 1);
+  await client.deleteSession("hung-send");
+});
+
+test("each batch of appendItems keeps one Idempotency-Key across its retries: stored once", async () => {
+  const tried = new Set<string>();
+  const client = await through((p) => {
+    p.fail = (req) => {
+      const key = req.headers["idempotency-key"];
+      if (req.method !== "POST" || !req.url?.endsWith("/items") || typeof key !== "string" || tried.has(key)) return undefined;
+      tried.add(key);
+      return BAD_GATEWAY;
+    };
+  });
+  const session = await client.createSession({ sessionId: "items-retried", mode: "store" });
+  const items = Array.from({ length: 1500 }, (_, n) => ({ role: "user", content: `item ${n}` }));
+  const ids = await session.appendItems(items);
+  assert.equal(ids.length, 1500);
+  const appends = proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/items"));
+  assert.deepEqual(appends.map((s) => s.status), [502, 201, 502, 201]); // two batches, each retried once
+  const keys = appends.map((s) => s.headers["idempotency-key"]);
+  assert.equal(keys[0], keys[1]);
+  assert.equal(keys[2], keys[3]);
+  assert.notEqual(keys[0], keys[2]);
+  assert.deepEqual(await session.getItems(), items);
+  await client.deleteSession("items-retried");
 });

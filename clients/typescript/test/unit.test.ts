@@ -1,14 +1,19 @@
 /** The pure parts: SSE framing, Retry-After, the retry decisions, id order, the mapping. */
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 
-import { SessionClient, ValidationError } from "redis-sessions-client";
+import * as sessions from "redis-sessions-client";
+import { type EventHandler, ProtocolError, SessionClient, ValidationError } from "redis-sessions-client";
 
 import { errorFromResponse, retryAfterSeconds } from "#internal/errors.js";
 import { compareIds, createBody, sessionMetadata } from "#internal/models.js";
 import { Attempts } from "#internal/retry.js";
 import { SSEDecoder, eventFromSSE, readEvents } from "#internal/sse.js";
+
+import { REPO_ROOT } from "./harness.js";
 
 test("SSE framing: fields, comments, multi-line data, the last id carried over", () => {
   const decoder = new SSEDecoder();
@@ -91,11 +96,14 @@ test("camelCase options map to the API's fields; unknown ones are refused", () =
     createBody({ sessionId: "s1", systemMessage: { mode: "append", content: "Be brief" }, infiniteSessions: true, ttlSeconds: 60 }),
     { session_id: "s1", system_message: "Be brief", infinite_sessions: true, ttl_seconds: 60 },
   );
+  assert.deepEqual(createBody({ mode: "store" }), { mode: "store" });
   assert.throws(() => createBody({ tools: [] } as never), ValidationError);
   const meta = sessionMetadata({ session_id: "s", created_at: "2024-11-22T03:28:09Z", modified_at: "2024-11-22T03:30:00Z", summary: "" });
   assert.equal(meta.sessionId, "s");
   assert.equal(meta.modifiedTime.toISOString(), "2024-11-22T03:30:00.000Z");
   assert.equal("summary" in meta, false);
+  assert.equal(meta.mode, "turns");
+  assert.equal(sessionMetadata({ session_id: "s", mode: "store" }).mode, "store");
 });
 
 test("the base URL and key come from SESSIONS_URL / SESSIONS_API_KEY when not given", () => {
@@ -109,5 +117,123 @@ test("the base URL and key come from SESSIONS_URL / SESSIONS_API_KEY when not gi
   } finally {
     if (saved.url === undefined) delete process.env.SESSIONS_URL;
     else process.env.SESSIONS_URL = saved.url;
+  }
+});
+
+/** A `fetch` that answers every request with `body` (a string as is, else its JSON; a function
+ * of the request's method and URL for an answer per request) and records the URLs asked for. */
+function answering(
+  body: unknown,
+  status = 200,
+  type = "application/json",
+): typeof fetch & { urls: string[] } {
+  const urls: string[] = [];
+  const stub = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    urls.push(String(input));
+    const answer = typeof body === "function" ? body(init?.method ?? "GET", String(input)) : body;
+    const text = typeof answer === "string" ? answer : JSON.stringify(answer);
+    return new Response(status === 204 ? null : text, { status, headers: { "content-type": type } });
+  };
+  return Object.assign(stub, { urls });
+}
+
+const SESSION = { session_id: "s1", created_at: "2024-11-22T03:28:09Z", modified_at: "2024-11-22T03:28:09Z" };
+
+test("on(type, handler) refuses an event type that is not a string at once", async () => {
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: answering(SESSION) });
+  const session = await client.createSession();
+  const handler: EventHandler = () => undefined;
+  for (const type of [123, null, { type: "x" }, handler]) {
+    assert.throws(() => session.on(type as unknown as string, handler), TypeError, String(type));
+  }
+  assert.equal(session.listening, false);
+  await session.destroy();
+});
+
+test("listSessions refuses a limit or page size that is not a whole number of at least 1", async () => {
+  const fetch = answering({ data: [SESSION], next_cursor: null });
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch });
+  const local = (e: unknown): boolean => e instanceof ValidationError && e.status === 0;
+  for (const limit of [0, -1, Number.NaN, 2.5, Number.POSITIVE_INFINITY, "3" as unknown as number]) {
+    await assert.rejects(client.listSessions({ limit }), local, String(limit));
+  }
+  for (const pageSize of [0, -5, 1.5]) await assert.rejects(client.listSessions({ pageSize }), local, String(pageSize));
+  assert.deepEqual(fetch.urls, []); // nothing was sent
+  assert.equal((await client.listSessions({ limit: 1 })).length, 1);
+  assert.equal(await client.getLastSessionId(), "s1");
+});
+
+test("a base URL that is not http(s) is refused when the client is made, not retried as an outage", () => {
+  for (const baseUrl of ["127.0.0.1:8000", "sessions:8000", "localhost", "ftp://sessions:21", "", "/v1"]) {
+    assert.throws(
+      () => new SessionClient({ baseUrl }),
+      (e: unknown) => e instanceof ValidationError && e.status === 0 && /http:\/\/ or https:\/\//.test(e.message),
+      JSON.stringify(baseUrl),
+    );
+  }
+  assert.equal(new SessionClient({ baseUrl: "https://sessions.example/base/" }).baseUrl, "https://sessions.example/base");
+});
+
+test("a 200 answer that is not JSON, or not the shape the API gives, is a ProtocolError", async () => {
+  const protocol = (e: unknown): boolean => e instanceof ProtocolError && e.status === 200;
+  for (const body of ["<html>sign in</html>", "{\"data\": [", "", {}, [], { data: {} }, { data: [1, 2] }, null]) {
+    const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: answering(body) });
+    await assert.rejects(client.listSessions(), protocol, JSON.stringify(body));
+    await assert.rejects(client.createSession(), protocol, JSON.stringify(body));
+    await assert.rejects(client.getSessionMetadata("s1"), protocol, JSON.stringify(body));
+  }
+  const client = new SessionClient({
+    baseUrl: "http://sessions.test",
+    fetch: answering((method: string, url: string) => (method === "POST" && url.endsWith("/v1/sessions") ? SESSION : {})),
+  });
+  const session = await client.createSession();
+  await assert.rejects(session.send("hi"), protocol);
+  await assert.rejects(session.getEvents(), protocol);
+  await assert.rejects(session.getConversation(), protocol);
+  await assert.rejects(session.getBookmarks(), protocol);
+  await assert.rejects(session.refresh(), protocol);
+  await assert.rejects(session.abort(), protocol);
+});
+
+test("getItems reads the newest items page by page (10,000 at most), oldest first", async () => {
+  const stored = Array.from({ length: 12_345 }, (_, n) => ({ n }));
+  const ids = stored.map((_, n) => `${1000 + n}-${n}`);
+  const fetch = answering((method: string, url: string) => {
+    if (method === "POST") return SESSION;
+    const query = new URL(url).searchParams;
+    const end = query.has("before") ? ids.indexOf(query.get("before") ?? "") : stored.length;
+    const start = Math.max(0, end - Number(query.get("limit") ?? 10_000));
+    return { data: stored.slice(start, end), ids: ids.slice(start, end) };
+  });
+  const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch }).createSession();
+  fetch.urls.length = 0;
+  assert.deepEqual(await session.getItems(), stored);
+  assert.deepEqual(fetch.urls.map((url) => new URL(url).search), ["?limit=10000", `?limit=10000&before=${ids[2345]}`]);
+  assert.deepEqual(await session.getItems({ limit: 10_001 }), stored.slice(-10_001));
+  assert.deepEqual(await session.getItems({ limit: 3, before: ids[10] }), stored.slice(7, 10));
+});
+
+test("the READMEs say what the code does: the error tree, and delta handlers that can fire", () => {
+  const [main = "", own = ""] = ["README.md", "clients/typescript/README.md"].map((path) =>
+    readFileSync(join(REPO_ROOT, path), "utf8"),
+  );
+  // what the service's README lists under APIConnectionError are its subclasses
+  const listed = /`APIConnectionError` ⊃ ([^;.]*)/.exec(main)?.[1] ?? "";
+  const names = [...listed.matchAll(/`(\w+)`/g)].map((match) => match[1] ?? "");
+  assert.ok(names.length > 0, "no error tree under APIConnectionError");
+  for (const name of names) {
+    const error = (sessions as Record<string, unknown>)[name] as { prototype: unknown } | undefined;
+    assert.ok(error?.prototype instanceof sessions.APIConnectionError, `${name} is not an APIConnectionError`);
+  }
+  // deltas come to a handler registered before the turn, of a session created streaming
+  for (const readme of [main, own]) {
+    const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] ?? "");
+    const streaming = snippets.filter((code) => code.includes('on("assistant.message_delta"'));
+    assert.ok(streaming.length > 0);
+    for (const code of streaming) {
+      const on = code.indexOf('on("assistant.message_delta"');
+      assert.match(code.slice(0, on), /createSession\(\{[^}]*streaming: true/, code);
+      assert.ok(on < code.search(/\.send(AndWait)?\(/), code);
+    }
   }
 });
