@@ -146,6 +146,21 @@ function namesOtherResource(problem: Problem): boolean {
   return text.includes("bookmark") || text.includes("tenant") || text.includes("route");
 }
 
+/** The 429s a retry within seconds cannot help: a full quota (the tenant's sessions, a
+ * session's bookmarks) lasts until something is deleted. */
+const QUOTAS = new Set(["sessions", "bookmarks"]);
+
+/** Whether an answer is a full quota's 429 (its problem's `limit` names a quota). */
+export function isQuota(status: number, body: string): boolean {
+  if (status !== 429) return false;
+  try {
+    const parsed: unknown = JSON.parse(body);
+    return !!parsed && typeof parsed === "object" && QUOTAS.has(String((parsed as Problem).limit));
+  } catch {
+    return false;
+  }
+}
+
 /** The error for a 4xx/5xx answer whose body was read as `body`. */
 export function errorFromResponse(status: number, headers: Headers, body: string): APIError {
   let problem: Problem = {};

@@ -9,6 +9,7 @@ import {
   ProtocolError,
   ValidationError,
   errorFromResponse,
+  isQuota,
 } from "./errors.js";
 import { Attempts, sleep } from "./retry.js";
 
@@ -155,7 +156,9 @@ export class Http {
           return { status: response.status, headers: response.headers, body };
         }
         const wait = attempts.afterStatus(response.status, response.headers);
-        if (wait === undefined) throw errorFromResponse(response.status, response.headers, text);
+        if (wait === undefined || isQuota(response.status, text)) {
+          throw errorFromResponse(response.status, response.headers, text);
+        }
         await sleep(wait, signal);
       } finally {
         clearTimeout(timer);

@@ -6,7 +6,8 @@
  * - Other network failures, and 502 / 503 / 504 (what ingresses answer while pods restart), are
  *   retried for repeatable calls only: GET, PUT, DELETE, and sends, whose `Idempotency-Key` makes
  *   a repeated send store one message.
- * - 429 is retried for any call: the rate limiter refused it before anything was done.
+ * - 429 is retried for any call: the rate limiter refused it before anything was done. Not a
+ *   full quota's 429 (`"limit": "sessions"` or `"bookmarks"`): it lasts until a delete.
  * - The wait is `Retry-After` when the answer carries one, else exponential backoff with jitter.
  * - Every call has an overall deadline: no try starts, and no wait begins, that would end after
  *   it. `maxRetries` bounds the retries as well.

@@ -6,7 +6,13 @@ import { join } from "node:path";
 import { test } from "node:test";
 
 import * as sessions from "redis-sessions-client";
-import { type EventHandler, ProtocolError, SessionClient, ValidationError } from "redis-sessions-client";
+import {
+  type EventHandler,
+  ProtocolError,
+  RateLimitError,
+  SessionClient,
+  ValidationError,
+} from "redis-sessions-client";
 
 import { errorFromResponse, retryAfterSeconds } from "#internal/errors.js";
 import { compareIds, createBody, sessionMetadata } from "#internal/models.js";
@@ -138,6 +144,18 @@ function answering(
 }
 
 const SESSION = { session_id: "s1", created_at: "2024-11-22T03:28:09Z", modified_at: "2024-11-22T03:28:09Z" };
+
+test("a full quota's 429 is thrown at once; a rate limit's is retried", async () => {
+  const quota = { title: "Limit exceeded", status: 429, detail: "tenant already holds 2 sessions", limit: "sessions" };
+  const full = answering(quota, 429, "application/problem+json");
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: full, maxRetries: 3 });
+  await assert.rejects(client.createSession(), RateLimitError);
+  assert.equal(full.urls.length, 1);
+  const rate = answering({ ...quota, limit: "requests" }, 429, "application/problem+json");
+  const retried = new SessionClient({ baseUrl: "http://sessions.test", fetch: rate, maxRetries: 1 });
+  await assert.rejects(retried.createSession(), RateLimitError);
+  assert.equal(rate.urls.length, 2);
+});
 
 test("on(type, handler) refuses an event type that is not a string at once", async () => {
   const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: answering(SESSION) });
