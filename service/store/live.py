@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from service.connections import store_errors
 from service.events import live_event
 from service.ids import validate_stream_id
-from service.models import Event
+from service.models import Event, EventType
 from service.store.base import TenantBase, _missing
 from service.store.hub import Entry, Subscription, incarnation_of, of_incarnation
 
@@ -78,10 +78,38 @@ class LiveOps(TenantBase):
             if await self._live_entry_of(key, session_id, start, incarnation):
                 return Following(await subscribe(start))
             return Following(await subscribe(), resync=True)
+        if not self._s.cluster:
+            # On a single Redis an event's live copy is written with it: while the window
+            # holds the copy of the cursor's event (or the session's start), the live entries
+            # after it are the session's events since, in order, with the transient ones
+            # (deltas, turn markers) that a replay of the history cannot give.
+            if start == START:
+                at = await self._start_entry(key, session_id, created, incarnation)
+            else:
+                at = await self._copy_of(key, session_id, start)
+            if at is not None:
+                return Following(await subscribe(at))
         # Live entries from the copy of the newest durable event on (what came after it,
         # transient events included), else from now; the caller skips copies it replayed.
         after = await self._copy_of(key, session_id, newest) if newest else None
         return Following(await subscribe(after), replay_after=start)
+
+    async def _start_entry(
+        self, key: str, session_id: str, created: str | None, incarnation: frozenset[str]
+    ) -> str | None:
+        """The id of the session's ``session.start`` live entry (its first, written in the ms
+        it was created), while the live window holds it."""
+        if not created:
+            return None
+        ms = int(created)
+        with store_errors("follow live events"):
+            rows = await self._s.redis.xrange(key, min=f"{max(ms - 1, 0)}-0", count=1000)
+        for entry_id, fields in rows:
+            if fields.get("s") == session_id and of_incarnation(fields, incarnation):
+                if fields.get("e", "").startswith(EventType.SESSION_START.value):
+                    return str(entry_id)
+                return None  # its start is gone from the window
+        return None
 
     async def _copy_of(self, key: str, session_id: str, newest: str) -> str | None:
         """The live id of the copy of the session's newest durable event, while the live window

@@ -117,7 +117,7 @@ async def test_resume_from_history_id_or_beyond_the_window(
             await store.append("gap", [user("d")])
             replayed += await take(messages, 1)
         assert [json.loads(m["data"])["data"]["content"] for m in replayed] == ["b", "c", "d"]
-        assert [m["id"] for m in replayed[:2]] == ids[1:]
+        assert [json.loads(m["data"])["id"] for m in replayed[:2]] == ids[1:]
         # an id the live window no longer holds (and no history id): told to re-read history
         headers = {**acme.headers, "Last-Event-ID": "1000-3"}
         async with http.stream("GET", url, headers=headers) as r:
@@ -195,8 +195,40 @@ async def test_after_parameter_and_keepalive(
                     seen.append(msg)
                     if msg.get("comment") == "keepalive":
                         break
-    assert [m.get("id") for m in seen if "id" in m] == [ids[1]]
+    assert [json.loads(m["data"])["id"] for m in seen if "id" in m] == [ids[1]]
     assert seen[0] == {"retry": str(sse.RETRY_MS)}
+
+
+@pytest.mark.parametrize("settings", ["single"], indirect=True)
+async def test_a_stream_opened_late_still_gets_the_transient_events_in_order(
+    app: FastAPI, serve: Serve, runtime: Runtime, acme: TenantKey
+) -> None:
+    """A handle whose listener connects after a fast turn has run (``on()`` then ``send``):
+    from the start, or from a history id, the stream serves the live entries since (the
+    window holds them), so the deltas and turn markers a history replay skips are there,
+    in their order."""
+    store = runtime.store.tenant("acme")
+    await store.create("fast", model="m")
+    prompt = (await store.append("fast", [user("hi")])).event_ids[0]
+    turn = [
+        NewEvent(type="assistant.turn_start", data={"turnId": prompt}),
+        NewEvent(type="assistant.message_delta", data={"deltaContent": "he"}),
+        NewEvent(type="assistant.message_delta", data={"deltaContent": "llo"}),
+        NewEvent(type="assistant.message", data={"content": "hello", "reply_to": prompt}),
+        NewEvent(type="session.idle"),
+    ]
+    for ev in turn:
+        await store.append("fast", [ev])
+    since_start = ["user.message", *(ev.type for ev in turn)]
+    base = await serve(app)
+    async with httpx.AsyncClient(timeout=10) as http:
+        url = f"{base}/v1/sessions/fast/events/stream"
+        for cursor, expected in ((None, since_start), (prompt, since_start[1:])):
+            params = {} if cursor is None else {"after": cursor}
+            async with http.stream("GET", url, params=params, headers=acme.headers) as r:
+                got = await take(sse_messages(r), len(expected))
+            assert [m["event"] for m in got] == expected
+            assert all(m["id"].startswith("L") for m in got)  # resumable exactly
 
 
 async def test_stream_ends_when_session_is_deleted(
