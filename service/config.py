@@ -209,6 +209,13 @@ class Settings(BaseSettings):
         default=False, description="Include message content in logs (debug only)."
     )
 
+    @field_validator("redis_url", "queue_redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0] not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix_is_safe(cls, value: str) -> str:

@@ -201,6 +201,9 @@ async def export(ts: TenantStore, session_id: str, output: str, fmt: str) -> int
         async for chunk in chunks():
             await asyncio.to_thread(writer.write, chunk)
         path = await asyncio.to_thread(writer.commit)
+    except OSError as exc:
+        writer.abort()
+        return fail("sessions export", f"cannot write {output}: {exc.strerror or exc}")
     except BaseException:
         writer.abort()
         raise

@@ -102,6 +102,14 @@ def test_bad_usage_exits_2(
     assert "error" in err
 
 
+def test_a_redis_url_that_is_not_one_is_a_usage_error(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SESSIONS_REDIS_URL", "notaurl")
+    assert cli("stats") == 2
+    assert "must be a redis://, rediss:// or unix:// URL" in capsys.readouterr().err
+
+
 def test_cleanup_json_and_exit_codes(
     cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -179,6 +187,11 @@ def test_sessions_commands_and_only_an_explicit_delete_removes_an_infinite_sessi
     )
     doc = json.loads(target.read_text())
     assert doc["session"]["session_id"] == "s000" and len(doc["events"]) == 2
+    capsys.readouterr()
+    # a directory in the way: a clear error, exit 1, nothing left behind
+    assert cli("sessions", "export", "--tenant", "acme", "s000", "-o", str(tmp_path)) == 1
+    assert "Is a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json"]
 
     # Neither cleanup's automatic filters nor a non-interactive delete without --yes remove it.
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
