@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -454,6 +455,46 @@ async def test_follow_delivers_live_events_through_one_reader(
         lost.close()
     finally:
         following.close()
+
+
+async def test_a_window_trimmed_during_the_catch_up_falls_back_to_the_history(
+    acme: TenantStore, any_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following from a history id reads the live window from that event's copy (single
+    Redis): if the window moves past the copy while the catch-up is read, entries after it
+    may be gone too, so the stream replays the history instead of going silently short."""
+    from service.store.hub import LiveHub
+
+    await acme.create("trim", model="m")
+    first, second = (await acme.append("trim", [user("a"), user("b")])).event_ids
+    subscribe = LiveHub.subscribe
+
+    async def trimmed_first(self: LiveHub, key: str, **kw: Any) -> Any:
+        monkeypatch.setattr(LiveHub, "subscribe", subscribe)  # once
+        ms, _, seq = str((await any_redis.xrevrange(key, count=1))[0][0]).partition("-")
+        # the window moved: a's and b's copies are gone
+        await any_redis.xtrim(key, minid=f"{ms}-{int(seq) + 1}", approximate=False)
+        return await subscribe(self, key, **kw)
+
+    monkeypatch.setattr(LiveHub, "subscribe", trimmed_first)
+    following = await acme.follow("trim", first)
+    try:
+        assert following.replay_after == first  # the history after it, then live entries
+        assert [e["id"] for e in await acme.read_events("trim", after=first)] == [second]
+    finally:
+        following.close()
+
+
+def test_a_subscription_that_starts_past_the_reader_drops_what_came_before_its_start() -> None:
+    """The reader may lag behind a new subscriber's start: what it then hands on up to the
+    start came before it, and would be delivered twice (the caller served it already)."""
+    from service.store.hub import Subscription
+
+    sub = Subscription(None, "k", "s", "x", asyncio.Event())  # type: ignore[arg-type]
+    sub.floor = (10, 2)
+    for entry_id in ("9-5", "10-1", "10-2", "10-3", "11-0"):
+        sub.push((entry_id, {"s": "x"}))
+    assert [entry_id for entry_id, _ in sub.take()] == ["10-3", "11-0"]
 
 
 async def test_a_session_made_again_under_its_id_sees_none_of_the_earlier_ones_live_events(

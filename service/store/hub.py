@@ -56,10 +56,17 @@ class Subscription:
         self.incarnation = incarnation
         self.entries: deque[Entry] = deque()
         self.closed = False
+        # set when it starts at or past the reader's position: what the reader hands on up to
+        # there came before the start
+        self.floor: tuple[int, int] | None = None
 
     def push(self, entry: Entry) -> None:
         if not of_incarnation(entry[1], self.incarnation):
             return
+        if self.floor is not None:
+            if _id(entry[0]) <= self.floor:
+                return
+            self.floor = None  # the reader is past the start: no later entry is before it
         self.entries.append(entry)
         self.notify.set()
 
@@ -125,7 +132,9 @@ class LiveHub:
         feed.count += 1
         position = feed.cursor
         self._join(key)
-        if after is not None and _id(after) < _id(position):
+        if after is not None and _id(after) >= _id(position):
+            sub.floor = _id(after)  # the reader is behind the start
+        elif after is not None:
             try:
                 backlog = await self._range(key, after, position, sub)
             except BaseException:
@@ -135,6 +144,10 @@ class LiveHub:
             if backlog:
                 sub.notify.set()
         return sub
+
+    async def position(self, key: str) -> str:
+        """The id up to which the reader has handed on entries of ``key`` (about the newest)."""
+        return (await self._feed(key)).cursor
 
     def subscribers(self) -> int:
         return sum(f.count for f in self._feeds.values())

@@ -14,6 +14,8 @@ from service.store.base import TenantBase, _missing
 from service.store.hub import Entry, Subscription, incarnation_of, of_incarnation
 
 START = "0-0"
+LIVE_CATCH_UP_MS = 5_000  # how far back a stream from a history position follows the live window
+START_SLACK_MS = 50  # how much later than its session's created ms a session.start is looked for
 LIVE_MARK = "L"  # an SSE cursor naming a live entry: L<live id>
 
 
@@ -49,8 +51,10 @@ class LiveOps(TenantBase):
     ) -> Following:
         """Live events of ``session_id`` after ``cursor``: ``L<live id>`` (what an SSE ``id:``
         line of a live event carries) resumes there while the live window holds it; a history
-        id (or None, the start) replays history first; a bare live id (a transient event's
-        ``id``) resumes too; anything else resyncs. ``from_now``: only what comes next."""
+        id (or None, the start) resumes after that event: from the live window when it holds
+        the event's copy from the last few seconds (single Redis), else the history is replayed
+        first; a bare live id (a transient event's ``id``) resumes too; anything else resyncs.
+        ``from_now``: only what comes next."""
         key = self._live_key(session_id)
         hub = self._s.hub
         # the session's incarnation: live entries of an earlier session of the same id, which
@@ -87,8 +91,14 @@ class LiveOps(TenantBase):
                 at = await self._start_entry(key, session_id, created, incarnation)
             else:
                 at = await self._copy_of(key, session_id, start)
-            if at is not None:
-                return Following(await subscribe(at))
+            # only a short catch-up: it reads every session's entries of the shard since
+            if at is not None and _ms(await hub.position(key)) - _ms(at) <= LIVE_CATCH_UP_MS:
+                sub = await subscribe(at)
+                # still there, so the catch-up read everything after it (a trim removes the
+                # oldest entries first); else the window moved past it meanwhile: replay
+                if await self._live_entry_of(key, session_id, at, None):
+                    return Following(sub)
+                sub.close()
         # Live entries from the copy of the newest durable event on (what came after it,
         # transient events included), else from now; the caller skips copies it replayed.
         after = await self._copy_of(key, session_id, newest) if newest else None
@@ -103,7 +113,9 @@ class LiveOps(TenantBase):
             return None
         ms = int(created)
         with store_errors("follow live events"):
-            rows = await self._s.redis.xrange(key, min=f"{max(ms - 1, 0)}-0", count=1000)
+            rows = await self._s.redis.xrange(
+                key, min=f"{max(ms - 1, 0)}-0", max=f"{ms + START_SLACK_MS}", count=1000
+            )
         for entry_id, fields in rows:
             if fields.get("s") == session_id and of_incarnation(fields, incarnation):
                 if fields.get("e", "").startswith(EventType.SESSION_START.value):
@@ -159,6 +171,10 @@ class LiveOps(TenantBase):
             for i, f in rows
             if f.get("s") == session_id and of_incarnation(f, incarnation)
         ]
+
+
+def _ms(entry_id: str) -> int:
+    return int(entry_id.partition("-")[0])
 
 
 def entry_event(live_id: str, fields: dict[str, str]) -> Event:

@@ -83,8 +83,11 @@ async def stream_events(
 
     The ``id:`` of a live event is ``L<live id>``: it resumes there while the live window
     still holds it. A history id (what events replayed from history carry, and every durable
-    event's ``id``) replays the durable history after it, then follows live events. Anything
-    older gets a ``session.resync`` event (re-read the history), then live events from now."""
+    event's ``id``), or none, resumes after that event: on a single Redis, when the live window
+    holds the event's copy from the last few seconds, from there (the transient events since
+    included); else the durable history after it is replayed, then live events follow.
+    Anything older gets a ``session.resync`` event (re-read the history), then live events
+    from now."""
     given = [v for v in (last_event_id, after) if v is not None]
     for value in given:
         validate_stream_id(value.removeprefix(LIVE_MARK))
