@@ -46,6 +46,7 @@ export const PAGE = 1000; // the service's largest page
 export const ITEMS_PAGE = 10_000; // the service's largest page of items
 export const ITEMS_BATCH = 1000; // the service's largest append
 const OVERLAP_KEPT = 1000; // ids of a catch-up kept to know the resumed stream's copies
+const KEPT_OUTCOMES = 256; // turn outcomes kept for a waiter that registers after they arrive
 export const DEFAULT_WAIT_MS = 60_000;
 
 export type EventHandler = (event: SessionEvent) => void | Promise<void>;
@@ -75,6 +76,16 @@ export interface ItemsQuery {
 }
 
 type Json = Record<string, unknown>;
+
+/** How the listener ends a wait: the event that ends the turn, an error, or `undefined` when it
+ * stopped before the turn ended (the waiter follows the rest on its own stream). */
+type Settled = { event: SessionEvent } | { error: unknown } | undefined;
+
+interface Waiter {
+  /** The listener that settles it. */
+  listener: AbortController;
+  settle: (settled: Settled) => void;
+}
 
 /** The URL path of a session; ids that cannot be a path segment are refused before sending. */
 export function sessionPath(sessionId: string): string {
@@ -120,6 +131,13 @@ export function answers(event: SessionEvent, messageId: string): boolean {
   return event.type === "abort" && compareIds(event.id, messageId) > 0;
 }
 
+function deletedWhileWaiting(sessionId: string): SessionNotFoundError {
+  return new SessionNotFoundError(404, {
+    title: "Session not found",
+    detail: `session ${JSON.stringify(sessionId)} was deleted while waiting`,
+  });
+}
+
 export class Session {
   readonly sessionId: string;
   /** The metadata as last fetched (`refresh()` fetches it again). */
@@ -128,6 +146,12 @@ export class Session {
   private cursor: string | undefined;
   private readonly handlers = new Set<{ type: string | undefined; handler: EventHandler }>();
   private listener: AbortController | undefined;
+  // turns awaited through the listener, by message id; the turn outcomes it delivered that no
+  // waiter took yet (the reply can beat the send's own response), by reply_to, oldest first;
+  // and the last abort it delivered
+  private readonly waiters = new Map<string, Waiter>();
+  private readonly outcomes = new Map<string, SessionEvent>();
+  private lastAbort: SessionEvent | undefined;
 
   /** @internal Made by `SessionClient`. */
   constructor(
@@ -204,23 +228,31 @@ export class Session {
   /** Send a message and wait for the `assistant.message` event answering it (its
    * `data.content` is the reply). Rejects with `APITimeoutError` when `timeout` ms pass, the
    * send included, with `TurnError` when the turn fails or is aborted, with
-   * `SessionNotFoundError` when the session is deleted meanwhile. */
+   * `SessionNotFoundError` when the session is deleted meanwhile.
+   *
+   * While `on()` handlers are registered, the handle's listener settles the wait once the
+   * handlers have had the event that ends the turn (and so every delta before it): after it
+   * resolves, nothing of the turn is still on its way to them. Should the listener stop first
+   * (`destroy()`, the last handler unsubscribed), the wait goes on over a stream of its own
+   * from the message on; should it fail, the wait rejects with its error. Without handlers the
+   * wait follows a stream of its own. */
   async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
     const prompt = promptOf(options);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
     let messageId: string | undefined;
     try {
+      // a listener that runs from before the send delivers the answer; one started meanwhile
+      // may start past it (another stream of the handle moved the cursor on)
+      const listener = this.listener;
       messageId = await this.post(prompt, newKey(), controller.signal);
+      const settled = listener ? await this.settledBy(listener, messageId, controller.signal) : undefined;
+      if (settled && "event" in settled) return turnOutcome(messageId, settled.event);
+      if (settled) throw settled.error;
       const events = followEvents(this.http, this.path, { after: messageId, signal: controller.signal });
       for await (const event of this.delivered(events, messageId)) {
         if (answers(event, messageId)) return turnOutcome(messageId, event);
-        if (ENDING_TYPES.has(event.type)) {
-          throw new SessionNotFoundError(404, {
-            title: "Session not found",
-            detail: `session ${JSON.stringify(this.sessionId)} was deleted while waiting`,
-          });
-        }
+        if (ENDING_TYPES.has(event.type)) throw deletedWhileWaiting(this.sessionId);
       }
     } catch (error) {
       // the send (or a read) cut short by the timeout: the abort's own error, not the client's
@@ -231,6 +263,72 @@ export class Session {
     throw new APITimeoutError(
       `no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId ?? "(unsent)"} within ${timeout} ms`,
     );
+  }
+
+  /** How `listener` ends the turn of `messageId`: with what it delivered already (before the
+   * send returned the id), or when it delivers the answer; `undefined` when it stopped. */
+  private settledBy(listener: AbortController, messageId: string, signal: AbortSignal): Promise<Settled> {
+    const kept = this.outcomes.get(messageId);
+    if (kept) {
+      this.outcomes.delete(messageId);
+      return Promise.resolve({ event: kept });
+    }
+    if (this.lastAbort && answers(this.lastAbort, messageId)) return Promise.resolve({ event: this.lastAbort });
+    if (this.listener !== listener) return Promise.resolve(undefined);
+    return new Promise<Settled>((resolve, reject) => {
+      const timedOut = (): void => {
+        this.waiters.delete(messageId);
+        reject(signal.reason);
+      };
+      if (signal.aborted) return timedOut();
+      signal.addEventListener("abort", timedOut, { once: true });
+      this.waiters.set(messageId, {
+        listener,
+        settle: (settled) => {
+          signal.removeEventListener("abort", timedOut);
+          resolve(settled);
+        },
+      });
+    });
+  }
+
+  /** Hand an event the handlers had to the wait it ends (or keep it for a moment). */
+  private settle(listener: AbortController, event: SessionEvent): void {
+    if (event.type === "assistant.message" || event.type === "session.error") {
+      const replyTo = event.data.reply_to;
+      if (typeof replyTo !== "string") return;
+      const waiter = this.waiters.get(replyTo);
+      if (waiter?.listener === listener) {
+        this.waiters.delete(replyTo);
+        waiter.settle({ event });
+        return;
+      }
+      this.outcomes.delete(replyTo);
+      this.outcomes.set(replyTo, event);
+      for (const old of this.outcomes.keys()) {
+        if (this.outcomes.size <= KEPT_OUTCOMES) break;
+        this.outcomes.delete(old);
+      }
+    } else if (event.type === "abort") {
+      this.lastAbort = event;
+      for (const [messageId, waiter] of this.waiters) {
+        if (waiter.listener === listener && answers(event, messageId)) {
+          this.waiters.delete(messageId);
+          waiter.settle({ event });
+        }
+      }
+    } else if (ENDING_TYPES.has(event.type)) {
+      this.release(listener, { error: deletedWhileWaiting(this.sessionId) });
+    }
+  }
+
+  /** End the waits `listener` was to settle, as it stops. */
+  private release(listener: AbortController, settled: Settled): void {
+    for (const [messageId, waiter] of this.waiters) {
+      if (waiter.listener !== listener) continue;
+      this.waiters.delete(messageId);
+      waiter.settle(settled);
+    }
   }
 
   /** Drop the pending turns; true when something was pending. */
@@ -279,9 +377,17 @@ export class Session {
               console.error(`event handler of session ${this.sessionId} failed:`, error);
             }
           }
+          // after the handlers: a wait ends once they have had the turn's last event
+          this.settle(controller, event);
         }
+        this.release(controller, undefined);
       } catch (error) {
-        if (!controller.signal.aborted) console.warn(`event listener of session ${this.sessionId} stopped:`, error);
+        if (controller.signal.aborted) {
+          this.release(controller, undefined);
+        } else {
+          console.warn(`event listener of session ${this.sessionId} stopped:`, error);
+          this.release(controller, { error });
+        }
       } finally {
         if (this.listener === controller) this.listener = undefined;
       }
@@ -289,8 +395,11 @@ export class Session {
   }
 
   private stopListening(): void {
-    this.listener?.abort();
+    const listener = this.listener;
     this.listener = undefined;
+    if (!listener) return;
+    listener.abort();
+    this.release(listener, undefined); // its waits go on over streams of their own
   }
 
   /** Whether a listener follows the session's events now. */

@@ -153,6 +153,27 @@ test("live events reach on() handlers, by type or all, until unsubscribed", asyn
   await session.destroy();
 });
 
+test("sendAndWait resolves after the handlers had every event of the turn: nothing lost to destroy()", async () => {
+  for (let round = 0; round < 20; round++) {
+    const session = await client.createSession({ streaming: true });
+    const deltas: string[] = [];
+    const messages: string[] = [];
+    session.on("assistant.message_delta", (event) => {
+      deltas.push(String(event.data.deltaContent));
+    });
+    session.on("assistant.message", (event) => {
+      messages.push(event.id);
+    });
+    const reply = await session.sendAndWait({ prompt: `round ${round}: stream every word of this to me` });
+    const [gotDeltas, gotMessages] = [deltas.join(""), [...messages]]; // before anything else can run
+    await session.destroy();
+    assert.ok(deltas.length > 3, `round ${round}`);
+    assert.equal(gotDeltas, reply.data.content, `round ${round}`);
+    assert.deepEqual(gotMessages, [reply.id], `round ${round}`);
+    await client.deleteSession(session.sessionId);
+  }
+});
+
 test("bad input is a typed error and stores nothing", async () => {
   for (const bad of ["has space", "-dash-first", "x".repeat(129), "a:b"]) {
     const error = await client.createSession({ sessionId: bad }).then(

@@ -7,10 +7,13 @@ import { test } from "node:test";
 
 import * as sessions from "redis-sessions-client";
 import {
+  APITimeoutError,
   type EventHandler,
   ProtocolError,
   RateLimitError,
   SessionClient,
+  SessionNotFoundError,
+  TurnError,
   ValidationError,
 } from "redis-sessions-client";
 
@@ -229,6 +232,144 @@ test("getItems reads the newest items page by page (10,000 at most), oldest firs
   assert.deepEqual(fetch.urls.map((url) => new URL(url).search), ["?limit=10000", `?limit=10000&before=${ids[2345]}`]);
   assert.deepEqual(await session.getItems({ limit: 10_001 }), stored.slice(-10_001));
   assert.deepEqual(await session.getItems({ limit: 3, before: ids[10] }), stored.slice(7, 10));
+});
+
+/** A service played by the test: a session, sends answered (with the next message id) when the
+ * test says, and event streams it writes to, or answers with an HTML page once `html` is set. */
+function scripted() {
+  const streams: Array<{ url: string; write: (id: string, type: string, data?: object) => void; end: () => void }> = [];
+  const sends: Array<() => string> = [];
+  const state = { html: false };
+  let messages = 0;
+  const stub = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const url = String(input);
+    const json = (body: unknown): Response =>
+      new Response(JSON.stringify(body), { headers: { "content-type": "application/json" } });
+    if (url.includes("/events/stream")) {
+      if (state.html) return new Response("<html>sign in</html>", { headers: { "content-type": "text/html" } });
+      let write!: (id: string, type: string, data?: object) => void;
+      let end!: () => void;
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          end = () => controller.close();
+          write = (id, type, data = {}) => {
+            const event = { id, type, data, timestamp: "2024-11-22T03:28:09Z" };
+            controller.enqueue(new TextEncoder().encode(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(event)}\n\n`));
+          };
+          init?.signal?.addEventListener("abort", () => controller.error(init.signal?.reason));
+        },
+      });
+      streams.push({ url, write, end });
+      return new Response(body, { headers: { "content-type": "text/event-stream" } });
+    }
+    if (url.endsWith("/messages") && init?.method === "POST") {
+      return new Promise((resolve) => sends.push(() => {
+        const id = `${++messages}0-0`;
+        resolve(json({ message_id: id }));
+        return id;
+      }));
+    }
+    return json(SESSION);
+  };
+  return { fetch: stub as typeof fetch, streams, sends, state };
+}
+
+const WAIT = 5_000; // ms a turn of the scripted service may take
+
+/** Until `check()` holds (a few seconds at most). */
+async function until(check: () => boolean): Promise<void> {
+  for (let tries = 0; !check(); tries++) {
+    assert.ok(tries < 2000, "waited in vain");
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+test("sendAndWait with handlers: the listener settles it, a reply that beat the send's answer included", async () => {
+  const service = scripted();
+  const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch: service.fetch }).createSession();
+  const seen: string[] = [];
+  session.on((event) => {
+    seen.push(event.type);
+  });
+  await until(() => service.streams.length === 1);
+  const [listener] = service.streams;
+  const replies = [session.sendAndWait("first", WAIT), session.sendAndWait("second", WAIT)];
+  await until(() => service.sends.length === 2);
+  // the second turn ends before its send is answered, the first after
+  assert.equal(service.sends[0]?.(), "10-0");
+  listener?.write("10-0", "user.message");
+  listener?.write("20-0", "user.message");
+  listener?.write("L1", "assistant.message_delta", { deltaContent: "two" });
+  listener?.write("21-0", "assistant.message", { reply_to: "20-0", content: "two" });
+  await until(() => seen.length === 4);
+  assert.equal(service.sends[1]?.(), "20-0");
+  listener?.write("22-0", "assistant.message", { reply_to: "10-0", content: "one" });
+  const [one, two] = await Promise.all(replies);
+  assert.equal(one?.data.content, "one");
+  assert.equal(two?.data.content, "two");
+  assert.deepEqual(seen, ["user.message", "user.message", "assistant.message_delta", "assistant.message", "assistant.message"]);
+  assert.equal(service.streams.length, 1); // no stream of their own
+
+  // an abort that beat the send's answer, then a deletion while waiting
+  const aborted = session.sendAndWait("third", WAIT).catch((e: unknown) => e);
+  await until(() => service.sends.length === 3);
+  listener?.write("31-0", "abort");
+  await until(() => seen.length === 6);
+  assert.equal(service.sends[2]?.(), "30-0");
+  const turnError = await aborted;
+  assert.ok(turnError instanceof TurnError && turnError.event.id === "31-0", String(turnError));
+  const deleted = session.sendAndWait("fourth", WAIT).catch((e: unknown) => e);
+  await until(() => service.sends.length === 4);
+  service.sends[3]?.();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  listener?.write("41-0", "session.deleted");
+  assert.ok((await deleted) instanceof SessionNotFoundError);
+  assert.equal(service.streams.length, 1);
+  await session.destroy();
+});
+
+test("sendAndWait with handlers: its timeout, and a listener that stops or fails while it waits", async () => {
+  const service = scripted();
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: service.fetch, maxRetries: 0 });
+  const session = await client.createSession();
+  session.on(() => undefined);
+  await until(() => service.streams.length === 1);
+  const late = session.sendAndWait("nobody answers", 50).catch((e: unknown) => e);
+  await until(() => service.sends.length === 1);
+  service.sends[0]?.();
+  const timedOut = await late;
+  assert.ok(timedOut instanceof APITimeoutError && timedOut.message.includes("10-0"), String(timedOut));
+
+  // torn down while waiting: the wait goes on over its own stream, from the message on
+  const waiting = session.sendAndWait("second", WAIT);
+  await until(() => service.sends.length === 2);
+  const second = service.sends[1]?.() ?? "";
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await session.destroy();
+  await until(() => service.streams.length === 2);
+  assert.match(service.streams[1]?.url ?? "", new RegExp(`after=${second}`));
+  service.streams[1]?.write("21-0", "assistant.message", { reply_to: second, content: "two" });
+  assert.equal((await waiting).data.content, "two");
+
+  // a listener that fails: its error, not a hang until the timeout
+  const again = await client.resumeSession("s1");
+  again.on(() => undefined);
+  await until(() => service.streams.length === 3);
+  const failing = again.sendAndWait("third", WAIT).catch((e: unknown) => e);
+  await until(() => service.sends.length === 3);
+  service.sends[2]?.();
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  service.state.html = true; // the stream drops, and where it is reopened answers a sign-in page
+  const warn = console.warn;
+  console.warn = () => undefined;
+  try {
+    service.streams[2]?.end();
+    assert.ok((await failing) instanceof ProtocolError);
+  } finally {
+    console.warn = warn;
+  }
+  assert.equal(again.listening, false);
+  await again.destroy();
 });
 
 test("the READMEs say what the code does: the error tree, and delta handlers that can fire", () => {
