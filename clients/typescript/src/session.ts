@@ -84,6 +84,8 @@ type Settled = { event: SessionEvent } | { error: unknown } | undefined;
 interface Waiter {
   /** The listener that settles it. */
   listener: AbortController;
+  /** The answer came: the handlers have it now; a timeout meanwhile ends the wait with it. */
+  arrived: (event: SessionEvent) => void;
   settle: (settled: Settled) => void;
 }
 
@@ -152,6 +154,9 @@ export class Session {
   private readonly waiters = new Map<string, Waiter>();
   private readonly outcomes = new Map<string, SessionEvent>();
   private lastAbort: SessionEvent | undefined;
+  private dispatching = 0; // events whose handlers are running now
+  // turn outcomes the handlers have now, by reply_to: what a wait that times out meanwhile ends with
+  private readonly arriving = new Map<string, SessionEvent>();
 
   /** @internal Made by `SessionClient`. */
   constructor(
@@ -234,8 +239,9 @@ export class Session {
    * handlers have had the event that ends the turn (and so every delta before it): after it
    * resolves, nothing of the turn is still on its way to them. Should the listener stop first
    * (`destroy()`, the last handler unsubscribed), the wait goes on over a stream of its own
-   * from the message on; should it fail, the wait rejects with its error. Without handlers the
-   * wait follows a stream of its own. */
+   * from the message on; should it fail, the wait rejects with its error. An answer that came
+   * in time is returned at the timeout even if the handlers still run. Without handlers, or
+   * when called while handlers run (from a handler), the wait follows a stream of its own. */
   async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
     const prompt = promptOf(options);
     const controller = new AbortController();
@@ -243,8 +249,10 @@ export class Session {
     let messageId: string | undefined;
     try {
       // a listener that runs from before the send delivers the answer; one started meanwhile
-      // may start past it (another stream of the handle moved the cursor on)
-      const listener = this.listener;
+      // may start past it (another stream of the handle moved the cursor on). A call made
+      // while handlers run (from a handler, most likely) cannot wait for the listener: it
+      // waits for that handler to return.
+      const listener = this.dispatching === 0 ? this.listener : undefined;
       messageId = await this.post(prompt, newKey(), controller.signal);
       const settled = listener ? await this.settledBy(listener, messageId, controller.signal) : undefined;
       if (settled && "event" in settled) return turnOutcome(messageId, settled.event);
@@ -276,20 +284,38 @@ export class Session {
     if (this.lastAbort && answers(this.lastAbort, messageId)) return Promise.resolve({ event: this.lastAbort });
     if (this.listener !== listener) return Promise.resolve(undefined);
     return new Promise<Settled>((resolve, reject) => {
+      let answer: SessionEvent | undefined;
       const timedOut = (): void => {
         this.waiters.delete(messageId);
-        reject(signal.reason);
+        // the answer came in time: slow handlers do not make it a timeout
+        answer ??= this.arriving.get(messageId);
+        if (answer) resolve({ event: answer });
+        else reject(signal.reason);
       };
       if (signal.aborted) return timedOut();
       signal.addEventListener("abort", timedOut, { once: true });
       this.waiters.set(messageId, {
         listener,
+        arrived: (event) => {
+          answer = event;
+        },
         settle: (settled) => {
           signal.removeEventListener("abort", timedOut);
           resolve(settled);
         },
       });
     });
+  }
+
+  /** Tell the waits `event` answers that it came (before the handlers have it). */
+  private arrive(listener: AbortController, event: SessionEvent): void {
+    const replyTo = event.data.reply_to;
+    if (typeof replyTo === "string" && (event.type === "assistant.message" || event.type === "session.error")) {
+      this.arriving.set(replyTo, event); // until the handlers are done with it
+    }
+    for (const [messageId, waiter] of this.waiters) {
+      if (waiter.listener === listener && answers(event, messageId)) waiter.arrived(event);
+    }
   }
 
   /** Hand an event the handlers had to the wait it ends (or keep it for a moment). */
@@ -369,15 +395,15 @@ export class Session {
       try {
         const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal });
         for await (const event of this.delivered(events, this.cursor)) {
-          for (const { type, handler } of [...this.handlers]) {
-            if (type !== undefined && type !== event.type) continue;
-            try {
-              await handler(event);
-            } catch (error) {
-              console.error(`event handler of session ${this.sessionId} failed:`, error);
-            }
+          this.arrive(controller, event);
+          this.dispatching += 1;
+          try {
+            await this.dispatch(event);
+          } finally {
+            this.dispatching -= 1;
           }
           // after the handlers: a wait ends once they have had the turn's last event
+          this.arriving.clear();
           this.settle(controller, event);
         }
         this.release(controller, undefined);
@@ -392,6 +418,18 @@ export class Session {
         if (this.listener === controller) this.listener = undefined;
       }
     })();
+  }
+
+  /** Run the handlers of `event`, one after the other; a failing one is logged. */
+  private async dispatch(event: SessionEvent): Promise<void> {
+    for (const { type, handler } of [...this.handlers]) {
+      if (type !== undefined && type !== event.type) continue;
+      try {
+        await handler(event);
+      } catch (error) {
+        console.error(`event handler of session ${this.sessionId} failed:`, error);
+      }
+    }
   }
 
   private stopListening(): void {

@@ -12,6 +12,7 @@ import {
   ProtocolError,
   RateLimitError,
   SessionClient,
+  type SessionEvent,
   SessionNotFoundError,
   TurnError,
   ValidationError,
@@ -370,6 +371,51 @@ test("sendAndWait with handlers: its timeout, and a listener that stops or fails
   }
   assert.equal(again.listening, false);
   await again.destroy();
+});
+
+test("sendAndWait with handlers: one called from a handler, and handlers slower than the timeout", async () => {
+  const service = scripted();
+  const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch: service.fetch }).createSession();
+  let followUp: Promise<SessionEvent> | undefined;
+  let release = (): void => undefined;
+  const gated = new Set(["30-0", "40-0"]); // their handlers are slower than the caller's timeout
+  const handled = new Set<string>();
+  session.on("assistant.message", async (event) => {
+    if (event.data.reply_to === "10-0") followUp = session.sendAndWait("follow-up", WAIT); // not awaited here
+    if (event.data.reply_to === "10-0") await followUp; // waits on a stream of its own
+    if (gated.has(String(event.data.reply_to))) {
+      await new Promise<void>((resolve) => (release = resolve));
+      handled.add(String(event.data.reply_to));
+    }
+  });
+  await until(() => service.streams.length === 1);
+  const [listener] = service.streams;
+  const first = session.sendAndWait("first", WAIT);
+  await until(() => service.sends.length === 1);
+  assert.equal(service.sends[0]?.(), "10-0");
+  listener?.write("11-0", "assistant.message", { reply_to: "10-0", content: "one" });
+  await until(() => service.sends.length === 2);
+  assert.equal(service.sends[1]?.(), "20-0");
+  await until(() => service.streams.length === 2); // the follow-up's own stream
+  assert.match(service.streams[1]?.url ?? "", /after=20-0/);
+  service.streams[1]?.write("21-0", "assistant.message", { reply_to: "20-0", content: "two" });
+  assert.equal((await first).data.content, "one");
+  assert.equal((await (followUp as Promise<SessionEvent>)).data.content, "two");
+
+  // the answer came in time, the handlers still run at the timeout: the answer, not a timeout
+  // (whether it came before or after the send's own answer)
+  for (const [early, id] of [[true, "30-0"], [false, "40-0"]] as const) {
+    const answer = session.sendAndWait("slow", 200);
+    await until(() => service.sends.length === (early ? 3 : 4));
+    if (early) listener?.write("31-0", "assistant.message", { reply_to: id, content: id });
+    assert.equal(service.sends.at(-1)?.(), id);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (!early) listener?.write("41-0", "assistant.message", { reply_to: id, content: id });
+    assert.equal((await answer).data.content, id);
+    release();
+    await until(() => handled.has(id)); // the listener is done with it
+  }
+  await session.destroy();
 });
 
 test("the READMEs say what the code does: the error tree, and delta handlers that can fire", () => {
