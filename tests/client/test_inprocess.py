@@ -184,6 +184,28 @@ async def test_handlers_get_live_events(client: SessionClient) -> None:
     assert listener.done() and session._listener is None
 
 
+async def test_send_and_wait_from_a_handler_gets_its_reply(client: SessionClient) -> None:
+    """A handler that sends a follow-up and waits for it: the handle's listener is running
+    that handler, so the follow-up waits over a stream of its own instead of on it."""
+    session = await client.create_session(session_id="chained")
+    follow_up: list[str] = []
+    done = asyncio.Event()
+
+    async def on_reply(event: Event) -> None:
+        if not follow_up:
+            follow_up.append("asked")
+            reply = await session.send_and_wait({"prompt": "and then?"}, timeout=10)
+            follow_up.append(reply.data["content"])
+            done.set()
+
+    session.on("assistant.message", on_reply)
+    first = await session.send_and_wait({"prompt": "first"}, timeout=10)
+    assert first.data["content"].startswith('You said: "first"')
+    await asyncio.wait_for(done.wait(), 10)
+    assert follow_up[1].startswith('You said: "and then?"')
+    await session.destroy()
+
+
 async def test_stop_closes_every_listener(transport: StreamingASGITransport, api_key: str) -> None:
     client = SessionClient(BASE_URL, api_key=api_key, transport=transport)
     await client.start()

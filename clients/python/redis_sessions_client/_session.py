@@ -13,6 +13,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -24,6 +25,7 @@ from redis_sessions_client._models import (
     Event,
     Message,
     SessionInfo,
+    ends_turn,
     id_key,
     turn_outcome,
 )
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("redis_sessions_client")
 Handler = Callable[[Event], Any]
 KEPT_OUTCOMES = 256  # turn outcomes kept for a waiter that registers after they arrive
+# the handle whose listener runs the current handler (the listener waits for it to return)
+_HANDLING: ContextVar[Session | None] = ContextVar("handling", default=None)
 
 
 class Session:
@@ -107,7 +111,9 @@ class Session:
         ``TurnError`` when the turn fails (``session.error``) or is aborted.
 
         The handle follows the session's events from its last seen event, so the reply cannot
-        be missed however fast it comes; the stream stays open for the next call."""
+        be missed however fast it comes; the stream stays open for the next call. Called from
+        one of this handle's ``on()`` handlers (which that stream waits on), it waits over a
+        stream of its own."""
         text = calls.prompt_of(options, prompt)
         self._keep_listening = True
         self._ensure_listener()
@@ -115,6 +121,8 @@ class Session:
         try:
             async with asyncio.timeout(timeout):
                 message_id = await self.send(text)
+                if _HANDLING.get() is self:  # from a handler: the listener waits for it
+                    return turn_outcome(message_id, await self._wait_alone(message_id))
                 return turn_outcome(message_id, await self._wait_for(message_id))
         except TimeoutError:
             raise TimeoutError(
@@ -136,6 +144,23 @@ class Session:
         self._waiters[message_id] = future
         self._ensure_listener()
         return await future
+
+    async def _wait_alone(self, message_id: str) -> Event:
+        """``_wait_for`` over a stream of its own, from the message on: for a call made from a
+        handler, which the handle's listener waits on and so cannot deliver the answer."""
+        stream = EventStream(self._client, self._path, message_id)
+        try:
+            async with contextlib.aclosing(stream.events()) as events:
+                async for event in events:
+                    got = [event]
+                    if event.type == RESYNC:
+                        got = await self.get_events(after=message_id)
+                    for ev in got:
+                        if ends_turn(ev, message_id):
+                            return ev
+        finally:
+            await stream.aclose()
+        raise SessionNotFound(f"session {self.session_id!r} was deleted while waiting")
 
     def _settle(self, event: Event) -> None:
         """Hand a turn-ending event to whoever waits for it (or keep it for a moment)."""
@@ -230,6 +255,13 @@ class Session:
         self._delivery.caught_up(missed)
 
     async def _dispatch(self, event: Event) -> None:
+        token = _HANDLING.set(self)
+        try:
+            await self._run_handlers(event)
+        finally:
+            _HANDLING.reset(token)
+
+    async def _run_handlers(self, event: Event) -> None:
         for wanted, handler in list(self._handlers):
             if wanted is not None and wanted != event.type:
                 continue
