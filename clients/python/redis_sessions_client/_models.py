@@ -249,14 +249,6 @@ def turn_outcome(message_id: str, event: Event) -> Event:
     raise TurnError(f"the turn of message {message_id} was aborted", event=event)
 
 
-def ends_turn(event: Event, message_id: str) -> bool:
-    """Whether ``event`` ends the turn of the user message ``message_id``: its reply or its
-    error, or an abort after it."""
-    if event.type in ("assistant.message", "session.error"):
-        return event.data.get("reply_to") == message_id
-    return event.type == "abort" and id_key(event.id) > id_key(message_id)
-
-
 def id_key(event_id: str) -> tuple[int, int]:
     """Order of an event id (``<ms>-<seq>``)."""
     ms, _, seq = event_id.partition("-")

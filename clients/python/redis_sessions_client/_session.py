@@ -25,7 +25,7 @@ from redis_sessions_client._models import (
     Event,
     Message,
     SessionInfo,
-    ends_turn,
+    answers,
     id_key,
     turn_outcome,
 )
@@ -156,7 +156,7 @@ class Session:
                     if event.type == RESYNC:
                         got = await self.get_events(after=message_id)
                     for ev in got:
-                        if ends_turn(ev, message_id):
+                        if answers(ev, message_id):
                             return ev
         finally:
             await stream.aclose()
