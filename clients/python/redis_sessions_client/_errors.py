@@ -116,6 +116,23 @@ def answered_by(response: httpx.Response) -> str:
         return "the session service"
 
 
+def unexpected_answer(
+    response: httpx.Response, head: bytes, what: str, title: str
+) -> ProtocolError:
+    """The error for a success the API never gives (``what`` says how, ``head`` is its body's
+    start): a misrouted proxy or a login page answers with HTML, and trying again would not
+    change that."""
+    content_type = response.headers.get("content-type", "")
+    preview = head[:120].decode("utf-8", "replace").strip()
+    return ProtocolError(
+        f"{answered_by(response)} answered {response.status_code} with Content-Type "
+        f"{content_type or '(none)'!r}{what}: is the base URL the session service's, and does "
+        f"no proxy rewrite it? (body starts: {preview!r})",
+        status_code=response.status_code,
+        title=title,
+    )
+
+
 def error_from_response(response: httpx.Response) -> SessionError:
     """The client error for a 3xx, 4xx or 5xx ``response`` (whose body has been read)."""
     status = response.status_code

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from redis_sessions_client._errors import ProtocolError, ValidationError, answered_by
+from redis_sessions_client._errors import ValidationError, unexpected_answer
 
 _loads: Callable[[bytes], Any]
 try:  # optional (the ``fast`` extra, and the adapters' extras): pages parse in half the time
@@ -242,12 +242,6 @@ def body_of(response: httpx.Response) -> Any:
     try:
         return _loads(response.content)
     except ValueError:
-        content_type = response.headers.get("content-type", "")
-        preview = response.content[:120].decode("utf-8", "replace").strip()
-        raise ProtocolError(
-            f"{answered_by(response)} answered {response.status_code} with Content-Type "
-            f"{content_type or '(none)'!r} and a body that is not JSON: is the base URL the "
-            f"session service's, and does no proxy rewrite it? (body starts: {preview!r})",
-            status_code=response.status_code,
-            title="Not JSON",
+        raise unexpected_answer(
+            response, response.content, " and a body that is not JSON", "Not JSON"
         ) from None

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from redis_sessions_client._errors import ProtocolError
+from redis_sessions_client._errors import ProtocolError, unexpected_answer
 from redis_sessions_client._models import Event, id_key, parse_time
 
 MEDIA_TYPE = "text/event-stream"
@@ -154,18 +154,9 @@ def is_event_stream(response: httpx.Response) -> bool:
 
 
 def not_an_event_stream(response: httpx.Response, head: bytes) -> ProtocolError:
-    """The error for a success that is not an event stream (``head``: its first bytes). A
-    misrouted proxy or a login page answers 200 with HTML: following it would yield no events,
-    and reconnecting would not change that."""
-    content_type = response.headers.get("content-type", "")
-    preview = head[:120].decode("utf-8", "replace").strip()
-    return ProtocolError(
-        f"{response.request.url} answered {response.status_code} with Content-Type "
-        f"{content_type or '(none)'!r}, not {MEDIA_TYPE}: is the base URL the session "
-        f"service's, and does no proxy rewrite it? (body starts: {preview!r})",
-        status_code=response.status_code,
-        title="Not an event stream",
-    )
+    """The error for a success that is not an event stream (``head``: its first bytes):
+    following it would yield no events, and reconnecting would not change that."""
+    return unexpected_answer(response, head, f", not {MEDIA_TYPE}", "Not an event stream")
 
 
 def event_from_sse(event_type: str, data: str, sse_id: str) -> Event:
