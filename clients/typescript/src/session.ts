@@ -84,8 +84,6 @@ type Settled = { event: SessionEvent } | { error: unknown } | undefined;
 interface Waiter {
   /** The listener that settles it. */
   listener: AbortController;
-  /** The answer came: the handlers have it now; a timeout meanwhile ends the wait with it. */
-  arrived: (event: SessionEvent) => void;
   settle: (settled: Settled) => void;
 }
 
@@ -155,8 +153,7 @@ export class Session {
   private readonly outcomes = new Map<string, SessionEvent>();
   private lastAbort: SessionEvent | undefined;
   private dispatching = 0; // events whose handlers are running now
-  // turn outcomes the handlers have now, by reply_to: what a wait that times out meanwhile ends with
-  private readonly arriving = new Map<string, SessionEvent>();
+  private handling: SessionEvent | undefined; // the event the listener's handlers have now
 
   /** @internal Made by `SessionClient`. */
   constructor(
@@ -284,38 +281,23 @@ export class Session {
     if (this.lastAbort && answers(this.lastAbort, messageId)) return Promise.resolve({ event: this.lastAbort });
     if (this.listener !== listener) return Promise.resolve(undefined);
     return new Promise<Settled>((resolve, reject) => {
-      let answer: SessionEvent | undefined;
       const timedOut = (): void => {
         this.waiters.delete(messageId);
         // the answer came in time: slow handlers do not make it a timeout
-        answer ??= this.arriving.get(messageId);
-        if (answer) resolve({ event: answer });
+        const answer = this.handling;
+        if (answer && answers(answer, messageId)) resolve({ event: answer });
         else reject(signal.reason);
       };
       if (signal.aborted) return timedOut();
       signal.addEventListener("abort", timedOut, { once: true });
       this.waiters.set(messageId, {
         listener,
-        arrived: (event) => {
-          answer = event;
-        },
         settle: (settled) => {
           signal.removeEventListener("abort", timedOut);
           resolve(settled);
         },
       });
     });
-  }
-
-  /** Tell the waits `event` answers that it came (before the handlers have it). */
-  private arrive(listener: AbortController, event: SessionEvent): void {
-    const replyTo = event.data.reply_to;
-    if (typeof replyTo === "string" && (event.type === "assistant.message" || event.type === "session.error")) {
-      this.arriving.set(replyTo, event); // until the handlers are done with it
-    }
-    for (const [messageId, waiter] of this.waiters) {
-      if (waiter.listener === listener && answers(event, messageId)) waiter.arrived(event);
-    }
   }
 
   /** Hand an event the handlers had to the wait it ends (or keep it for a moment). */
@@ -395,15 +377,15 @@ export class Session {
       try {
         const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal });
         for await (const event of this.delivered(events, this.cursor)) {
-          this.arrive(controller, event);
           this.dispatching += 1;
+          this.handling = event;
           try {
             await this.dispatch(event);
           } finally {
             this.dispatching -= 1;
+            this.handling = undefined;
           }
           // after the handlers: a wait ends once they have had the turn's last event
-          this.arriving.clear();
           this.settle(controller, event);
         }
         this.release(controller, undefined);
