@@ -307,3 +307,44 @@ async def test_a_page_or_redirect_in_place_of_the_api_is_a_protocol_error(answer
     finally:
         server.close()
     assert len(served) == 2
+
+
+async def test_a_retry_cut_short_by_the_deadline_fails_with_the_last_answer() -> None:
+    """The first try is answered 503, the retry never is: at the deadline both clients raise
+    the service's 503, not a bare "cannot reach"."""
+    unavailable = b'{"title":"Store unavailable","status":503}'
+    served: list[bytes] = []
+    held: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(await reader.readuntil(b"\r\n\r\n"))
+        if len(served) % 2 == 0:
+            held.append(writer)  # the retry: read, never answered
+            return
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(unavailable), unavailable)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with SessionClient(url, api_key="k", deadline=0.5) as client:
+            with pytest.raises(ServerError, match="Store unavailable") as info:
+                await client.list_sessions()
+        assert info.value.status_code == 503 and len(served) == 2
+
+        def sync_call() -> None:
+            with SyncSessionClient(url, api_key="k", deadline=0.5) as sync:
+                with pytest.raises(ServerError, match="Store unavailable") as info:
+                    sync.get_session_metadata("s1")
+                assert info.value.status_code == 503
+
+        await asyncio.to_thread(sync_call)
+        assert len(served) == 4
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()

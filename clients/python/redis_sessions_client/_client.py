@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from redis_sessions_client import _requests as calls
-from redis_sessions_client._errors import ServerError, error_from_response, is_quota
+from redis_sessions_client._errors import error_from_response, gave_up, is_quota
 from redis_sessions_client._lean import LeanHttp, usable
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
@@ -188,6 +188,7 @@ class SessionClient:
         attempts = Attempts(
             repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
         )
+        answered: httpx.Response | None = None  # the error answer being retried
         while True:
             per_try = attempts.timeout(self.timeout)
             try:
@@ -206,9 +207,9 @@ class SessionClient:
             except httpx.TransportError as exc:
                 wait = attempts.after_error(exc)
                 if wait is None:
-                    raise ServerError(
-                        f"cannot reach the session service at {self.base_url}: {exc!r}"
-                    ) from exc
+                    # a retry cut short by the deadline fails with the service's last answer
+                    last = answered if attempts.expired() else None
+                    raise gave_up(self.base_url, exc, last) from exc
                 await asyncio.sleep(wait)
                 continue
             if response.status_code < 300:
@@ -219,4 +220,5 @@ class SessionClient:
             wait = attempts.after_status(response.status_code, response.headers)
             if wait is None or is_quota(response):
                 raise error_from_response(response)
+            answered = response
             await asyncio.sleep(wait)

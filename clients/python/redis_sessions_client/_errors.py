@@ -133,6 +133,14 @@ def unexpected_answer(
     )
 
 
+def gave_up(base_url: str, exc: Exception, answered: httpx.Response | None) -> SessionError:
+    """The error of a call whose last try failed in transit with ``exc``: the service's own
+    last answer when a retry of it was cut short by the deadline, else unreachable."""
+    if answered is not None:
+        return error_from_response(answered)
+    return ServerError(f"cannot reach the session service at {base_url}: {exc!r}")
+
+
 def error_from_response(response: httpx.Response) -> SessionError:
     """The client error for a 3xx, 4xx or 5xx ``response`` (whose body has been read)."""
     status = response.status_code

@@ -9,7 +9,8 @@
   full quota's 429 (``"limit": "sessions"`` or ``"bookmarks"``): it lasts until a delete.
 - The wait is ``Retry-After`` when the answer carries one, else exponential backoff with jitter.
 - Every call has an overall deadline: no try starts, and no wait is begun, that would end after
-  it. ``max_retries`` bounds the number of retries as well.
+  it. ``max_retries`` bounds the number of retries as well. A retry the deadline cuts short
+  fails with the service's last answer, not a bare timeout.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from redis_sessions_client._client import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
 )
-from redis_sessions_client._errors import ServerError, error_from_response, is_quota
+from redis_sessions_client._errors import error_from_response, gave_up, is_quota
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
 from redis_sessions_client._retry import Attempts
@@ -150,6 +150,7 @@ class SyncSessionClient:
         attempts = Attempts(
             repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
         )
+        answered: httpx.Response | None = None  # the error answer being retried
         while True:
             per_try = attempts.timeout(self.timeout)
             try:
@@ -157,9 +158,9 @@ class SyncSessionClient:
             except httpx.TransportError as exc:
                 wait = attempts.after_error(exc)
                 if wait is None:
-                    raise ServerError(
-                        f"cannot reach the session service at {self.base_url}: {exc!r}"
-                    ) from exc
+                    # a retry cut short by the deadline fails with the service's last answer
+                    last = answered if attempts.expired() else None
+                    raise gave_up(self.base_url, exc, last) from exc
                 time.sleep(wait)
                 continue
             if response.status_code < 300:
@@ -170,4 +171,5 @@ class SyncSessionClient:
             wait = attempts.after_status(response.status_code, response.headers)
             if wait is None or is_quota(response):
                 raise error_from_response(response)
+            answered = response
             time.sleep(wait)

@@ -132,6 +132,7 @@ export class Http {
       ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
     };
     const url = this.url(call.path, call.query);
+    let answered: Error | undefined; // the error the service last answered, while retrying it
     for (;;) {
       const controller = new AbortController();
       const onAbort = (): void => controller.abort(signal?.reason);
@@ -144,7 +145,11 @@ export class Http {
         } catch (error) {
           if (signal?.aborted) throw signal.reason;
           const wait = attempts.afterError(error);
-          if (wait === undefined) throw this.unreachable(error, controller.signal.reason, attempts);
+          if (wait === undefined) {
+            // a retry cut short by the deadline: the service's own last answer says more
+            if (answered && attempts.expired()) throw answered;
+            throw this.unreachable(error, controller.signal.reason, attempts);
+          }
           await sleep(wait, signal);
           continue;
         }
@@ -156,9 +161,8 @@ export class Http {
           return { status: response.status, headers: response.headers, body };
         }
         const wait = attempts.afterStatus(response.status, response.headers);
-        if (wait === undefined || isQuota(response.status, text)) {
-          throw errorFromResponse(response.status, response.headers, text);
-        }
+        answered = errorFromResponse(response.status, response.headers, text);
+        if (wait === undefined || isQuota(response.status, text)) throw answered;
         await sleep(wait, signal);
       } finally {
         clearTimeout(timer);

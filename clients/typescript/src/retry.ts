@@ -10,7 +10,8 @@
  *   full quota's 429 (`"limit": "sessions"` or `"bookmarks"`): it lasts until a delete.
  * - The wait is `Retry-After` when the answer carries one, else exponential backoff with jitter.
  * - Every call has an overall deadline: no try starts, and no wait begins, that would end after
- *   it. `maxRetries` bounds the retries as well.
+ *   it. `maxRetries` bounds the retries as well. A retry the deadline cuts short fails with the
+ *   service's last answer, not a bare timeout.
  */
 
 import { retryAfterSeconds } from "./errors.js";

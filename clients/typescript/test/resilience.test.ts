@@ -189,6 +189,14 @@ test("retries stop at the call's deadline", async () => {
   assert.ok(Date.now() - started < 2_000);
   assert.ok(proxy.seen.length > 1 && proxy.seen.length < 50, String(proxy.seen.length));
 
+  // a retry the deadline cuts short: the call fails with the service's last answer, its 503
+  const heldFrom = proxy.seen.length;
+  proxy.hold = () => proxy.seen.length > heldFrom;
+  const cut = await client.listSessions().catch((e: unknown) => e);
+  assert.ok(cut instanceof InternalServerError && cut.status === 503, String(cut));
+  assert.equal(proxy.seen[heldFrom + 1]?.status, 0); // the held retry
+  proxy.hold = () => false;
+
   const waiting = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey });
   const session = await waiting.createSession({ sessionId: "deadline" });
   await session.abort(); // nothing pending: false, but the call works
