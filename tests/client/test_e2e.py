@@ -365,3 +365,44 @@ async def test_a_listener_past_the_live_window_catches_up_from_the_history(
         assert [t for t, _ in messages] == ["user.message", "assistant.message"] * 3, messages
         assert len({i for _, i in messages}) == 6, messages  # none handed on twice
         assert "session.resync" not in [t for t, _ in collected.events]
+
+
+class BehindTheWindow(httpx.HTTPTransport):
+    """The real transport, except that the first event stream, once the turn it waits on has
+    ended, asks from a live id the window no longer holds (as after a long outage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rewritten = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events/stream") and not self.rewritten:
+            self.rewritten += 1
+            after = request.url.params["after"]
+            listing = request.url.copy_with(path=request.url.path.removesuffix("/stream"))
+            for _ in range(200):
+                page = super().handle_request(
+                    httpx.Request("GET", listing, headers=request.headers)
+                )
+                page.read()
+                if any(
+                    e["data"].get("reply_to") == after for e in json.loads(page.content)["data"]
+                ):
+                    break
+                threading.Event().wait(0.05)
+            request.url = request.url.copy_set_param("after", STALE_CURSOR)
+            request.headers["Last-Event-ID"] = STALE_CURSOR
+        return super().handle_request(request)
+
+
+def test_send_and_wait_finds_a_reply_missed_behind_the_live_window(
+    service: Service, api_key: str
+) -> None:
+    """The sync client's wait resumes past the live window after the reply was stored: the
+    service says ``session.resync``, and the wait finds the reply in the history."""
+    transport = BehindTheWindow()
+    with SyncSessionClient(service.url, api_key=api_key, transport=transport) as client:
+        session = client.create_session({"session_id": "gap-sync", "model": "dev-echo"})
+        reply = session.send_and_wait("anyone there?", timeout=10)
+        assert transport.rewritten == 1
+        assert reply.type == "assistant.message" and "anyone there?" in reply.data["content"]

@@ -107,9 +107,13 @@ class SyncSession:
         stream = SyncEventStream(self._client, self._path, message_id, until=until)
         try:
             for event in stream.events():
-                self._saw(event.id)
-                if answers(event, message_id):
-                    return turn_outcome(message_id, event)
+                # after a resync (the stream could not resume where it dropped) the answer may
+                # be in the gap: the history after the message holds it
+                got = self.get_events(after=message_id) if event.type == RESYNC else [event]
+                for each in got:
+                    self._saw(each.id)
+                    if answers(each, message_id):
+                        return turn_outcome(message_id, each)
                 if event.type in ENDING_TYPES:
                     break
         except TimeoutError:
