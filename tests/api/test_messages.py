@@ -201,6 +201,17 @@ async def test_events_page(client: httpx.AsyncClient, runtime: Runtime, acme: Te
         f"/v1/sessions/{sid}/events", params={"after": "not-an-id"}, headers=acme.headers
     )
     assert r.status_code == 422
+    r = await client.get(
+        f"/v1/sessions/{sid}/events", params={"live": "true"}, headers=acme.headers
+    )
+    assert [e["type"] for e in r.json()["data"]] == ["session.start"] + ["user.message"] * 4
+    for refused in ({"reverse": "true"}, {"after": events[0]["id"]}, {"before": events[1]["id"]}):
+        r = await client.get(
+            f"/v1/sessions/{sid}/events", params={"live": "true", **refused}, headers=acme.headers
+        )
+        assert r.status_code == 422, refused
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "do not apply with live" in r.json()["detail"]
     r = await client.get("/v1/sessions/nope/events", headers=acme.headers)
     assert r.status_code == 404
 

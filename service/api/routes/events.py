@@ -16,7 +16,7 @@ from service.api.deps import KeyDep, MetricsDep, RuntimeDep, StateDep, StoreDep,
 from service.api.params import EventIdQuery, SessionId, StreamCursorQuery, StreamLastEventId
 from service.api.routes import V1
 from service.api.schemas import EventList
-from service.errors import SessionNotFound
+from service.errors import InvalidInput, SessionNotFound
 from service.ids import validate_stream_id
 from service.store.live import LIVE_MARK
 
@@ -36,7 +36,7 @@ async def get_events(
         Query(
             description="Read the live window instead: recent transient events and copies "
             "of durable ones, oldest first (at most ``limit``; ``after``, ``before`` and "
-            "``reverse`` do not apply)"
+            "``reverse`` do not apply, and are refused with it)"
         ),
     ] = False,
 ) -> Response:
@@ -46,6 +46,8 @@ async def get_events(
         if value is not None:
             validate_stream_id(value)  # checked whatever is read
     if live:
+        if after is not None or before is not None or reverse:
+            raise InvalidInput("after, before and reverse do not apply with live=true")
         events = (await store.live_events(session_id))[:limit]
         return Response(orjson.dumps({"data": events}), media_type="application/json")
     if before is not None and not validate_stream_id(before).strip("0-"):
