@@ -87,8 +87,10 @@ async def seed(
     labels: dict[str, str] | None = None,
     infinite: bool = False,
     ttl_seconds: int | None = None,
+    concurrency: int = 50,
 ) -> list[str]:
-    """``count`` sessions ``<prefix>000...`` with ``events`` messages each after the start."""
+    """``count`` sessions ``<prefix>000...`` with ``events`` messages each after the start,
+    ``concurrency`` at a time (1: each is modified after the one before, as their ids sort)."""
     ids = [f"{prefix}{i:03d}" for i in range(count)]
 
     async def one(sid: str) -> None:
@@ -109,8 +111,8 @@ async def seed(
                 ],
             )
 
-    for start in range(0, count, 50):
-        await asyncio.gather(*(one(sid) for sid in ids[start : start + 50]))
+    for start in range(0, count, concurrency):
+        await asyncio.gather(*(one(sid) for sid in ids[start : start + concurrency]))
     return ids
 
 

@@ -113,7 +113,7 @@ async def test_sessions_written_after_the_run_started_are_not_selected(
     store: Store, real_redis: Redis
 ) -> None:
     acme = store.tenant("acme")
-    await seed(acme, 3, events=0)
+    await seed(acme, 3, events=0, concurrency=1)
     start = await now_ms(real_redis)
     await asyncio.sleep(0.01)
     await seed(acme, 2, prefix="late", events=0)
@@ -140,7 +140,7 @@ async def test_dry_run_changes_nothing(store: Store, real_redis: Redis, tmp_path
 
 async def test_filters_limit_and_infinite(store: Store, real_redis: Redis) -> None:
     acme = store.tenant("acme")
-    await seed(acme, 4, prefix="a", labels={"team": "a"})
+    await seed(acme, 4, prefix="a", labels={"team": "a"}, concurrency=1)  # oldest first
     await seed(acme, 4, prefix="b", labels={"team": "b"})
     await seed(acme, 2, prefix="ia", labels={"team": "a"}, infinite=True)
     later = await now_ms(real_redis) + 2 * HOUR_MS
