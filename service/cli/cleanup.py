@@ -157,9 +157,7 @@ async def select(
 ) -> tuple[list[str], list[Candidate]]:
     """Phase one: the tenants searched and the sessions selected, in processing order."""
     async with open_runtime(settings) as runtime:
-        tenants, unknown = await tenant_ids(runtime, args.tenant)
-        for tenant in unknown:
-            print(f"note: tenant {tenant!r} is not registered; cleaning its data", file=sys.stderr)
+        tenants = await tenant_ids(runtime, args.tenant, "cleaning")
         candidates: list[Candidate] = []
         with stop_on_signals(stop):
             now = await server_time_ms(runtime.store)

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 async def reindex(args: argparse.Namespace, settings: Settings) -> int:
     rows: list[dict[str, Any]] = []
     async with open_runtime(settings) as runtime:
-        tenants, _ = await tenant_ids(runtime, args.tenant)
+        tenants = await tenant_ids(runtime, args.tenant, "repairing")
         for tenant in tenants:
             ts = runtime.store.tenant(tenant)
 

@@ -26,6 +26,7 @@ from service.cli.support import (
     print_json,
     table,
     tenant_arg,
+    tenant_ids,
 )
 from service.config import Settings
 from service.errors import InvalidInput, SessionNotFound, StoreUnavailable
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, labels: dict[str, str]) -> int:
     async with open_runtime(settings) as runtime:
-        ts = runtime.store.tenant(args.tenant)
+        (tenant,) = await tenant_ids(runtime, [args.tenant])
+        ts = runtime.store.tenant(tenant)
         if args.action == "list":
             return await list_sessions(ts, labels, args.limit, args.json)
         if args.action == "show":

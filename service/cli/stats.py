@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def stats(args: argparse.Namespace, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
-        tenants, _ = await tenant_ids(runtime, args.tenant)
+        tenants = await tenant_ids(runtime, args.tenant)
         rows = [await tenant_stats(runtime.store.tenant(t), args.sample) for t in tenants]
     if args.json:
         print_json({"tenants": rows, "memory_is_estimate": True})

@@ -90,14 +90,18 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await runtime.close()
 
 
-async def tenant_ids(runtime: Runtime, named: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The tenants to work on (``named``, or every registered tenant) and the named ones that are
-    not registered (their data is still reachable, e.g. after a tenant was removed)."""
+async def tenant_ids(runtime: Runtime, named: Sequence[str], doing: str = "reading") -> list[str]:
+    """The tenants to work on: ``named``, or every registered tenant. A named one that is not
+    registered is still worked on (a removed tenant's data remains reachable), with a note on
+    stderr that says so (and shows a typo for what it is)."""
     registered = [t.id for t in await runtime.tenants.all()]
     if not named:
-        return registered, []
+        return registered
     chosen = list(dict.fromkeys(named))
-    return chosen, [t for t in chosen if t not in registered]
+    for tenant in chosen:
+        if tenant not in registered:
+            print(f"note: tenant {tenant!r} is not registered; {doing} its data", file=sys.stderr)
+    return chosen
 
 
 @contextmanager

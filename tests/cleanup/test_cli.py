@@ -207,13 +207,19 @@ def test_stats(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     seed_sync(cli_env, "acme", 10, events=4)
     seed_sync(cli_env, "acme", 2, prefix="inf", infinite=True, events=0)
     assert cli("stats", "--tenant", "acme", "--tenant", "globex", "--json") == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert captured.err == "note: tenant 'globex' is not registered; reading its data\n"
     acme, globex = out["tenants"]
     assert (acme["sessions"], acme["infinite_sessions"], acme["events"]) == (12, 2, 40)
     assert acme["memory_bytes_estimate"] > 0 and out["memory_is_estimate"] is True
     assert (globex["sessions"], globex["events"], globex["memory_sample_size"]) == (0, 0, 0)
     assert cli("stats") == 0
-    assert "estimate" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "estimate" in captured.out and "acme" in captured.out and not captured.err
+    # a typo lists nothing, and says why
+    assert cli("sessions", "list", "--tenant", "acmee") == 0
+    assert "tenant 'acmee' is not registered" in capsys.readouterr().err
 
 
 def wait_for_files(root: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
