@@ -317,8 +317,16 @@ def test_attempts_retry_what_may_be_repeated_until_the_deadline() -> None:
     clock.now += 5
     assert get.after_status(503, {"retry-after": "6"}) is None  # would end past the deadline
     assert get.timeout(30) == 5.0
+    # a try whose timeout the deadline cut: its timeout stands for the answer before it, when
+    # the call is repeatable or the try never left
+    timed_out = httpx.ReadTimeout("no answer")
+    assert get.cut and get.cut_short(timed_out) and not get.cut_short(httpx.ReadError("reset"))
+    assert not sent.cut_short(timed_out)  # its timeout was not cut
+    sent.timeout(30)
+    assert sent.cut and not sent.cut_short(timed_out)  # a create may have been done
+    assert sent.cut_short(httpx.ConnectTimeout("no connection"))
     clock.now += 5
-    assert get.expired() and get.after_status(503, {"retry-after": "0"}) is None
+    assert get.remaining() == 0 and get.after_status(503, {"retry-after": "0"}) is None
 
     bounded = Attempts(repeatable=True, max_retries=2, deadline=None, clock=clock)
     assert [bounded.after_status(503, {"retry-after": "0"}) for _ in range(3)] == [0, 0, None]

@@ -7,7 +7,8 @@ the real service rarely gives (503, 429, dropped connections) are scripted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -309,10 +310,10 @@ async def test_a_page_or_redirect_in_place_of_the_api_is_a_protocol_error(answer
     assert len(served) == 2
 
 
-async def test_a_retry_cut_short_by_the_deadline_fails_with_the_last_answer() -> None:
-    """The first try is answered 503, the retry never is: at the deadline both clients raise
-    the service's 503, not a bare "cannot reach"."""
-    unavailable = b'{"title":"Store unavailable","status":503}'
+@contextlib.asynccontextmanager
+async def answers_once(status: bytes, problem: bytes) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A server that answers every other request with ``status`` and ``problem`` and reads
+    the ones between, never answering them: (its URL, the request heads it read)."""
     served: list[bytes] = []
     held: list[asyncio.StreamWriter] = []
 
@@ -322,15 +323,26 @@ async def test_a_retry_cut_short_by_the_deadline_fails_with_the_last_answer() ->
             held.append(writer)  # the retry: read, never answered
             return
         writer.write(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(unavailable), unavailable)
+            b"HTTP/1.1 %s\r\nContent-Type: application/problem+json\r\nRetry-After: 0\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, len(problem), problem)
         )
         await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", served
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_a_retry_cut_short_by_the_deadline_fails_with_the_answer_it_retried() -> None:
+    """The first try is answered 503, the retry never is: at the deadline both clients raise
+    the service's 503, not a bare "cannot reach"."""
+    problem = b'{"title":"Store unavailable","status":503}'
+    async with answers_once(b"503 Service Unavailable", problem) as (url, served):
         async with SessionClient(url, api_key="k", deadline=0.5) as client:
             with pytest.raises(ServerError, match="Store unavailable") as info:
                 await client.list_sessions()
@@ -344,7 +356,25 @@ async def test_a_retry_cut_short_by_the_deadline_fails_with_the_last_answer() ->
 
         await asyncio.to_thread(sync_call)
         assert len(served) == 4
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
+
+
+async def test_a_create_whose_retry_may_have_been_done_is_not_reported_refused() -> None:
+    """A create answered 429 (refused before anything was done) is retried; that retry reaches
+    the service and gets no answer before the deadline: the create may have happened, so the
+    error is "cannot reach", not the 429 that says nothing was done."""
+    problem = b'{"title":"Too many requests","status":429}'
+    async with answers_once(b"429 Too Many Requests", problem) as (url, served):
+        async with SessionClient(url, api_key="k", deadline=0.5) as client:
+            with pytest.raises(ServerError, match="cannot reach") as info:
+                await client.create_session(session_id="s1")
+        assert not isinstance(info.value, RateLimited) and len(served) == 2
+
+        def sync_call() -> None:
+            with (
+                SyncSessionClient(url, api_key="k", deadline=0.5) as sync,
+                pytest.raises(ServerError, match="cannot reach"),
+            ):
+                sync.create_session(session_id="s1")
+
+        await asyncio.to_thread(sync_call)
+        assert len(served) == 4

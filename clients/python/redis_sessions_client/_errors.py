@@ -134,8 +134,8 @@ def unexpected_answer(
 
 
 def gave_up(base_url: str, exc: Exception, answered: httpx.Response | None) -> SessionError:
-    """The error of a call whose last try failed in transit with ``exc``: the service's own
-    last answer when a retry of it was cut short by the deadline, else unreachable."""
+    """The error of a call whose last try failed in transit with ``exc``: ``answered``, the
+    error answer that try retried, when given (see ``Attempts.cut_short``), else unreachable."""
     if answered is not None:
         return error_from_response(answered)
     return ServerError(f"cannot reach the session service at {base_url}: {exc!r}")

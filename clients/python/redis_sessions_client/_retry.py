@@ -9,8 +9,9 @@
   full quota's 429 (``"limit": "sessions"`` or ``"bookmarks"``): it lasts until a delete.
 - The wait is ``Retry-After`` when the answer carries one, else exponential backoff with jitter.
 - Every call has an overall deadline: no try starts, and no wait is begun, that would end after
-  it. ``max_retries`` bounds the number of retries as well. A retry the deadline cuts short
-  fails with the service's last answer, not a bare timeout.
+  it. ``max_retries`` bounds the number of retries as well. A retry of an error answer that the
+  deadline cuts short fails with that answer (its 503, say), not a bare timeout, unless the
+  retry may have been carried out.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Attempts:
         self.repeatable = repeatable
         self.max_retries = max_retries
         self.retries = 0
+        self.cut = False  # the last try's timeout was cut to the time left
         self._clock = clock
         self._ends = None if deadline is None else clock() + deadline
 
@@ -75,14 +77,18 @@ class Attempts:
         """Seconds left before the deadline (never below 0), None without a deadline."""
         return None if self._ends is None else max(0.0, self._ends - self._clock())
 
-    def expired(self) -> bool:
-        left = self.remaining()
-        return left is not None and left <= 0
-
     def timeout(self, per_try: float) -> float:
         """The timeout of the next try: ``per_try``, cut to the time left."""
         left = self.remaining()
+        self.cut = left is not None and left < per_try
         return per_try if left is None else max(0.001, min(per_try, left))
+
+    def cut_short(self, exc: Exception) -> bool:
+        """Whether ``exc`` timed out a try whose timeout the deadline cut, of a call that the
+        answer before it may stand for: a repeatable one, or one never sent (a try that may
+        have been carried out leaves the outcome unknown, which no earlier answer tells)."""
+        timed_out = isinstance(exc, httpx.TimeoutException)
+        return self.cut and timed_out and (self.repeatable or isinstance(exc, NOT_SENT))
 
     def after_error(self, exc: Exception) -> float | None:
         """The wait before the next try after a transport error; None: give up."""

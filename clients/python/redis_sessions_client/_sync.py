@@ -158,9 +158,10 @@ class SyncSessionClient:
             except httpx.TransportError as exc:
                 wait = attempts.after_error(exc)
                 if wait is None:
-                    # a retry cut short by the deadline fails with the service's last answer
-                    last = answered if attempts.expired() else None
+                    # a retry the deadline cut short fails with the answer it retried
+                    last = answered if attempts.cut_short(exc) else None
                     raise gave_up(self.base_url, exc, last) from exc
+                answered = None  # that answer is no longer the service's last
                 time.sleep(wait)
                 continue
             if response.status_code < 300:

@@ -132,7 +132,7 @@ export class Http {
       ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
     };
     const url = this.url(call.path, call.query);
-    let answered: Error | undefined; // the error the service last answered, while retrying it
+    let answered: Error | undefined; // the error answer being retried
     for (;;) {
       const controller = new AbortController();
       const onAbort = (): void => controller.abort(signal?.reason);
@@ -140,21 +140,24 @@ export class Http {
       const timer = setTimeout(() => controller.abort(new TryTimedOut()), attempts.timeout(this.timeout));
       try {
         let response: Response;
+        let text = "";
         try {
           response = await this.fetchImpl(url, { ...init, signal: controller.signal });
+          if (!(response.ok && stream)) text = await response.text(); // within the try's time
         } catch (error) {
           if (signal?.aborted) throw signal.reason;
           const wait = attempts.afterError(error);
           if (wait === undefined) {
-            // a retry cut short by the deadline: the service's own last answer says more
-            if (answered && attempts.expired()) throw answered;
-            throw this.unreachable(error, controller.signal.reason, attempts);
+            const timedOut = controller.signal.reason instanceof TryTimedOut;
+            // a retry the deadline cut short fails with the answer it retried
+            if (answered && attempts.cutShort(timedOut, error)) throw answered;
+            throw this.unreachable(error, timedOut, attempts);
           }
+          answered = undefined; // that answer is no longer the service's last
           await sleep(wait, signal);
           continue;
         }
         if (response.ok && stream) return response;
-        const text = await response.text();
         if (response.ok) {
           const body = parse(response, text);
           if (call.expect) expectShape(response, body, call.expect);
@@ -171,9 +174,9 @@ export class Http {
     }
   }
 
-  private unreachable(error: unknown, reason: unknown, attempts: Attempts): APIConnectionError {
-    if (reason instanceof TryTimedOut) {
-      const what = attempts.expired() ? "the call's deadline passed" : "a try timed out";
+  private unreachable(error: unknown, timedOut: boolean, attempts: Attempts): APIConnectionError {
+    if (timedOut) {
+      const what = attempts.cut ? "the call's deadline passed" : "a try timed out";
       return new APITimeoutError(`no answer from the session service at ${this.baseUrl}: ${what}`, { cause: error });
     }
     return new APIConnectionError(`cannot reach the session service at ${this.baseUrl}: ${String(error)}`, {

@@ -10,8 +10,9 @@
  *   full quota's 429 (`"limit": "sessions"` or `"bookmarks"`): it lasts until a delete.
  * - The wait is `Retry-After` when the answer carries one, else exponential backoff with jitter.
  * - Every call has an overall deadline: no try starts, and no wait begins, that would end after
- *   it. `maxRetries` bounds the retries as well. A retry the deadline cuts short fails with the
- *   service's last answer, not a bare timeout.
+ *   it. `maxRetries` bounds the retries as well. A retry of an error answer that the deadline cuts
+ *   short fails with that answer (its 503, say), not a bare timeout, unless the retry may have
+ *   been carried out.
  */
 
 import { retryAfterSeconds } from "./errors.js";
@@ -48,6 +49,8 @@ export interface RetryPolicy {
 /** The tries of one call: whether another may follow, after how long, and the time left. */
 export class Attempts {
   retries = 0;
+  /** The last try's timeout was cut to the time left. */
+  cut = false;
   private readonly ends: number | null;
 
   constructor(
@@ -63,15 +66,20 @@ export class Attempts {
     return this.ends === null ? null : Math.max(0, this.ends - this.clock());
   }
 
-  expired(): boolean {
-    const left = this.remaining();
-    return left !== null && left <= 0;
-  }
-
   /** The timeout of the next try: `perTry`, cut to the time left. */
   timeout(perTry: number): number {
     const left = this.remaining();
+    this.cut = left !== null && left < perTry;
     return left === null ? perTry : Math.max(1, Math.min(perTry, left));
+  }
+
+  /** Whether a try that timed out (`timedOut`) had its timeout cut by the deadline, in a call
+   * that the answer before it may stand for: a repeatable one, or one never sent (a try that
+   * may have been carried out leaves the outcome unknown, which no earlier answer tells). A
+   * timer may fire a moment before the clock reaches the deadline: this asks the cut, not the
+   * clock. */
+  cutShort(timedOut: boolean, error: unknown): boolean {
+    return this.cut && timedOut && (this.repeatable || neverSent(error));
   }
 
   /** The wait (ms) before the next try after a network failure; undefined: give up. */

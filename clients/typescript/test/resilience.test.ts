@@ -195,6 +195,15 @@ test("retries stop at the call's deadline", async () => {
   const cut = await client.listSessions().catch((e: unknown) => e);
   assert.ok(cut instanceof InternalServerError && cut.status === 503, String(cut));
   assert.equal(proxy.seen[heldFrom + 1]?.status, 0); // the held retry
+
+  // a create answered 429 (refused, nothing done) whose retry reaches the service and is never
+  // answered: the create may have happened, so the error is the timeout, not that 429
+  const createsFrom = proxy.seen.length;
+  proxy.fail = () => ({ status: 429, type: "application/problem+json", body: '{"title":"Slow down","status":429}' });
+  proxy.hold = () => proxy.seen.length > createsFrom;
+  const create = await client.createSession({ sessionId: "maybe" }).catch((e: unknown) => e);
+  assert.ok(create instanceof APITimeoutError, String(create));
+  assert.equal(proxy.seen.length, createsFrom + 2);
   proxy.hold = () => false;
 
   const waiting = new SessionClient({ baseUrl: server.url, apiKey: server.apiKey });

@@ -76,8 +76,16 @@ test("retry decisions: what may be repeated, Retry-After, the deadline", () => {
   now += 5000;
   assert.equal(get.afterStatus(503, new Headers({ "retry-after": "6" })), undefined);
   assert.equal(get.timeout(30_000), 5000);
+  // a try whose timeout the deadline cut: its timeout stands for the answer before it, when
+  // the call is repeatable or the try never left
+  const timedOut = new TypeError("fetch failed");
+  assert.ok(get.cut && get.cutShort(true, timedOut) && !get.cutShort(false, timedOut));
+  assert.ok(!create.cutShort(true, timedOut)); // its timeout was not cut
+  create.timeout(30_000);
+  assert.ok(create.cut && !create.cutShort(true, timedOut) && create.cutShort(true, refused));
   now += 5000;
-  assert.ok(get.expired());
+  assert.equal(get.remaining(), 0);
+  assert.equal(get.timeout(1), 1);
 
   const bounded = new Attempts(true, { maxRetries: 2, deadline: null }, clock);
   const zero = new Headers({ "retry-after": "0" });
