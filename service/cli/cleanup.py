@@ -157,7 +157,7 @@ async def select(
 ) -> tuple[list[str], list[Candidate]]:
     """Phase one: the tenants searched and the sessions selected, in processing order."""
     async with open_runtime(settings) as runtime:
-        tenants = await tenant_ids(runtime, args.tenant, "cleaning")
+        tenants = await tenant_ids(runtime, args.tenant)
         candidates: list[Candidate] = []
         with stop_on_signals(stop):
             now = await server_time_ms(runtime.store)

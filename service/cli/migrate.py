@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 async def migrate(args: argparse.Namespace, settings: Settings) -> int:
     rows = []
     async with open_runtime(settings) as runtime:
-        tenants = await tenant_ids(runtime, args.tenant, "migrating")
+        tenants = await tenant_ids(runtime, args.tenant)
         for tenant in tenants:
             ts = runtime.store.tenant(tenant)
             total = await ts.count_live()

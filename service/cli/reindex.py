@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 async def reindex(args: argparse.Namespace, settings: Settings) -> int:
     rows: list[dict[str, Any]] = []
     async with open_runtime(settings) as runtime:
-        tenants = await tenant_ids(runtime, args.tenant, "repairing")
+        tenants = await tenant_ids(runtime, args.tenant)
         for tenant in tenants:
             ts = runtime.store.tenant(tenant)
 

@@ -122,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, labels: dict[str, str]) -> int:
     async with open_runtime(settings) as runtime:
-        (tenant,) = await tenant_ids(runtime, [args.tenant])
-        ts = runtime.store.tenant(tenant)
+        if args.action != "delete" or args.yes:  # (confirm_delete has noted an unknown tenant)
+            await tenant_ids(runtime, [args.tenant])  # for its note on an unknown tenant
+        ts = runtime.store.tenant(args.tenant)
         if args.action == "list":
             return await list_sessions(ts, labels, args.limit, args.json)
         if args.action == "show":
@@ -220,6 +221,7 @@ def confirm_delete(args: argparse.Namespace, settings: Settings) -> bool:
 
     async def describe() -> SessionInfo:
         async with open_runtime(settings) as runtime:
+            await tenant_ids(runtime, [args.tenant])  # for its note on an unknown tenant
             return await runtime.store.tenant(args.tenant).get(args.session_id)
 
     info = asyncio.run(describe())

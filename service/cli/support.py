@@ -90,7 +90,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await runtime.close()
 
 
-async def tenant_ids(runtime: Runtime, named: Sequence[str], doing: str = "reading") -> list[str]:
+async def tenant_ids(runtime: Runtime, named: Sequence[str]) -> list[str]:
     """The tenants to work on: ``named``, or every registered tenant. A named one that is not
     registered is still worked on (a removed tenant's data remains reachable), with a note on
     stderr that says so (and shows a typo for what it is)."""
@@ -100,7 +100,10 @@ async def tenant_ids(runtime: Runtime, named: Sequence[str], doing: str = "readi
     chosen = list(dict.fromkeys(named))
     for tenant in chosen:
         if tenant not in registered:
-            print(f"note: tenant {tenant!r} is not registered; {doing} its data", file=sys.stderr)
+            print(
+                f"note: tenant {tenant!r} is not registered; going on with what Redis holds of it",
+                file=sys.stderr,
+            )
     return chosen
 
 

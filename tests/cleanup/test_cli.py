@@ -209,7 +209,7 @@ def test_stats(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("stats", "--tenant", "acme", "--tenant", "globex", "--json") == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    assert captured.err == "note: tenant 'globex' is not registered; reading its data\n"
+    assert captured.err.startswith("note: tenant 'globex' is not registered;")
     acme, globex = out["tenants"]
     assert (acme["sessions"], acme["infinite_sessions"], acme["events"]) == (12, 2, 40)
     assert acme["memory_bytes_estimate"] > 0 and out["memory_is_estimate"] is True
