@@ -47,6 +47,7 @@ TYPES = {code: f'"type":"{t}"' for t, code in CODES.items()}
 NAMES = {code: t for t, code in CODES.items()}
 _MESSAGE_CODES = {CODES[t]: role for t, role in MESSAGE_ROLES.items()}
 _DIGITS = "0123456789"
+LIVE_MARK = "L"  # a transient event's id, and the SSE cursor of a live entry: L<live id>
 
 
 @lru_cache(maxsize=4096)
@@ -182,13 +183,15 @@ def _split(item: str) -> tuple[str, str, str]:
 
 
 def live_event(live_id: str, history_id: str, body: str) -> Event:
-    """The envelope of a live entry: a durable event's copy keeps its history id."""
-    event_id = history_id or live_id
-    event: Event = orjson.loads(_envelope(event_id, timestamp_of(event_id), body))
+    """The envelope of a live entry (see ``live_json``)."""
+    event: Event = orjson.loads(live_json(live_id, history_id, body))
     return event
 
 
 def live_json(live_id: str, history_id: str, body: str) -> str:
-    """The envelope of a live entry as JSON text (what an SSE frame carries)."""
-    event_id = history_id or live_id
-    return _envelope(event_id, timestamp_of(event_id), body)
+    """The envelope of a live entry as JSON text (what an SSE frame carries): a durable event's
+    copy keeps its history id; a transient event's id is ``L<live id>``, its SSE cursor, which
+    no history id can equal (both are ``<ms>-<n>`` numbers from different counters)."""
+    if history_id:
+        return _envelope(history_id, timestamp_of(history_id), body)
+    return _envelope(LIVE_MARK + live_id, timestamp_of(live_id), body)

@@ -9,7 +9,7 @@ READ_HISTORY = r"""
 -- KEYS: meta, history, events (the earlier layout's stream).
 -- ARGV: after ('' = from the start), before ('' = to the end), limit, reverse (0|1).
 -- after/before are exclusive ids; any id is placed by order, (ms, n) compared as numbers, so an
--- id that names no item (an earlier layout's, a live event's) still bounds the page.
+-- id that names no item (an earlier layout's, a popped item's) still bounds the page.
 -- Returns {'ok', ordinal of the first item, item, ...} (items oldest first) | {'missing'} |
 -- {'legacy'} (convert the session first)
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end

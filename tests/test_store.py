@@ -514,7 +514,8 @@ async def test_a_session_made_again_under_its_id_sees_none_of_the_earlier_ones_l
     await acme._s.redis.hset(acme._session_keys("again").meta, "created", str(old_created))
     assert [e["type"] for e in await acme.live_events("again")] == ["session.start"]
     notify = asyncio.Event()
-    lost = await acme.follow("again", "L" + old_idle, notify)
+    assert old_idle.startswith("L")  # a transient event's id is its live cursor
+    lost = await acme.follow("again", old_idle, notify)
     try:
         assert lost.resync and lost.sub.take() == []
         notify.clear()

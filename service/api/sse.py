@@ -24,13 +24,13 @@ from typing import Any
 
 from service.api.shutdown import stopping
 from service.errors import LimitExceeded, ServiceError, Unauthorized
-from service.events import live_json
+from service.events import LIVE_MARK, live_json
 from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
 from service.logging import get_logger
 from service.metrics import Metrics
 from service.store import TenantStore
 from service.store.hub import Subscription
-from service.store.live import LIVE_MARK, START, Following, entry_parts
+from service.store.live import START, Following, entry_parts
 
 log = get_logger("service.api.sse")
 

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from service.connections import store_errors
-from service.events import live_event
+from service.events import LIVE_MARK, live_event
 from service.ids import validate_stream_id
 from service.models import Event, EventType
 from service.store.base import TenantBase, _missing
@@ -16,7 +16,6 @@ from service.store.hub import Entry, Subscription, incarnation_of, of_incarnatio
 START = "0-0"
 LIVE_CATCH_UP_MS = 5_000  # how far back a stream from a history position follows the live window
 START_SLACK_MS = 50  # how much later than its session's created ms a session.start is looked for
-LIVE_MARK = "L"  # an SSE cursor naming a live entry: L<live id>
 
 
 @dataclass
@@ -155,7 +154,7 @@ class LiveOps(TenantBase):
             )
         return bool(int(found))
 
-    async def live_events(self, session_id: str, *, after: str | None = None) -> list[Event]:
+    async def live_events(self, session_id: str) -> list[Event]:
         """What the live window still holds of the session (transient events and copies of
         durable ones), oldest first: for tests and inspection; clients follow the stream."""
         inc, created = await self.get_meta_fields(session_id, "inc", "created")
@@ -163,9 +162,8 @@ class LiveOps(TenantBase):
             raise _missing(session_id)
         incarnation = incarnation_of(inc, created)
         key = self._live_key(session_id)
-        start = "-" if after is None else "(" + validate_stream_id(after)
         with store_errors("read live events"):
-            rows = await self._s.redis.xrange(key, min=start, max="+")
+            rows = await self._s.redis.xrange(key, min="-", max="+")
         return [
             entry_event(str(i), f)
             for i, f in rows

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from service import keys as K
 from service.api import sse
+from service.events import timestamp_of
 from service.models import NewEvent
 from service.runtime import Runtime
 from tests.api.conftest import Serve, TenantKey
@@ -92,6 +93,11 @@ async def test_follow_disconnect_and_resume_exactly_once(
     rows = await runtime.redis.xrange(K.live_key(runtime.settings.key_prefix, "acme", 0))
     live_ids = [i for i, f in rows if f["s"] == "live"][1:]  # after session.start
     assert [m["id"] for m in received] == ["L" + i for i in live_ids]
+    # a transient event's id is its SSE cursor: no event id repeats, whatever counters made them
+    (idle,) = [(m, e) for m, e in zip(received, events, strict=True) if e["type"] == "session.idle"]
+    assert idle[1]["id"] == idle[0]["id"]
+    assert idle[1]["timestamp"] == timestamp_of(idle[0]["id"].removeprefix("L"))
+    assert len({e["id"] for e in events}) == len(events)
     for _ in range(100):  # the server notices both disconnects and closes the loops
         if app.state.api.metrics.streams_open._value.get() == 0:
             break

@@ -25,7 +25,9 @@ def parse_time(value: Any) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of a session: ``id`` (a stream id), ``type``, ``data`` and ``timestamp``."""
+    """One event of a session: ``id``, ``type``, ``data`` and ``timestamp``. A durable event's
+    id is its place in the history (``<ms>-<n>``), a transient one's its live cursor
+    (``L<ms>-<n>``): no two events of a session share one."""
 
     id: str
     type: str

@@ -9,6 +9,8 @@ import type { Shape } from "./http.js";
 /** One event of a session: the envelope the service stores and streams. `data` is passed
  * through as the service wrote it (for example `{content, reply_to}` of `assistant.message`). */
 export interface SessionEvent {
+  /** A durable event's place in the history (`<ms>-<n>`), a transient one's live cursor
+   * (`L<ms>-<n>`): no two events of a session share one. */
   id: string;
   type: string;
   data: Record<string, unknown>;

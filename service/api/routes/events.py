@@ -17,8 +17,8 @@ from service.api.params import EventIdQuery, SessionId, StreamCursorQuery, Strea
 from service.api.routes import V1
 from service.api.schemas import EventList
 from service.errors import InvalidInput, SessionNotFound
+from service.events import LIVE_MARK
 from service.ids import validate_stream_id
-from service.store.live import LIVE_MARK
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}/events", tags=["events"])
 
