@@ -100,6 +100,13 @@ def validate_stream_id(value: str) -> str:
     return value
 
 
+def id_order(event_id: str) -> tuple[int, int]:
+    """The order of a stream or history id (``<ms>-<n>``, or ``<ms>``): compare these, not the
+    strings."""
+    ms, _, n = event_id.partition("-")
+    return int(ms), int(n or 0)
+
+
 def new_session_id() -> str:
     return str(uuid.uuid4())
 

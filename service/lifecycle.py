@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from service import keys as K
 from service.connections import RedisClient, store_errors
 from service.errors import InvalidInput
-from service.ids import validate_stream_id
+from service.ids import id_order, validate_stream_id
 from service.models import ms_to_datetime
 
 MAX_PAGE = 1_000
@@ -33,7 +33,7 @@ class LifecycleEvent(BaseModel):
 
 def entry_to_event(entry_id: str, fields: dict[str, str]) -> LifecycleEvent:
     at = fields.get("at", "")
-    ms = int(at) if at.isdigit() else int(entry_id.partition("-")[0])
+    ms = int(at) if at.isdigit() else id_order(entry_id)[0]
     return LifecycleEvent(
         id=entry_id,
         type=fields.get("type", ""),

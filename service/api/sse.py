@@ -25,6 +25,7 @@ from typing import Any
 from service.api.shutdown import stopping
 from service.errors import LimitExceeded, ServiceError, Unauthorized
 from service.events import LIVE_MARK, live_json
+from service.ids import id_order
 from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
 from service.logging import get_logger
 from service.metrics import Metrics
@@ -175,14 +176,14 @@ async def session_events(
             async for ev in store.iter_events(session_id, after=cursor):
                 yield frame(ev["type"], dumps(ev), ev["id"])
                 replayed = ev["id"]
-        done = replayed and _id_key(replayed)
+        done = replayed and id_order(replayed)
         while True:
             if stop.done():  # the server is stopping: the client resumes elsewhere
                 return
             got_any = False
             for entry in following.sub.take():
                 live_id, history_id, body = entry_parts(entry)
-                if history_id and done and _id_key(history_id) <= done:
+                if history_id and done and id_order(history_id) <= done:
                     continue  # served from history already
                 text = live_json(live_id, history_id, body)
                 yield frame(_type_of(text), text, LIVE_MARK + live_id)
@@ -275,8 +276,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 def _type_of(envelope: str) -> str:
     start = envelope.index('"type":"') + 8
     return envelope[start : envelope.index('"', start)]
-
-
-def _id_key(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)

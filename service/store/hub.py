@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from service.connections import store_errors
+from service.ids import id_order
 from service.logging import get_logger
 
 log = get_logger("service.store.hub")
@@ -64,7 +65,7 @@ class Subscription:
         if not of_incarnation(entry[1], self.incarnation):
             return
         if self.floor is not None:
-            if _id(entry[0]) <= self.floor:
+            if id_order(entry[0]) <= self.floor:
                 return
             self.floor = None  # the reader is past the start: no later entry is before it
         self.entries.append(entry)
@@ -132,8 +133,8 @@ class LiveHub:
         feed.count += 1
         position = feed.cursor
         self._join(key)
-        if after is not None and _id(after) >= _id(position):
-            sub.floor = _id(after)  # the reader is behind the start
+        if after is not None and id_order(after) >= id_order(position):
+            sub.floor = id_order(after)  # the reader is behind the start
         elif after is not None:
             try:
                 backlog = await self._range(key, after, position, sub)
@@ -279,11 +280,6 @@ def of_incarnation(fields: dict[str, str], incarnation: frozenset[str] | None) -
     any): an entry that names none (written before entries named one) is taken as belonging."""
     named = fields.get("c")
     return incarnation is None or not named or named in incarnation
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _streams(reply: Any) -> Iterable[tuple[str, list[Any]]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from service.connections import store_errors
 from service.events import LIVE_MARK, live_event
-from service.ids import validate_stream_id
+from service.ids import id_order, validate_stream_id
 from service.models import Event, EventType
 from service.store.base import TenantBase, _missing
 from service.store.hub import Entry, Subscription, incarnation_of, of_incarnation
@@ -91,7 +91,10 @@ class LiveOps(TenantBase):
             else:
                 at = await self._copy_of(key, session_id, start)
             # only a short catch-up: it reads every session's entries of the shard since
-            if at is not None and _ms(await hub.position(key)) - _ms(at) <= LIVE_CATCH_UP_MS:
+            if (
+                at is not None
+                and id_order(await hub.position(key))[0] - id_order(at)[0] <= LIVE_CATCH_UP_MS
+            ):
                 sub = await subscribe(at)
                 # still there, so the catch-up read everything after it (a trim removes the
                 # oldest entries first); else the window moved past it meanwhile: replay
@@ -125,7 +128,7 @@ class LiveOps(TenantBase):
     async def _copy_of(self, key: str, session_id: str, newest: str) -> str | None:
         """The live id of the copy of the session's newest durable event, while the live window
         holds it (the copy was written in the same script, in the same ms or just before)."""
-        ms = int(newest.partition("-")[0])
+        ms = id_order(newest)[0]
         with store_errors("follow live events"):
             rows = await self._s.redis.xrange(
                 key, min=f"{max(ms - 1, 0)}-0", max=f"{ms}-18446744073709551615", count=1000
@@ -169,10 +172,6 @@ class LiveOps(TenantBase):
             for i, f in rows
             if f.get("s") == session_id and of_incarnation(f, incarnation)
         ]
-
-
-def _ms(entry_id: str) -> int:
-    return int(entry_id.partition("-")[0])
 
 
 def entry_event(live_id: str, fields: dict[str, str]) -> Event:
