@@ -13,11 +13,10 @@ from typing import Any
 import httpx
 
 from redis_sessions_client import _requests as calls
-from redis_sessions_client._errors import error_from_response, gave_up, is_quota
+from redis_sessions_client._errors import Tries
 from redis_sessions_client._lean import LeanHttp, usable
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
-from redis_sessions_client._retry import Attempts
 from redis_sessions_client._session import Session
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -185,12 +184,14 @@ class SessionClient:
         if listen and self._streams is not None:
             http = self._streams
         lean = None if stream else self._lean
-        attempts = Attempts(
-            repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
+        tries = Tries(
+            repeatable=call.may_repeat,
+            max_retries=self.max_retries,
+            deadline=self.deadline,
+            base_url=self.base_url,
         )
-        answered: httpx.Response | None = None  # the error answer being retried
         while True:
-            per_try = attempts.timeout(self.timeout)
+            per_try = tries.timeout(self.timeout)
             try:
                 if lean is not None:
                     response = await lean.request(
@@ -205,21 +206,11 @@ class SessionClient:
                     request = calls.build(http, call, per_try, read_timeout)
                     response = await http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                wait = attempts.after_error(exc)
-                if wait is None:
-                    # a retry the deadline cut short fails with the answer it retried
-                    last = answered if attempts.cut_short(exc) else None
-                    raise gave_up(self.base_url, exc, last) from exc
-                answered = None  # that answer is no longer the service's last
-                await asyncio.sleep(wait)
+                await asyncio.sleep(tries.after_failure(exc))
                 continue
             if response.status_code < 300:
                 return response
             if stream:
                 await response.aread()
                 await response.aclose()
-            wait = attempts.after_status(response.status_code, response.headers)
-            if wait is None or is_quota(response):
-                raise error_from_response(response)
-            answered = response
-            await asyncio.sleep(wait)
+            await asyncio.sleep(tries.after_answer(response))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from redis_sessions_client._retry import retry_after_seconds
+from redis_sessions_client._retry import Attempts, retry_after_seconds
 
 if TYPE_CHECKING:
     from redis_sessions_client._models import Event
@@ -133,14 +133,6 @@ def unexpected_answer(
     )
 
 
-def gave_up(base_url: str, exc: Exception, answered: httpx.Response | None) -> SessionError:
-    """The error of a call whose last try failed in transit with ``exc``: ``answered``, the
-    error answer that try retried, when given (see ``Attempts.cut_short``), else unreachable."""
-    if answered is not None:
-        return error_from_response(answered)
-    return ServerError(f"cannot reach the session service at {base_url}: {exc!r}")
-
-
 def error_from_response(response: httpx.Response) -> SessionError:
     """The client error for a 3xx, 4xx or 5xx ``response`` (whose body has been read)."""
     status = response.status_code
@@ -172,3 +164,38 @@ def error_from_response(response: httpx.Response) -> SessionError:
     if status >= 500:
         return ServerError(message, **kw)
     return SessionError(message, **kw)
+
+
+class Tries(Attempts):
+    """The tries of one call (see ``Attempts``) and how each failure ends: in a wait before
+    the next try, or in the call's error."""
+
+    def __init__(
+        self, *, repeatable: bool, max_retries: int, deadline: float | None, base_url: str
+    ) -> None:
+        super().__init__(repeatable=repeatable, max_retries=max_retries, deadline=deadline)
+        self._base_url = base_url
+        self._answered: httpx.Response | None = None  # the error answer being retried
+
+    def after_failure(self, exc: httpx.TransportError) -> float:
+        """The wait before the next try after ``exc``; else raises the call's error: the
+        answer the try retried, when the deadline cut it short (``cut_short``), else
+        unreachable."""
+        wait = self.after_error(exc)
+        if wait is None:
+            if self._answered is not None and self.cut_short(exc):
+                raise error_from_response(self._answered) from exc
+            raise ServerError(
+                f"cannot reach the session service at {self._base_url}: {exc!r}"
+            ) from exc
+        self._answered = None  # that answer is no longer the service's last
+        return wait
+
+    def after_answer(self, response: httpx.Response) -> float:
+        """The wait before the next try after an error ``response`` (its body read); else
+        raises its error."""
+        wait = self.after_status(response.status_code, response.headers)
+        if wait is None or is_quota(response):
+            raise error_from_response(response)
+        self._answered = response
+        return wait

@@ -16,10 +16,9 @@ from redis_sessions_client._client import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
 )
-from redis_sessions_client._errors import error_from_response, gave_up, is_quota
+from redis_sessions_client._errors import Tries
 from redis_sessions_client._models import SessionInfo
 from redis_sessions_client._requests import Call, body_of
-from redis_sessions_client._retry import Attempts
 from redis_sessions_client._sync_session import SyncSession
 
 
@@ -147,30 +146,22 @@ class SyncSessionClient:
     ) -> httpx.Response:
         """``SessionClient._request``, blocking."""
         http = self._client()
-        attempts = Attempts(
-            repeatable=call.may_repeat, max_retries=self.max_retries, deadline=self.deadline
+        tries = Tries(
+            repeatable=call.may_repeat,
+            max_retries=self.max_retries,
+            deadline=self.deadline,
+            base_url=self.base_url,
         )
-        answered: httpx.Response | None = None  # the error answer being retried
         while True:
-            per_try = attempts.timeout(self.timeout)
+            per_try = tries.timeout(self.timeout)
             try:
                 response = http.send(calls.build(http, call, per_try, read_timeout), stream=stream)
             except httpx.TransportError as exc:
-                wait = attempts.after_error(exc)
-                if wait is None:
-                    # a retry the deadline cut short fails with the answer it retried
-                    last = answered if attempts.cut_short(exc) else None
-                    raise gave_up(self.base_url, exc, last) from exc
-                answered = None  # that answer is no longer the service's last
-                time.sleep(wait)
+                time.sleep(tries.after_failure(exc))
                 continue
             if response.status_code < 300:
                 return response
             if stream:
                 response.read()
                 response.close()
-            wait = attempts.after_status(response.status_code, response.headers)
-            if wait is None or is_quota(response):
-                raise error_from_response(response)
-            answered = response
-            time.sleep(wait)
+            time.sleep(tries.after_answer(response))
