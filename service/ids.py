@@ -96,6 +96,11 @@ def validate_stream_id(value: str) -> str:
     """A Redis stream id (``<ms>`` or ``<ms>-<seq>``, ASCII digits, each part below 2**64 - 1);
     anything else is ``InvalidInput``."""
     if not isinstance(value, str) or _STREAM_ID.fullmatch(value) is None:
+        if isinstance(value, str) and _STREAM_ID.fullmatch(value[1:]) and value[0] == "L":
+            raise InvalidInput(
+                f"{value[:50]!r} is a live event's id, which the history does not hold: "
+                "page it by a durable event's id (the last one you saw)"
+            )
         raise InvalidInput(f"{value[:50]!r} is not an event id")
     return value
 

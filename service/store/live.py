@@ -52,7 +52,8 @@ class LiveOps(TenantBase):
         line of a live event carries) resumes there while the live window holds it; a history
         id (or None, the start) resumes after that event: from the live window when it holds
         the event's copy from the last few seconds (single Redis), else the history is replayed
-        first; a bare live id (a transient event's ``id``) resumes too; anything else resyncs.
+        first; a bare live id (what a transient event's ``id`` was before it carried the ``L``)
+        resumes too; anything else resyncs.
         ``from_now``: only what comes next."""
         key = self._live_key(session_id)
         hub = self._s.hub

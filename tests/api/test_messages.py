@@ -205,6 +205,13 @@ async def test_events_page(client: httpx.AsyncClient, runtime: Runtime, acme: Te
         f"/v1/sessions/{sid}/events", params={"live": "true"}, headers=acme.headers
     )
     assert [e["type"] for e in r.json()["data"]] == ["session.start"] + ["user.message"] * 4
+    start_id = r.json()["data"][0]["id"]
+    assert start_id.startswith("L")  # a transient event's id: its live cursor
+    for path in ("events", "messages"):  # the history holds no live event: said, not guessed
+        r = await client.get(
+            f"/v1/sessions/{sid}/{path}", params={"after": start_id}, headers=acme.headers
+        )
+        assert r.status_code == 422 and "a live event's id" in r.json()["detail"], r.text
     for refused in ({"reverse": "true"}, {"after": events[0]["id"]}, {"before": events[1]["id"]}):
         r = await client.get(
             f"/v1/sessions/{sid}/events", params={"live": "true", **refused}, headers=acme.headers

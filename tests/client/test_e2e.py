@@ -406,3 +406,29 @@ def test_send_and_wait_finds_a_reply_missed_behind_the_live_window(
         reply = session.send_and_wait("anyone there?", timeout=10)
         assert transport.rewritten == 1
         assert reply.type == "assistant.message" and "anyone there?" in reply.data["content"]
+
+
+def test_a_sync_listener_started_again_goes_on_where_the_last_one_stopped(
+    service: Service, api_key: str
+) -> None:
+    """``test_a_listener_started_again...`` of the async client, for the sync one."""
+    seen: list[Event] = []
+    idle = threading.Event()
+
+    def on_any(event: Event) -> None:
+        seen.append(event)
+        if event.type == "session.idle":
+            idle.set()
+
+    with SyncSessionClient(service.url, api_key=api_key) as client:
+        session = client.create_session({"session_id": "relisten-sync", "model": "dev-echo"})
+        for prompt in ("one", "two"):
+            idle.clear()
+            stop = session.on(on_any)
+            session.send(prompt)
+            assert idle.wait(10)
+            threading.Event().wait(0.2)  # what follows the idle event comes through too
+            stop()
+    ids = [e.id for e in seen]
+    assert len(set(ids)) == len(ids), [(e.type, e.id) for e in seen]
+    assert [e.data["content"] for e in seen if e.type == "user.message"] == ["one", "two"]

@@ -184,6 +184,32 @@ async def test_handlers_get_live_events(client: SessionClient) -> None:
     assert listener.done() and session._listener is None
 
 
+async def test_a_listener_started_again_goes_on_where_the_last_one_stopped(
+    client: SessionClient,
+) -> None:
+    """Handlers removed after a turn and added again: the new listener starts after the last
+    event the old one handed on (a transient one, ``session.idle``), so none comes twice."""
+    session = await client.create_session(session_id="relisten")
+    seen: list[Event] = []
+    idle = asyncio.Event()
+
+    def on_any(event: Event) -> None:
+        seen.append(event)
+        if event.type == "session.idle":
+            idle.set()
+
+    for prompt in ("one", "two"):
+        idle.clear()
+        stop = session.on(on_any)
+        await session.send(prompt)
+        await asyncio.wait_for(idle.wait(), 10)
+        await asyncio.sleep(0.2)  # what follows the idle event comes through too
+        stop()
+    ids = [e.id for e in seen]
+    assert len(set(ids)) == len(ids), [(e.type, e.id) for e in seen]
+    assert [e.data["content"] for e in seen if e.type == "user.message"] == ["one", "two"]
+
+
 async def test_send_and_wait_from_a_handler_gets_its_reply(client: SessionClient) -> None:
     """A handler that sends a follow-up and waits for it: the handle's listener is running
     that handler, so the follow-up waits over a stream of its own instead of on it."""

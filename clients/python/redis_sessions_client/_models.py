@@ -251,6 +251,19 @@ def turn_outcome(message_id: str, event: Event) -> Event:
     raise TurnError(f"the turn of message {message_id} was aborted", event=event)
 
 
+def is_later(position: str, than: str) -> bool:
+    """Whether the stream position ``position`` comes after ``than``. Two live positions
+    (``L<ms>-<n>``: one live stream) or two history ids compare exactly; across the two only
+    the clock tells: a history id is later from the next millisecond, a live position from the
+    same one (an entry of that millisecond before the history event's copy brings the copy
+    again, which a listener drops as seen)."""
+    live, live_than = position.startswith("L"), than.startswith("L")
+    key, key_than = id_key(position.removeprefix("L")), id_key(than.removeprefix("L"))
+    if live == live_than:
+        return key > key_than
+    return key[0] >= key_than[0] if live else key[0] > key_than[0]
+
+
 def id_key(event_id: str) -> tuple[int, int]:
     """Order of an event id (``<ms>-<seq>``)."""
     ms, _, seq = event_id.partition("-")

@@ -27,6 +27,7 @@ from redis_sessions_client._models import (
     SessionInfo,
     answers,
     id_key,
+    is_later,
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
@@ -71,9 +72,11 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.session_id!r}>"
 
-    def _saw(self, event_id: str) -> None:
-        if self._cursor is None or id_key(event_id) > id_key(self._cursor):
-            self._cursor = event_id
+    def _saw(self, position: str) -> None:
+        """Move the handle's cursor (where its next listener starts) to ``position`` (a
+        stream's ``Last-Event-ID``, or a history id) when that comes later."""
+        if self._cursor is None or is_later(position, self._cursor):
+            self._cursor = position
 
     def _info(self, response: httpx.Response) -> SessionInfo:
         self.info = SessionInfo.from_json(body_of(response))
@@ -230,7 +233,7 @@ class Session:
                     if event.type == RESYNC:
                         await self._catch_up()
                         continue
-                    await self._handle(event)
+                    await self._handle(event, stream.last_id)
         except SessionError as exc:
             log.warning("event listener of session %s stopped: %s", self.session_id, exc)
             ended = exc
@@ -238,10 +241,13 @@ class Session:
             await stream.aclose()
             self._fail_waiters(ended)
 
-    async def _handle(self, event: Event) -> None:
+    async def _handle(self, event: Event, position: str | None = None) -> None:
+        """Hand ``event`` on, unless handed on already; ``position``: where it leaves the
+        stream (its SSE id: a live copy's is its live position, not the history id), else
+        its id."""
         if not self._delivery.fresh(event):
             return
-        self._saw(event.id)
+        self._saw(position or event.id)
         self._settle(event)
         await self._dispatch(event)
 
@@ -307,7 +313,8 @@ class Session:
         reverse: bool = False,
     ) -> list[Event]:
         """Stored events (oldest first, newest first with ``reverse``), between the exclusive
-        ids ``after`` and ``before``; all of them unless ``limit`` is given."""
+        ids ``after`` and ``before`` (durable events' ids: a transient event's ``L...`` id is
+        refused); all of them unless ``limit`` is given."""
         calls.check_limit(limit)
         out: list[Event] = []
         while True:

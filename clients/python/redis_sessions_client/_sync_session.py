@@ -25,7 +25,7 @@ from redis_sessions_client._models import (
     Message,
     SessionInfo,
     answers,
-    id_key,
+    is_later,
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
@@ -66,10 +66,11 @@ class SyncSession:
     def __repr__(self) -> str:
         return f"<SyncSession {self.session_id!r}>"
 
-    def _saw(self, event_id: str) -> None:
+    def _saw(self, position: str) -> None:
+        """See ``Session._saw``."""
         with self._lock:
-            if self._cursor is None or id_key(event_id) > id_key(self._cursor):
-                self._cursor = event_id
+            if self._cursor is None or is_later(position, self._cursor):
+                self._cursor = position
 
     def _info(self, response: httpx.Response) -> SessionInfo:
         self.info = SessionInfo.from_json(body_of(response))
@@ -111,7 +112,7 @@ class SyncSession:
                 # be in the gap: the history after the message holds it
                 got = self.get_events(after=message_id) if event.type == RESYNC else [event]
                 for each in got:
-                    self._saw(each.id)
+                    self._saw(each.id if event.type == RESYNC else stream.last_id or each.id)
                     if answers(each, message_id):
                         return turn_outcome(message_id, each)
                 if event.type in ENDING_TYPES:
@@ -183,19 +184,20 @@ class SyncSession:
                     with self._lock:
                         self._delivery.caught_up(missed)
                     continue
-                self._handle(event)
+                self._handle(event, stream.last_id)
         except SessionError as exc:
             log.warning("event listener of session %s stopped: %s", self.session_id, exc)
         except Exception:
             if not stream.closed:  # closing from another thread may fail the read in any way
                 log.exception("event listener of session %s failed", self.session_id)
 
-    def _handle(self, event: Event) -> None:
+    def _handle(self, event: Event, position: str | None = None) -> None:
+        """See ``Session._handle``."""
         with self._lock:
             if not self._delivery.fresh(event):
                 return
             handlers = list(self._handlers)
-        self._saw(event.id)
+        self._saw(position or event.id)
         for wanted, handler in handlers:
             if wanted is None or wanted == event.type:
                 try:

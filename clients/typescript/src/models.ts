@@ -236,6 +236,18 @@ export function bookmark(raw: Json): Bookmark {
   };
 }
 
+/** Whether the stream position `position` comes after `than`. Two live positions (`L<ms>-<n>`:
+ * one live stream) or two history ids compare exactly; across the two only the clock tells: a
+ * history id is later from the next millisecond, a live position from the same one. */
+export function isLater(position: string, than: string): boolean {
+  const live = position.startsWith("L");
+  const liveThan = than.startsWith("L");
+  if (live === liveThan) return compareIds(position.replace(/^L/, ""), than.replace(/^L/, "")) > 0;
+  const [ms] = idParts(position.replace(/^L/, ""));
+  const [msThan] = idParts(than.replace(/^L/, ""));
+  return live ? ms >= msThan : ms > msThan;
+}
+
 /** Order of two event ids (`<ms>-<seq>`): negative, zero or positive. */
 export function compareIds(a: string, b: string): number {
   const [am, as] = idParts(a);

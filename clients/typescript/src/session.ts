@@ -18,6 +18,7 @@ import {
   type SessionUpdate,
   bookmark,
   compareIds,
+  isLater,
   message,
   positiveInteger,
   sessionEvent,
@@ -198,8 +199,10 @@ export class Session {
     }
   }
 
-  private saw(id: string): void {
-    if (this.cursor === undefined || compareIds(id, this.cursor) > 0) this.cursor = id;
+  /** Move the handle's cursor (where its next listener starts) to `position` (a stream's
+   * `Last-Event-ID`, or a history id) when that comes later. */
+  private saw(position: string): void {
+    if (this.cursor === undefined || isLater(position, this.cursor)) this.cursor = position;
   }
 
   private async call(call: Call, signal?: AbortSignal): Promise<Json> {
@@ -375,7 +378,9 @@ export class Session {
     this.listener = controller;
     void (async () => {
       try {
-        const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal });
+        // the cursor follows the stream's own positions (a live copy's, not its history id)
+        const onId = (id: string): void => this.saw(id);
+        const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal, onId });
         for await (const event of this.delivered(events, this.cursor)) {
           this.dispatching += 1;
           this.handling = event;
@@ -454,8 +459,9 @@ export class Session {
     return out;
   }
 
-  /** Stored events between the exclusive ids `after` and `before`, oldest first (newest
-   * first with `reverse`): all of them, or the first `limit`, read page by page. */
+  /** Stored events between the exclusive ids `after` and `before` (durable events' ids: a
+   * transient event's `L...` id is refused), oldest first (newest first with `reverse`): all
+   * of them, or the first `limit`, read page by page. */
   async getEvents(query: EventsQuery = {}): Promise<SessionEvent[]> {
     const limit = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
     let { after, before } = query;

@@ -121,7 +121,7 @@ export interface FollowOptions {
   after?: string | undefined;
   signal?: AbortSignal;
   idleMs?: number;
-  /** Told each event id as it arrives (the resume point). */
+  /** Told the position of each event as it arrives (its SSE id: where the stream resumes). */
   onId?: (id: string) => void;
 }
 
@@ -165,8 +165,8 @@ export async function* followEvents(http: Http, path: string, options: FollowOpt
       for await (const sse of readEvents(response.body, options.idleMs, signal)) {
         attempt = 0;
         const event = eventFromSSE(sse);
-        lastId = event.id;
-        options.onId?.(event.id);
+        lastId = sse.id || event.id; // a live copy's position, where the stream resumes exactly
+        options.onId?.(lastId);
         yield event;
         if (ENDING_TYPES.has(event.type)) return;
       }

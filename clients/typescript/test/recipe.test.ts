@@ -153,6 +153,30 @@ test("live events reach on() handlers, by type or all, until unsubscribed", asyn
   await session.destroy();
 });
 
+test("a listener started again goes on where the last one stopped: no event twice", async () => {
+  const session = await client.createSession({ sessionId: "relisten" });
+  const seen: SessionEvent[] = [];
+  for (const prompt of ["one", "two"]) {
+    let idle!: () => void;
+    const gotIdle = new Promise<void>((resolve) => (idle = resolve));
+    const off = session.on((event) => {
+      seen.push(event);
+      if (event.type === "session.idle") idle();
+    });
+    await session.send(prompt);
+    await gotIdle;
+    await new Promise((resolve) => setTimeout(resolve, 200)); // what follows the idle event too
+    off();
+  }
+  const ids = seen.map((e) => e.id);
+  assert.equal(new Set(ids).size, ids.length, JSON.stringify(seen.map((e) => [e.type, e.id])));
+  assert.deepEqual(
+    seen.filter((e) => e.type === "user.message").map((e) => e.data.content),
+    ["one", "two"],
+  );
+  await session.destroy();
+});
+
 test("sendAndWait resolves after the handlers had every event of the turn: nothing lost to destroy()", async () => {
   for (let round = 0; round < 20; round++) {
     const session = await client.createSession({ streaming: true });
