@@ -96,13 +96,19 @@ def validate_stream_id(value: str) -> str:
     """A Redis stream id (``<ms>`` or ``<ms>-<seq>``, ASCII digits, each part below 2**64 - 1);
     anything else is ``InvalidInput``."""
     if not isinstance(value, str) or _STREAM_ID.fullmatch(value) is None:
-        if isinstance(value, str) and _STREAM_ID.fullmatch(value[1:]) and value[0] == "L":
-            raise InvalidInput(
-                f"{value[:50]!r} is a live event's id, which the history does not hold: "
-                "page it by a durable event's id (the last one you saw)"
-            )
         raise InvalidInput(f"{value[:50]!r} is not an event id")
     return value
+
+
+def validate_history_id(value: str) -> str:
+    """``validate_stream_id`` for a place in a session's history, which a transient event's
+    id (``L<live id>``) is not: a caller who gives one is told so."""
+    if isinstance(value, str) and value.startswith("L") and _STREAM_ID.fullmatch(value[1:]):
+        raise InvalidInput(
+            f"{value[:50]!r} is a live event's id, which the history does not hold: "
+            "page it by a durable event's id (the last one you saw)"
+        )
+    return validate_stream_id(value)
 
 
 def id_order(event_id: str) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from service.errors import (
     SessionNotFound,
 )
 from service.events import encode_body
-from service.ids import validate_stream_id
+from service.ids import validate_history_id
 from service.models import (
     Bookmark,
     NewEvent,
@@ -294,7 +294,7 @@ def _missing(session_id: str) -> SessionNotFound:
 
 
 def _event_id(value: str) -> str:
-    return validate_stream_id(value)
+    return validate_history_id(value)
 
 
 def _bookmark(raw: str) -> Bookmark:

@@ -188,6 +188,9 @@ async def test_durable_events_out_of_id_order_are_all_handed_on() -> None:
     await session._handle(Event("100-3", "user.message", {"content": "next"}, now))
     assert handed == ["100-3", "100-2"]
     assert waiter.done() and waiter.result() == reply
+    # the final notice has no SSE id of its own: it carries the last one, and is not a copy
+    await session._handle(Event("100-3", "session.expired", {"session_id": "s"}, now))
+    assert handed == ["100-3", "100-2", "100-3"]
 
 
 def test_session_info_attributes_and_camel_case_mapping() -> None:

@@ -80,7 +80,8 @@ class Session:
 
     def _info(self, response: httpx.Response) -> SessionInfo:
         self.info = SessionInfo.from_json(body_of(response))
-        if self.info.last_event_id:
+        if self.info.last_event_id and not (self._cursor or "").startswith("L"):
+            # (a live position is exact: which of the two comes later only the clock guesses)
             self._saw(self.info.last_event_id)
         return self.info
 

@@ -48,8 +48,8 @@ class Delivery:
     def fresh(self, event: Event) -> bool:
         """Whether to hand ``event`` on: not when it is the newest durable one again (a copy
         published after a connect that began past it) or one the catch-up handed on."""
-        if event.type in TRANSIENT_TYPES or event.id.startswith("L"):  # (a type unknown here)
-            return True
+        if event.type in TRANSIENT_TYPES or event.type in ENDING_TYPES or event.id.startswith("L"):
+            return True  # (an ending notice has no id of its own; an L id: a type unknown here)
         if event.id == self.newest or event.id in self._caught_up:
             self._caught_up.discard(event.id)
             return False

@@ -25,10 +25,8 @@ import {
   sessionMetadata,
   updateBody,
 } from "./models.js";
-import { ENDING_TYPES, followEvents } from "./sse.js";
+import { ENDING_TYPES, RESYNC, followEvents } from "./sse.js";
 
-/** The service's answer to a resume from past its live window: re-read the history. */
-const RESYNC = "session.resync";
 /** Events the service keeps only in its live window; every other one is in the history. */
 const TRANSIENT_TYPES = new Set([
   "session.start",
@@ -145,6 +143,8 @@ export class Session {
   metadata: SessionMetadata;
   private readonly path: string;
   private cursor: string | undefined;
+  // the newest durable event the listener handed on (a catch-up after a resync reads after it)
+  private newestDurable: string | undefined;
   private readonly handlers = new Set<{ type: string | undefined; handler: EventHandler }>();
   private listener: AbortController | undefined;
   // turns awaited through the listener, by message id; the turn outcomes it delivered that no
@@ -166,33 +166,39 @@ export class Session {
     this.sessionId = metadata.sessionId;
     this.path = sessionPath(metadata.sessionId);
     this.cursor = metadata.lastEventId || undefined;
+    this.newestDurable = this.cursor;
   }
 
   /** Events of the stream as handlers get them: after `session.resync` (the stream could not
    * resume where it left off, past the live window) the history after the newest durable event
    * seen, then the stream again; the stream resumed a moment before that history was read, so
    * what both carry is handed on once. Durable events may arrive out of id order (on a Redis
-   * Cluster a copy is published after its write): none is dropped for that. */
+   * Cluster a copy is published after its write): none is dropped for that. The handle's cursor
+   * follows the stream's own positions (`onId`), and the history ids of a catch-up. */
   private async *delivered(
     events: AsyncIterable<SessionEvent>,
     from: string | undefined,
+    listening = false,
   ): AsyncGenerator<SessionEvent> {
     // the newest history event this stream handed on (a live id is no place in the history);
-    // per stream, as a handle may follow two at once (on() and sendAndWait)
-    let durable = from?.startsWith("L") ? undefined : from;
+    // per stream, as a handle may follow two at once (on() and sendAndWait); the listener's
+    // outlives its stream: a listener started again from a live position catches up after it
+    let durable = from?.startsWith("L") ? (listening ? this.newestDurable : undefined) : from;
     let caughtUp = new Set<string>(); // ids the last catch-up handed on
     for await (const event of events) {
       const resync = event.type === RESYNC;
       const batch = resync ? await this.getEvents(durable ? { after: durable } : {}) : [event];
       for (const item of batch) {
-        if (!TRANSIENT_TYPES.has(item.type) && !item.id.startsWith("L")) {
+        // (an ending notice has no id of its own: it is never one handed on already)
+        if (!TRANSIENT_TYPES.has(item.type) && !ENDING_TYPES.has(item.type) && !item.id.startsWith("L")) {
           // handed on already: the newest one again (on a Redis Cluster a copy is published
           // after its write, so it can follow a connect that started after it), or one the
           // catch-up after a resync handed on
           if (item.id === durable || (!resync && caughtUp.delete(item.id))) continue;
           if (durable === undefined || compareIds(item.id, durable) > 0) durable = item.id;
+          if (listening) this.newestDurable = durable;
         }
-        this.saw(item.id);
+        if (resync) this.saw(item.id);
         yield item;
       }
       if (resync) caughtUp = new Set(batch.slice(-OVERLAP_KEPT).map((item) => item.id));
@@ -257,7 +263,8 @@ export class Session {
       const settled = listener ? await this.settledBy(listener, messageId, controller.signal) : undefined;
       if (settled && "event" in settled) return turnOutcome(messageId, settled.event);
       if (settled) throw settled.error;
-      const events = followEvents(this.http, this.path, { after: messageId, signal: controller.signal });
+      const onId = (id: string): void => this.saw(id);
+      const events = followEvents(this.http, this.path, { after: messageId, signal: controller.signal, onId });
       for await (const event of this.delivered(events, messageId)) {
         if (answers(event, messageId)) return turnOutcome(messageId, event);
         if (ENDING_TYPES.has(event.type)) throw deletedWhileWaiting(this.sessionId);
@@ -381,7 +388,7 @@ export class Session {
         // the cursor follows the stream's own positions (a live copy's, not its history id)
         const onId = (id: string): void => this.saw(id);
         const events = followEvents(this.http, this.path, { after: this.cursor, signal: controller.signal, onId });
-        for await (const event of this.delivered(events, this.cursor)) {
+        for await (const event of this.delivered(events, this.cursor, true)) {
           this.dispatching += 1;
           this.handling = event;
           try {
@@ -592,7 +599,8 @@ export class Session {
 
   private keep(raw: Json): SessionMetadata {
     this.metadata = sessionMetadata(raw);
-    if (this.metadata.lastEventId) this.saw(this.metadata.lastEventId);
+    // (a live position is exact: which of the two comes later only the clock guesses)
+    if (this.metadata.lastEventId && !this.cursor?.startsWith("L")) this.saw(this.metadata.lastEventId);
     return this.metadata;
   }
 }

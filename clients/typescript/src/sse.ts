@@ -13,6 +13,8 @@ import { sleep } from "./retry.js";
 
 export const MEDIA_TYPE = "text/event-stream";
 export const ENDING_TYPES: ReadonlySet<string> = new Set(["session.deleted", "session.expired"]);
+/** The service's answer to a resume from past its live window: re-read the history. */
+export const RESYNC = "session.resync";
 /** Three keepalive periods of silence mean a dead connection. */
 export const READ_IDLE_MS = 45_000;
 const RECONNECT_MAX_MS = 2_000;
@@ -166,7 +168,8 @@ export async function* followEvents(http: Http, path: string, options: FollowOpt
         attempt = 0;
         const event = eventFromSSE(sse);
         lastId = sse.id || event.id; // a live copy's position, where the stream resumes exactly
-        options.onId?.(lastId);
+        // (a resync's id is the history's end: no position until the caller has caught up)
+        if (event.type !== RESYNC) options.onId?.(lastId);
         yield event;
         if (ENDING_TYPES.has(event.type)) return;
       }

@@ -93,6 +93,8 @@ export class Proxy {
   fail: (req: http.IncomingMessage) => { status: number; body: string; type: string } | undefined = () => undefined;
   cutAfter: (req: http.IncomingMessage) => number | undefined = () => undefined;
   hold: (req: http.IncomingMessage) => boolean = () => false;
+  /** Changes a request before it is passed on (its URL, its headers). */
+  rewrite: (req: http.IncomingMessage) => void = () => undefined;
   private server: http.Server | undefined;
   url = "";
 
@@ -111,6 +113,7 @@ export class Proxy {
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.rewrite(req);
     if (this.hold(req)) {
       this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: 0 });
       req.resume();

@@ -158,6 +158,55 @@ test("a resume from past the live window re-reads the history: no durable event 
   await client.deleteSession("resync");
 });
 
+test("a listener started again past the live window catches up once: nothing twice, nothing lost", async () => {
+  let stale = false; // a stream's cursor as if the live window had moved past it
+  let failRead = false; // the next history read fails (the listener stops)
+  const client = await through((p) => {
+    p.rewrite = (req) => {
+      if (stale && req.url?.includes("/events/stream") && String(req.headers["last-event-id"] ?? "").startsWith("L")) {
+        req.headers["last-event-id"] = "L1-0";
+        req.url = req.url.replace(/after=[^&]*/, "after=L1-0");
+      }
+    };
+    p.fail = (req) => {
+      if (!failRead || req.method !== "GET" || !/\/events\?/.test(req.url ?? "")) return undefined;
+      failRead = false;
+      return { status: 403, type: "application/problem+json", body: '{"title":"Forbidden","status":403}' };
+    };
+  });
+  const session = await client.createSession({ sessionId: "relisten-stale" });
+  const seen: SessionEvent[] = [];
+  const listen = async (prompt: string | undefined): Promise<void> => {
+    let idle!: () => void;
+    const gotIdle = new Promise<void>((resolve) => (idle = resolve));
+    const off = session.on((event) => {
+      seen.push(event);
+      if (event.type === "session.idle") idle();
+    });
+    if (prompt !== undefined) {
+      await session.send(prompt);
+      await gotIdle;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    off();
+  };
+  await listen("one");
+  const other = await client.resumeSession("relisten-stale");
+  await other.sendAndWait("two"); // while no listener runs
+  await other.destroy();
+  stale = true;
+  failRead = true;
+  await listen(undefined); // resync; its catch-up read fails and the listener stops
+  assert.equal(failRead, false);
+  await listen("three"); // resync again: the catch-up brings "two", not "one" again
+  const said = seen.filter((e) => e.type === "user.message").map((e) => e.data.content);
+  assert.deepEqual(said, ["one", "two", "three"]);
+  const durable = seen.filter((e) => !e.id.startsWith("L")).map((e) => e.id);
+  assert.equal(new Set(durable).size, durable.length, JSON.stringify(seen.map((e) => [e.type, e.id])));
+  await session.destroy();
+  await client.deleteSession("relisten-stale");
+});
+
 test("an HTML page where the event stream belongs is a ProtocolError, not a silent retry", async () => {
   const client = await through((p) => {
     p.fail = (req) =>

@@ -18,7 +18,7 @@ from service.api.routes import V1
 from service.api.schemas import EventList
 from service.errors import InvalidInput, SessionNotFound
 from service.events import LIVE_MARK
-from service.ids import validate_stream_id
+from service.ids import validate_history_id, validate_stream_id
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}/events", tags=["events"])
 
@@ -42,15 +42,15 @@ async def get_events(
 ) -> Response:
     """A page of the durable history, oldest first (newest first with ``reverse``); with
     ``live``, what the live window still holds of the session."""
-    for value in (after, before):
-        if value is not None:
-            validate_stream_id(value)  # checked whatever is read
     if live:
         if after is not None or before is not None or reverse:
             raise InvalidInput("after, before and reverse do not apply with live=true")
         events = (await store.live_events(session_id))[:limit]
         return Response(orjson.dumps({"data": events}), media_type="application/json")
-    if before is not None and not validate_stream_id(before).strip("0-"):
+    for value in (after, before):
+        if value is not None:
+            validate_history_id(value)  # checked whatever is read
+    if before is not None and not before.strip("0-"):
         await store.get(session_id)  # nothing is before 0-0: an empty page of a session that exists
         return Response(b'{"data":[]}', media_type="application/json")
     page = await store.read_events_json(
