@@ -16,7 +16,7 @@ from service.api.deps import KeyDep, MetricsDep, RuntimeDep, StateDep, StoreDep,
 from service.api.params import EventIdQuery, SessionId, StreamCursorQuery, StreamLastEventId
 from service.api.routes import V1
 from service.api.schemas import EventList
-from service.errors import InvalidInput, SessionNotFound
+from service.errors import SessionNotFound
 from service.events import LIVE_MARK
 from service.ids import validate_history_id, validate_stream_id
 
@@ -36,20 +36,19 @@ async def get_events(
         Query(
             description="Read the live window instead: recent transient events and copies "
             "of durable ones, oldest first (at most ``limit``; ``after``, ``before`` and "
-            "``reverse`` do not apply, and are refused with it)"
+            "``reverse`` do not apply: the document cannot say that a parameter excludes "
+            "another, and a request it calls valid is served)"
         ),
     ] = False,
 ) -> Response:
     """A page of the durable history, oldest first (newest first with ``reverse``); with
     ``live``, what the live window still holds of the session."""
-    if live:
-        if after is not None or before is not None or reverse:
-            raise InvalidInput("after, before and reverse do not apply with live=true")
-        events = (await store.live_events(session_id))[:limit]
-        return Response(orjson.dumps({"data": events}), media_type="application/json")
     for value in (after, before):
         if value is not None:
             validate_history_id(value)  # checked whatever is read
+    if live:
+        events = (await store.live_events(session_id))[:limit]
+        return Response(orjson.dumps({"data": events}), media_type="application/json")
     if before is not None and not before.strip("0-"):
         await store.get(session_id)  # nothing is before 0-0: an empty page of a session that exists
         return Response(b'{"data":[]}', media_type="application/json")
