@@ -185,6 +185,8 @@ class SyncSession:
                     with self._lock:
                         self._delivery.caught_up(missed)
                     continue
+                if stream.closed:  # disconnect() meanwhile: a later listener hands on the rest
+                    return
                 self._handle(event, stream.last_id)
         except SessionError as exc:
             log.warning("event listener of session %s stopped: %s", self.session_id, exc)
