@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class Service:
             "SESSIONS_REDIS_URL": redis_url,
             "SESSIONS_KEY_PREFIX": PREFIX,
             "SESSIONS_JOB_TIMEOUT_SECONDS": "5",  # a turn killed mid-way is retried soon
+            "SESSIONS_DEV_STREAM_DELAY_MS": "200",  # a streaming session's turn takes seconds
             "SESSIONS_LOG_LEVEL": "INFO",
             "SESSIONS_LOG_FORMAT": "json",
         }
@@ -228,9 +229,8 @@ def sync_walkthrough(url: str, api_key: str) -> None:
         with pytest.raises(SessionNotFound):
             client.resume_session("sync-1")
         assert client.list_sessions() == []
-        stuck = client.create_session(session_id="sync-2")
-        stuck.send_and_wait("warm up")
-        with pytest.raises(TimeoutError, match="no reply"):
+        stuck = client.create_session(session_id="sync-2", streaming=True)
+        with pytest.raises(TimeoutError, match="no reply"):  # (the reply takes seconds)
             stuck.send_and_wait("x" * 10, timeout=0.000001)
         client.delete_session("sync-2")
 
@@ -432,3 +432,86 @@ def test_a_sync_listener_started_again_goes_on_where_the_last_one_stopped(
     ids = [e.id for e in seen]
     assert len(set(ids)) == len(ids), [(e.type, e.id) for e in seen]
     assert [e.data["content"] for e in seen if e.type == "user.message"] == ["one", "two"]
+
+
+def without_replies(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """The whole SSE frames of ``chunks`` but the replies' (what a lost live copy looks like),
+    and what is left of an unfinished frame."""
+    *frames, rest = b"".join(chunks).split(b"\n\n")
+    kept = [f + b"\n\n" for f in frames if b"event: assistant.message\n" not in f]
+    return b"".join(kept), [rest]
+
+
+class LostReplies(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self.inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        rest: list[bytes] = []
+        async for chunk in self.inner:
+            out, rest = without_replies([*rest, chunk])
+            if out:
+                yield out
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class SyncLostReplies(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream) -> None:
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        rest: list[bytes] = []
+        for chunk in self.inner:
+            out, rest = without_replies([*rest, chunk])
+            if out:
+                yield out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class LosesReplies(httpx.AsyncHTTPTransport):
+    """The real transport, but event streams never carry a reply: as when a process dies
+    between writing a reply and publishing its live copy (a Redis Cluster writes them apart)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if not request.url.path.endswith("/events/stream"):
+            return response
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        stream = LostReplies(response.stream)
+        return httpx.Response(response.status_code, headers=response.headers, stream=stream)
+
+
+class SyncLosesReplies(httpx.HTTPTransport):
+    """``LosesReplies``, blocking."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if not request.url.path.endswith("/events/stream"):
+            return response
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        stream = SyncLostReplies(response.stream)
+        return httpx.Response(response.status_code, headers=response.headers, stream=stream)
+
+
+async def test_a_wait_whose_reply_never_came_live_finds_it_stored(
+    service: Service, api_key: str
+) -> None:
+    """Before it reports a timeout, a wait looks once in the history: a reply whose live copy
+    was lost still ends it (late, at the timeout), in both clients."""
+    transport = LosesReplies()
+    async with SessionClient(service.url, api_key=api_key, transport=transport) as client:
+        session = await client.create_session({"session_id": "lost-copy", "model": "dev-echo"})
+        reply = await session.send_and_wait("are you there?", timeout=1)
+        assert reply.type == "assistant.message" and "are you there?" in reply.data["content"]
+        await session.destroy()
+
+    def sync_wait() -> Event:
+        with SyncSessionClient(service.url, api_key=api_key, transport=SyncLosesReplies()) as sync:
+            return sync.resume_session("lost-copy").send_and_wait("still there?", timeout=1)
+
+    reply = await asyncio.to_thread(sync_wait)
+    assert reply.type == "assistant.message" and "still there?" in reply.data["content"]

@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - the base install
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 USER_AGENT = "redis-sessions-client/0.1"
 PAGE = 1000  # the service's largest page of sessions, events or messages
+LAST_LOOK_S = 2.0  # how long a wait's look in the history before it times out may take
 SESSION_PAGE = 100
 REPEATABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
@@ -210,6 +211,13 @@ def messages_page(path: str, after: str | None) -> Call:
     if after:
         params["after"] = after
     return Call("GET", path + "/messages", params=params)
+
+
+def outcome_page(path: str, message_id: str) -> Call:
+    """The page a wait reads before it reports a timeout: the events after the message, where
+    its answer is stored even when the live copy a stream was waiting for never came (on a
+    Redis Cluster, a process that died between writing an answer and publishing its copy)."""
+    return events_page(path, after=message_id, before=None, limit=PAGE, reverse=False)
 
 
 def events_page(

@@ -129,12 +129,27 @@ class Session:
                     return turn_outcome(message_id, await self._wait_alone(message_id))
                 return turn_outcome(message_id, await self._wait_for(message_id))
         except TimeoutError:
-            raise TimeoutError(
-                f"no reply in session {self.session_id!r} to message {message_id or '(unsent)'} "
-                f"within {timeout} s"
-            ) from None
+            found = await self._stored_outcome(message_id) if message_id else None
+            if found is None:
+                raise TimeoutError(
+                    f"no reply in session {self.session_id!r} to message "
+                    f"{message_id or '(unsent)'} within {timeout} s"
+                ) from None
         finally:
             self._waiters.pop(message_id, None)
+        return turn_outcome(message_id, found)
+
+    async def _stored_outcome(self, message_id: str) -> Event | None:
+        """The stored event that ended the turn of ``message_id``, if any: a last look, of at
+        most ``LAST_LOOK_S``, before a wait reports a timeout (see ``calls.outcome_page``). A
+        look that fails finds nothing."""
+        try:
+            async with asyncio.timeout(calls.LAST_LOOK_S):
+                response = await self._client._request(calls.outcome_page(self._path, message_id))
+        except (SessionError, TimeoutError):
+            return None
+        events = (Event.from_json(raw) for raw in body_of(response)["data"])
+        return next((e for e in events if answers(e, message_id)), None)
 
     async def _wait_for(self, message_id: str) -> Event:
         """The event that ends the turn of ``message_id``: its reply, its error, or an abort."""

@@ -142,14 +142,21 @@ class SyncSessionClient:
         return self._http
 
     def _request(
-        self, call: Call, *, stream: bool = False, read_timeout: float | None = None
+        self,
+        call: Call,
+        *,
+        stream: bool = False,
+        read_timeout: float | None = None,
+        within: float | None = None,
     ) -> httpx.Response:
-        """``SessionClient._request``, blocking."""
+        """``SessionClient._request``, blocking; ``within``: a deadline of this call's own,
+        shorter than the client's."""
         http = self._client()
+        deadline = self.deadline if within is None else min(within, self.deadline or within)
         tries = Tries(
             repeatable=call.may_repeat,
             max_retries=self.max_retries,
-            deadline=self.deadline,
+            deadline=deadline,
             base_url=self.base_url,
         )
         while True:

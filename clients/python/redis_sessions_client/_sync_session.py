@@ -119,13 +119,26 @@ class SyncSession:
                 if event.type in ENDING_TYPES:
                     break
         except TimeoutError:
-            raise TimeoutError(
-                f"no reply in session {self.session_id!r} to message {message_id} "
-                f"within {timeout} s"
-            ) from None
+            found = self._stored_outcome(message_id)
+            if found is None:
+                raise TimeoutError(
+                    f"no reply in session {self.session_id!r} to message {message_id} "
+                    f"within {timeout} s"
+                ) from None
+            return turn_outcome(message_id, found)
         finally:
             stream.close()
         raise SessionNotFound(f"session {self.session_id!r} was deleted while waiting")
+
+    def _stored_outcome(self, message_id: str) -> Event | None:
+        """See ``Session._stored_outcome``."""
+        call = calls.outcome_page(self._path, message_id)
+        try:
+            response = self._client._request(call, within=calls.LAST_LOOK_S)
+        except SessionError:
+            return None
+        events = (Event.from_json(raw) for raw in body_of(response)["data"])
+        return next((e for e in events if answers(e, message_id)), None)
 
     def abort(self) -> bool:
         """Drop the pending turns; True when something was pending."""

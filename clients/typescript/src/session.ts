@@ -45,6 +45,7 @@ export const PAGE = 1000; // the service's largest page
 export const ITEMS_PAGE = 10_000; // the service's largest page of items
 export const ITEMS_BATCH = 1000; // the service's largest append
 const OVERLAP_KEPT = 1000; // ids of a catch-up kept to know the resumed stream's copies
+const LAST_LOOK_MS = 2000; // how long a wait's look in the history before it times out may take
 const KEPT_OUTCOMES = 256; // turn outcomes kept for a waiter that registers after they arrive
 export const DEFAULT_WAIT_MS = 60_000;
 
@@ -275,9 +276,29 @@ export class Session {
     } finally {
       clearTimeout(timer);
     }
+    const stored = messageId === undefined ? undefined : await this.storedOutcome(messageId);
+    if (stored && messageId !== undefined) return turnOutcome(messageId, stored);
     throw new APITimeoutError(
       `no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId ?? "(unsent)"} within ${timeout} ms`,
     );
+  }
+
+  /** The stored event that ended the turn of `messageId`, if any: a last look, of at most
+   * `LAST_LOOK_MS`, before a wait reports a timeout. The history holds the answer even when the
+   * live copy a stream waited for never came (on a Redis Cluster, a process that died between
+   * writing an answer and publishing its copy). A look that fails finds nothing. */
+  private async storedOutcome(messageId: string): Promise<SessionEvent | undefined> {
+    const query: Array<[string, string | number]> = [
+      ["limit", PAGE],
+      ["after", messageId],
+    ];
+    try {
+      const call: Call = { method: "GET", path: `${this.path}/events`, query, expect: LIST_SHAPE };
+      const body = await this.call(call, AbortSignal.timeout(LAST_LOOK_MS));
+      return (body.data as Json[]).map(sessionEvent).find((event) => answers(event, messageId));
+    } catch {
+      return undefined;
+    }
   }
 
   /** How `listener` ends the turn of `messageId`: with what it delivered already (before the

@@ -93,6 +93,8 @@ export class Proxy {
   fail: (req: http.IncomingMessage) => { status: number; body: string; type: string } | undefined = () => undefined;
   cutAfter: (req: http.IncomingMessage) => number | undefined = () => undefined;
   hold: (req: http.IncomingMessage) => boolean = () => false;
+  /** SSE frames of event streams that are not passed on (as live copies lost). */
+  dropFrame: (frame: string) => boolean = () => false;
   /** Changes a request before it is passed on (its URL, its headers). */
   rewrite: (req: http.IncomingMessage) => void = () => undefined;
   private server: http.Server | undefined;
@@ -135,7 +137,15 @@ export class Proxy {
         this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: answer.statusCode ?? 0 });
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         let events = 0;
-        answer.on("data", (chunk: Buffer) => {
+        let partial = ""; // an SSE frame not yet complete
+        answer.on("data", (data: Buffer) => {
+          let chunk = data;
+          if (req.url?.includes("/events/stream")) {
+            const frames = (partial + data.toString()).split("\n\n");
+            partial = frames.pop() ?? "";
+            chunk = Buffer.from(frames.filter((f) => !this.dropFrame(f)).map((f) => `${f}\n\n`).join(""));
+            if (chunk.length === 0) return;
+          }
           events += (chunk.toString().match(/^id: /gm) ?? []).length;
           if (cut === undefined || events < cut) {
             res.write(chunk);

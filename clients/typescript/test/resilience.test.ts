@@ -207,6 +207,22 @@ test("a listener started again past the live window catches up once: nothing twi
   await client.deleteSession("relisten-stale");
 });
 
+test("a wait whose reply never came live finds it stored, at its timeout", async () => {
+  // as when a process dies between writing a reply and publishing its live copy (on a Redis
+  // Cluster the two are written apart): the stream never brings the reply
+  const client = await through((p) => {
+    p.dropFrame = (frame) => frame.includes("event: assistant.message\n");
+  });
+  const session = await client.createSession({ sessionId: "lost-copy" });
+  const started = Date.now();
+  const reply = await session.sendAndWait("are you there?", 1000);
+  assert.equal(reply.type, "assistant.message");
+  assert.match(String(reply.data.content), /are you there\?/);
+  assert.ok(Date.now() - started >= 1000);
+  await session.destroy();
+  await client.deleteSession("lost-copy");
+});
+
 test("an HTML page where the event stream belongs is a ProtocolError, not a silent retry", async () => {
   const client = await through((p) => {
     p.fail = (req) =>
