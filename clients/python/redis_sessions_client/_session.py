@@ -117,7 +117,9 @@ class Session:
         The handle follows the session's events from its last seen event, so the reply cannot
         be missed however fast it comes; the stream stays open for the next call. Called from
         one of this handle's ``on()`` handlers (which that stream waits on), it waits over a
-        stream of its own."""
+        stream of its own. Before it raises ``TimeoutError`` it looks in the history once
+        (``_stored_outcome``, 2 s more at most): a reply stored whose live copy never came
+        still ends the wait."""
         text = calls.prompt_of(options, prompt)
         self._keep_listening = True
         self._ensure_listener()
@@ -146,9 +148,9 @@ class Session:
         try:
             async with asyncio.timeout(calls.LAST_LOOK_S):
                 response = await self._client._request(calls.outcome_page(self._path, message_id))
-        except (SessionError, TimeoutError):
+            events = [Event.from_json(raw) for raw in body_of(response)["data"]]
+        except (SessionError, TimeoutError, LookupError, TypeError, ValueError):
             return None
-        events = (Event.from_json(raw) for raw in body_of(response)["data"])
         return next((e for e in events if answers(e, message_id)), None)
 
     async def _wait_for(self, message_id: str) -> Event:

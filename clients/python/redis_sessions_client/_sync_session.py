@@ -135,9 +135,9 @@ class SyncSession:
         call = calls.outcome_page(self._path, message_id)
         try:
             response = self._client._request(call, within=calls.LAST_LOOK_S)
-        except SessionError:
+            events = [Event.from_json(raw) for raw in body_of(response)["data"]]
+        except (SessionError, LookupError, TypeError, ValueError):
             return None
-        events = (Event.from_json(raw) for raw in body_of(response)["data"])
         return next((e for e in events if answers(e, message_id)), None)
 
     def abort(self) -> bool:

@@ -248,18 +248,22 @@ export class Session {
    * (`destroy()`, the last handler unsubscribed), the wait goes on over a stream of its own
    * from the message on; should it fail, the wait rejects with its error. An answer that came
    * in time is returned at the timeout even if the handlers still run. Without handlers, or
-   * when called while handlers run (from a handler), the wait follows a stream of its own. */
+   * when called while handlers run (from a handler), the wait follows a stream of its own.
+   *
+   * Before it rejects with `APITimeoutError` it looks in the history once (within 2 s more): an
+   * answer stored whose live copy never came still ends the wait; with handlers, once the
+   * listener has handed it on, or those 2 s have passed. */
   async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
     const prompt = promptOf(options);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
     let messageId: string | undefined;
+    // a listener that runs from before the send delivers the answer; one started meanwhile
+    // may start past it (another stream of the handle moved the cursor on). A call made while
+    // handlers run (from a handler, most likely) cannot wait for the listener: it waits for
+    // that handler to return.
+    const listener = this.dispatching === 0 ? this.listener : undefined;
     try {
-      // a listener that runs from before the send delivers the answer; one started meanwhile
-      // may start past it (another stream of the handle moved the cursor on). A call made
-      // while handlers run (from a handler, most likely) cannot wait for the listener: it
-      // waits for that handler to return.
-      const listener = this.dispatching === 0 ? this.listener : undefined;
       messageId = await this.post(prompt, newKey(), controller.signal);
       const settled = listener ? await this.settledBy(listener, messageId, controller.signal) : undefined;
       if (settled && "event" in settled) return turnOutcome(messageId, settled.event);
@@ -276,25 +280,30 @@ export class Session {
     } finally {
       clearTimeout(timer);
     }
-    const stored = messageId === undefined ? undefined : await this.storedOutcome(messageId);
-    if (stored && messageId !== undefined) return turnOutcome(messageId, stored);
+    const look = AbortSignal.timeout(LAST_LOOK_MS);
+    const stored = messageId === undefined ? undefined : await this.storedOutcome(messageId, look);
+    if (stored && messageId !== undefined) {
+      // the handlers are to have the turn first: the listener may hand it on yet (slow handlers)
+      const settled = listener ? await this.settledBy(listener, messageId, look).catch(() => undefined) : undefined;
+      return turnOutcome(messageId, settled && "event" in settled ? settled.event : stored);
+    }
     throw new APITimeoutError(
       `no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId ?? "(unsent)"} within ${timeout} ms`,
     );
   }
 
-  /** The stored event that ended the turn of `messageId`, if any: a last look, of at most
-   * `LAST_LOOK_MS`, before a wait reports a timeout. The history holds the answer even when the
+  /** The stored event that ended the turn of `messageId`, if any: a last look, until `signal`
+   * aborts, before a wait reports a timeout. The history holds the answer even when the
    * live copy a stream waited for never came (on a Redis Cluster, a process that died between
    * writing an answer and publishing its copy). A look that fails finds nothing. */
-  private async storedOutcome(messageId: string): Promise<SessionEvent | undefined> {
+  private async storedOutcome(messageId: string, signal: AbortSignal): Promise<SessionEvent | undefined> {
     const query: Array<[string, string | number]> = [
       ["limit", PAGE],
       ["after", messageId],
     ];
     try {
       const call: Call = { method: "GET", path: `${this.path}/events`, query, expect: LIST_SHAPE };
-      const body = await this.call(call, AbortSignal.timeout(LAST_LOOK_MS));
+      const body = await this.call(call, signal);
       return (body.data as Json[]).map(sessionEvent).find((event) => answers(event, messageId));
     } catch {
       return undefined;
