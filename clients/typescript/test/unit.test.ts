@@ -249,6 +249,7 @@ function scripted() {
   const streams: Array<{ url: string; write: (id: string, type: string, data?: object) => void; end: () => void }> = [];
   const sends: Array<() => string> = [];
   const state = { html: false };
+  const stored: object[] = []; // what GET .../events answers
   let messages = 0;
   const stub = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const url = String(input);
@@ -271,6 +272,7 @@ function scripted() {
       streams.push({ url, write, end });
       return new Response(body, { headers: { "content-type": "text/event-stream" } });
     }
+    if (url.includes("/events?")) return json({ data: stored });
     if (url.endsWith("/messages") && init?.method === "POST") {
       return new Promise((resolve) => sends.push(() => {
         const id = `${++messages}0-0`;
@@ -280,7 +282,7 @@ function scripted() {
     }
     return json(SESSION);
   };
-  return { fetch: stub as typeof fetch, streams, sends, state };
+  return { fetch: stub as typeof fetch, streams, sends, state, stored };
 }
 
 const WAIT = 5_000; // ms a turn of the scripted service may take
@@ -423,6 +425,34 @@ test("sendAndWait with handlers: one called from a handler, and handlers slower 
     release();
     await until(() => handled.has(id)); // the listener is done with it
   }
+  await session.destroy();
+});
+
+test("a wait that finds its answer stored at its timeout lets slow handlers have the turn first", async () => {
+  const service = scripted();
+  const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch: service.fetch }).createSession();
+  const handled: string[] = [];
+  let release = (): void => undefined;
+  session.on(async (event) => {
+    if (event.type === "assistant.message_delta") await new Promise<void>((resolve) => (release = resolve));
+    handled.push(event.type);
+  });
+  await until(() => service.streams.length === 1);
+  const [listener] = service.streams;
+  const answer = session.sendAndWait("slow handlers", 100);
+  await until(() => service.sends.length === 1);
+  assert.equal(service.sends[0]?.(), "10-0");
+  const reply = { reply_to: "10-0", content: "hi" };
+  listener?.write("L11-0", "assistant.message_delta", { deltaContent: "hi" });
+  listener?.write("12-0", "assistant.message", reply);
+  service.stored.push({ id: "12-0", type: "assistant.message", data: reply, timestamp: "2024-11-22T03:28:09Z" });
+  let settled = false;
+  void answer.then(() => (settled = true));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // past the timeout and the look
+  assert.equal(settled, false); // the handlers still have the delta: the reply is on its way
+  release();
+  assert.equal((await answer).data.content, "hi");
+  assert.deepEqual(handled, ["assistant.message_delta", "assistant.message"]);
   await session.destroy();
 });
 
