@@ -276,10 +276,12 @@ async def test_stream_of_missing_session_is_404(client: httpx.AsyncClient, acme:
     r = await client.get("/v1/sessions/none/events/stream", headers=acme.headers)
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
-    r = await client.get(
-        "/v1/sessions/none/events/stream", headers={**acme.headers, "Last-Event-ID": "x"}
-    )
-    assert r.status_code == 422
+    for cursor in ("x", "LL5-0"):  # the cursor is quoted as it was sent
+        r = await client.get(
+            "/v1/sessions/none/events/stream", headers={**acme.headers, "Last-Event-ID": cursor}
+        )
+        assert r.status_code == 422
+        assert r.json()["detail"] == f"{cursor!r} is not an event id or live cursor"
 
 
 async def test_lifecycle_read_and_stream(

@@ -16,7 +16,7 @@ from service.api.deps import KeyDep, MetricsDep, RuntimeDep, StateDep, StoreDep,
 from service.api.params import EventIdQuery, SessionId, StreamCursorQuery, StreamLastEventId
 from service.api.routes import V1
 from service.api.schemas import EventList
-from service.errors import SessionNotFound
+from service.errors import InvalidInput, SessionNotFound
 from service.events import LIVE_MARK
 from service.ids import validate_history_id, validate_stream_id
 
@@ -91,7 +91,10 @@ async def stream_events(
     from now."""
     given = [v for v in (last_event_id, after) if v is not None]
     for value in given:
-        validate_stream_id(value.removeprefix(LIVE_MARK))
+        try:
+            validate_stream_id(value.removeprefix(LIVE_MARK))
+        except InvalidInput:
+            raise InvalidInput(f"{value[:50]!r} is not an event id or live cursor") from None
     cursor = given[0] if given else None
     slots = state.streams
     assert slots is not None, "the API state is attached at start-up"
