@@ -241,6 +241,13 @@ def answers(event: Event, message_id: str) -> bool:
     return event.type == "abort" and id_key(event.id) > id_key(message_id)
 
 
+def outcome_in(page: Any, message_id: str) -> Event | None:
+    """The event of a page of stored events (``{"data": [...]}``) that ends the turn of
+    ``message_id``, if it holds one."""
+    events = [Event.from_json(raw) for raw in page["data"]]
+    return next((e for e in events if answers(e, message_id)), None)
+
+
 def turn_outcome(message_id: str, event: Event) -> Event:
     """The reply ``event`` of the turn of ``message_id``, or the ``TurnError`` it stands for."""
     if event.type == "assistant.message":

@@ -28,6 +28,7 @@ from redis_sessions_client._models import (
     answers,
     id_key,
     is_later,
+    outcome_in,
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
@@ -148,10 +149,9 @@ class Session:
         try:
             async with asyncio.timeout(calls.LAST_LOOK_S):
                 response = await self._client._request(calls.outcome_page(self._path, message_id))
-            events = [Event.from_json(raw) for raw in body_of(response)["data"]]
+            return outcome_in(body_of(response), message_id)
         except (SessionError, TimeoutError, LookupError, TypeError, ValueError):
             return None
-        return next((e for e in events if answers(e, message_id)), None)
 
     async def _wait_for(self, message_id: str) -> Event:
         """The event that ends the turn of ``message_id``: its reply, its error, or an abort."""

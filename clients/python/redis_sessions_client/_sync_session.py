@@ -26,6 +26,7 @@ from redis_sessions_client._models import (
     SessionInfo,
     answers,
     is_later,
+    outcome_in,
     turn_outcome,
 )
 from redis_sessions_client._requests import Call, body_of
@@ -135,10 +136,9 @@ class SyncSession:
         call = calls.outcome_page(self._path, message_id)
         try:
             response = self._client._request(call, within=calls.LAST_LOOK_S)
-            events = [Event.from_json(raw) for raw in body_of(response)["data"]]
+            return outcome_in(body_of(response), message_id)
         except (SessionError, LookupError, TypeError, ValueError):
             return None
-        return next((e for e in events if answers(e, message_id)), None)
 
     def abort(self) -> bool:
         """Drop the pending turns; True when something was pending."""
