@@ -297,14 +297,9 @@ export class Session {
    * live copy a stream waited for never came (on a Redis Cluster, a process that died between
    * writing an answer and publishing its copy). A look that fails finds nothing. */
   private async storedOutcome(messageId: string, signal: AbortSignal): Promise<SessionEvent | undefined> {
-    const query: Array<[string, string | number]> = [
-      ["limit", PAGE],
-      ["after", messageId],
-    ];
     try {
-      const call: Call = { method: "GET", path: `${this.path}/events`, query, expect: LIST_SHAPE };
-      const body = await this.call(call, signal);
-      return (body.data as Json[]).map(sessionEvent).find((event) => answers(event, messageId));
+      const page = await this.eventsPage({ after: messageId }, PAGE, signal);
+      return page.find((event) => answers(event, messageId));
     } catch {
       return undefined;
     }
@@ -505,18 +500,23 @@ export class Session {
     const out: SessionEvent[] = [];
     for (;;) {
       const size = limit === undefined ? PAGE : Math.min(PAGE, limit - out.length);
-      const params: Array<[string, string | number]> = [["limit", size]];
-      if (after) params.push(["after", after]);
-      if (before) params.push(["before", before]);
-      if (query.reverse) params.push(["reverse", "true"]);
-      const body = await this.call({ method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE });
-      const page = (body.data as Json[]).map(sessionEvent);
+      const page = await this.eventsPage({ after, before, reverse: query.reverse }, size);
       out.push(...page);
       const last = page[page.length - 1]?.id;
       if (page.length < size || (limit !== undefined && out.length >= limit) || !last) return out;
       if (query.reverse) before = last;
       else after = last;
     }
+  }
+
+  /** One page of stored events: at most `size`, between `after` and `before`. */
+  private async eventsPage(query: EventsQuery, size: number, signal?: AbortSignal): Promise<SessionEvent[]> {
+    const params: Array<[string, string | number]> = [["limit", size]];
+    if (query.after) params.push(["after", query.after]);
+    if (query.before) params.push(["before", query.before]);
+    if (query.reverse) params.push(["reverse", "true"]);
+    const call: Call = { method: "GET", path: `${this.path}/events`, query: params, expect: LIST_SHAPE };
+    return ((await this.call(call, signal)).data as Json[]).map(sessionEvent);
   }
 
   // --- items (storage-only sessions) -------------------------------------------------------------
