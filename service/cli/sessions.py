@@ -21,12 +21,12 @@ from service.cli.support import (
     fail,
     label_arg,
     load_settings,
+    note_unregistered,
     open_runtime,
     positive_int,
     print_json,
     table,
     tenant_arg,
-    tenant_ids,
 )
 from service.config import Settings
 from service.errors import InvalidInput, SessionNotFound, StoreUnavailable
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, labels: dict[str, str]) -> int:
     async with open_runtime(settings) as runtime:
-        if args.action != "delete" or args.yes:  # (confirm_delete has noted an unknown tenant)
-            await tenant_ids(runtime, [args.tenant])  # for its note on an unknown tenant
+        if args.action != "delete" or args.yes:  # (else confirm_delete has noted it)
+            await note_unregistered(runtime, [args.tenant])
         ts = runtime.store.tenant(args.tenant)
         if args.action == "list":
             return await list_sessions(ts, labels, args.limit, args.json)
@@ -221,7 +221,7 @@ def confirm_delete(args: argparse.Namespace, settings: Settings) -> bool:
 
     async def describe() -> SessionInfo:
         async with open_runtime(settings) as runtime:
-            await tenant_ids(runtime, [args.tenant])  # for its note on an unknown tenant
+            await note_unregistered(runtime, [args.tenant])
             return await runtime.store.tenant(args.tenant).get(args.session_id)
 
     info = asyncio.run(describe())

@@ -91,20 +91,25 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 async def tenant_ids(runtime: Runtime, named: Sequence[str]) -> list[str]:
-    """The tenants to work on: ``named``, or every registered tenant. A named one that is not
-    registered is still worked on (a removed tenant's data remains reachable), with a note on
-    stderr that says so (and shows a typo for what it is)."""
-    registered = [t.id for t in await runtime.tenants.all()]
+    """The tenants to work on: ``named`` (see ``note_unregistered``), or every registered
+    tenant."""
     if not named:
-        return registered
+        return [t.id for t in await runtime.tenants.all()]
     chosen = list(dict.fromkeys(named))
-    for tenant in chosen:
+    await note_unregistered(runtime, chosen)
+    return chosen
+
+
+async def note_unregistered(runtime: Runtime, named: Sequence[str]) -> None:
+    """Say on stderr which of ``named`` are not registered tenants (a typo shows for what it
+    is); they are still worked on, as a removed tenant's data remains reachable."""
+    registered = {t.id for t in await runtime.tenants.all()}
+    for tenant in named:
         if tenant not in registered:
             print(
                 f"note: tenant {tenant!r} is not registered; going on with what Redis holds of it",
                 file=sys.stderr,
             )
-    return chosen
 
 
 @contextmanager
