@@ -230,7 +230,7 @@ class RequestBody:
                 415,
                 f"request body must be application/json (got {content_type or 'no content type'})",
                 title="Unsupported Media Type",
-                type_="about:blank",
+                type_="/problems/unsupported-media-type",
                 error="HTTPException",
                 extra={},
                 close=False,

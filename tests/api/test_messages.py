@@ -146,6 +146,7 @@ async def test_wrong_content_type_is_415_and_bad_json_400(
     )
     assert r.status_code == 415
     assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "/problems/unsupported-media-type"
     assert "application/json" in r.json()["detail"]
     r = await client.post(url, content=b'{"prompt": "hi"}', headers=acme.headers)  # no type
     assert r.status_code == 415
