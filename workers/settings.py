@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from typing import Any
 
@@ -107,12 +108,13 @@ class QueueTolerantWorker(Worker):
             await asyncio.wait_for(self._slot_freed.wait(), self.wake_wait_s)
         return False
 
-    async def close(self) -> None:
+    async def close(self, why: signal.Signals = signal.SIGUSR1) -> None:
         """arq's close, except that a queue Redis that is down or read-only as the worker stops
         costs only the delete of its health record (which expires by itself): arq's own close
-        stops there, with an uncaught error, and never closes the provider or connections."""
+        stops there, with an uncaught error, and never closes the provider or connections.
+        ``why``: the signal its log line names, for a process that handles signals itself."""
         if not self._handle_signals:
-            self.handle_sig(signal.SIGUSR1)
+            self.handle_sig(why)
         if not self._pool:
             return
         await asyncio.gather(*self.tasks.values())
@@ -235,7 +237,39 @@ def build_worker(
         "allow_abort_jobs": False,
     }
     options.update(overrides)
+    quiet_routine_lines(names)
     return QueueTolerantWorker(**options)
+
+
+class RoutineLines(logging.Filter):
+    """Keeps arq's lines about routine work out of an INFO log: the start and end of each
+    watchdog tick (every 2 s by default, two lines a tick per fleet, saying nothing when
+    nothing is wrong: what the watchdog does it logs itself, and its metrics count its runs)
+    and each write of the health record. They show at DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        routine = record.msg == "recording health: %s" or (
+            record.msg in _JOB_LINES
+            and isinstance(record.args, tuple)
+            and len(record.args) > 1
+            and record.args[1] in self.jobs
+        )
+        return not routine or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+_JOB_LINES = frozenset({"%6.2fs → %s(%s)%s", "%6.2fs ← %s ● %s"})  # arq's job start and end
+ROUTINE = RoutineLines()
+
+
+def quiet_routine_lines(names: queue.QueueNames) -> None:
+    arq_log = logging.getLogger("arq.worker")
+    ROUTINE.jobs.add(names.cron("watchdog"))
+    if ROUTINE not in arq_log.filters:
+        arq_log.addFilter(ROUTINE)
 
 
 async def check_health(settings: Settings, host: str | None = None) -> bool:

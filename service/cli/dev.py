@@ -118,14 +118,20 @@ async def _serve(settings: Settings, args: argparse.Namespace, data_dir: Path) -
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def stop_on(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_on, sig)
     server_task = asyncio.create_task(server.serve())
     worker_task = asyncio.create_task(worker.async_run())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({server_task, worker_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
-    await worker.close()
+    await worker.close(*received[:1])
     worker_task.cancel()
     await asyncio.gather(server_task, worker_task, return_exceptions=True)
     stopper.cancel()
