@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any
 
+import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -236,6 +237,22 @@ class RequestBody:
                 close=False,
             )
             return
+        surrogate = lone_surrogate(messages[0].get("body", b""))
+        if surrogate is not None:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                422,
+                f"request body holds a lone UTF-16 surrogate at {surrogate}: strings must be "
+                "valid Unicode",
+                title="Invalid input",
+                type_="/problems/invalid-input",
+                error="RequestValidationError",
+                extra={},
+                close=False,
+            )
+            return
         await self.app(scope, _replay(messages, receive), send)
 
     async def _read(self, receive: Receive) -> list[Message] | None:
@@ -292,6 +309,25 @@ class RequestBody:
             extra=extra,
         )
         await response(scope, receive, send)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(body: bytes) -> str | None:
+    """Where a JSON body holds a lone UTF-16 surrogate (an escape such as ``\\ud800``), if it
+    does. JSON's grammar allows one, but no UTF-8 text (Redis, a client, an export) can hold
+    it, and the standard library's parser lets it through, to be stored and then fail every
+    read. A pair (an emoji's ``\\ud83d\\ude00``) is text. Only a body with such an escape is
+    parsed here, by orjson, which refuses a lone one."""
+    if _SURROGATE_ESCAPE.search(body) is None:
+        return None
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            return f"character {exc.pos}"
+    return None  # text, or malformed: the route says so
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

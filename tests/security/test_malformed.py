@@ -135,6 +135,36 @@ async def test_wrong_values_inside_json_are_422(
     assert await snapshot(real_redis) == before
 
 
+async def test_lone_surrogates_are_422_and_store_nothing(
+    client: httpx.AsyncClient, auth: dict[str, dict[str, str]], real_redis: Redis
+) -> None:
+    """JSON's grammar allows ``"\\ud800"``, but no UTF-8 text holds it: taken, it was stored
+    and then failed every list page of the tenant. A pair (an emoji) is text."""
+    h = {**auth["tenant"], **JSON}
+    r = await client.post("/v1/sessions", json={"session_id": "items", "mode": "store"}, headers=h)
+    assert r.status_code == 201, r.text
+    before = await snapshot(real_redis)
+    for method, url, body in (
+        ("POST", "/v1/sessions", b'{"session_id": "sur", "labels": {"k": "\\ud800"}}'),
+        ("POST", "/v1/sessions", b'{"labels": {"\\udfff": "v"}}'),
+        ("POST", "/v1/sessions", b'{"system_message": "a \\ud83d\\ude00 b \\ud83d"}'),
+        ("PATCH", "/v1/sessions/s1", b'{"labels": {"k": "\\uDC00"}}'),
+        ("POST", "/v1/sessions/s1/messages", b'{"prompt": "\\ud800"}'),
+        ("PUT", "/v1/sessions/s1/bookmarks/b1", b'{"description": "\\ud800"}'),
+        ("POST", "/v1/sessions/items/items", b'{"items": [{"content": "\\ud800"}]}'),
+        ("POST", "/v1/sessions/items/items", b'{"items": [{"\\ud800": "x"}]}'),
+    ):
+        r = await client.request(method, url, content=body, headers=h)
+        assert_problem(r, 422)
+        assert "surrogate" in r.json()["detail"], r.text
+    assert await snapshot(real_redis) == before
+    assert (await client.get("/v1/sessions", headers=h)).status_code == 200
+    body = b'{"session_id": "emoji", "labels": {"k": "\\ud83d\\ude00"}, "name": "\\\\ud800"}'
+    r = await client.post("/v1/sessions", content=body, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["labels"] == {"k": "\U0001f600"} and r.json()["name"] == "\\ud800"
+
+
 async def test_a_byte_order_mark_is_ignored(
     client: httpx.AsyncClient, auth: dict[str, dict[str, str]]
 ) -> None:
