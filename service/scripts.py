@@ -28,8 +28,9 @@ one-letter code of the event type (``service.events.CODES``; a type without one 
 and a type never holds ``{``), then the event's ``data``. An item's id is ``<ms>-<n>``, ``n`` its
 ordinal in the history, so ids order as the list does and a page is an LRANGE; the ms never go
 back (an item takes the later of the clock and the previous item's ms). Live events are entries
-``s`` (session id), ``h`` (history id of a durable event's copy, else empty), ``e`` (code and data)
-of the tenant's live stream, trimmed to a window of time (MINID) and count (MAXLEN).
+``s`` (session id), ``h`` (history id of a durable event's copy, else empty), ``e`` (code and data),
+``c`` (the session's incarnation) and ``p`` (the id of the entry before) of the tenant's live
+stream, trimmed to a window of time (MINID) and count (MAXLEN).
 """
 
 from __future__ import annotations
@@ -108,10 +109,19 @@ local function incarnation()
   end
   return created
 end
+-- ``p`` is the id of the entry before it in the stream: a reader whose position is older
+-- than the ``p`` of the first entry it reads knows that the window was trimmed past entries
+-- it never read.
+local previous = nil
 local function publish(sid, hid, body)
   if #KEYS >= 11 then
-    return redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*',
-      's', sid, 'h', hid, 'e', body, 'c', incarnation())
+    if not previous then
+      local last = redis.call('XREVRANGE', KEYS[11], '+', '-', 'COUNT', 1)
+      previous = last[1] and last[1][1] or ''
+    end
+    previous = redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*',
+      's', sid, 'h', hid, 'e', body, 'c', incarnation(), 'p', previous)
+    return previous
   end
   return ''
 end

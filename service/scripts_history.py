@@ -67,10 +67,14 @@ PUBLISH_LIVE = r"""
 -- Cluster mode only (the live shard lives in another slot than the session).
 -- KEYS: live shard.  ARGV: live_maxlen, live_window_ms, sid, the session's incarnation (its
 -- ``inc``), then (history id, body) pairs.  Returns the live ids.
+-- ``p``: the entry before, as in the session scripts' publish().
 local out = {}
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local previous = last[1] and last[1][1] or ''
 for i = 5, #ARGV, 2 do
-  out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    's', ARGV[3], 'h', ARGV[i], 'e', ARGV[i + 1], 'c', ARGV[4])
+  previous = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    's', ARGV[3], 'h', ARGV[i], 'e', ARGV[i + 1], 'c', ARGV[4], 'p', previous)
+  out[#out + 1] = previous
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -485,6 +485,63 @@ async def test_a_window_trimmed_during_the_catch_up_falls_back_to_the_history(
         following.close()
 
 
+async def test_a_reader_behind_the_trimmed_window_hands_its_subscribers_a_gap(
+    acme: TenantStore, any_redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's reader stalls (a paused process, a lost connection) while writers go on
+    and the window is trimmed past what it had not read: each subscriber of the stream gets a
+    gap marker in place of what it missed (the caller re-reads the history), never silence."""
+    from service.store.hub import is_gap
+    from service.store.live import entry_event
+
+    await acme.create("slow", model="m")
+    await acme.create("busy", model="m")
+    key = acme._live_key("slow")
+    assert key == acme._live_key("busy")  # one live shard
+    gate, parked = asyncio.Event(), asyncio.Event()
+    gate.set()
+    xread = any_redis.xread
+
+    async def gated(*args: Any, **kw: Any) -> Any:
+        if not gate.is_set():
+            parked.set()
+            await gate.wait()
+        return await xread(*args, **kw)
+
+    monkeypatch.setattr(any_redis, "xread", gated)
+    notify = asyncio.Event()
+    following = await acme.follow("slow", None, notify, from_now=True)
+
+    async def next_entries() -> list[Any]:
+        async with asyncio.timeout(10):
+            while not (got := following.sub.take()):
+                await notify.wait()
+                notify.clear()
+        return got
+
+    try:
+        await acme.append("slow", [user("one")])
+        assert [entry_event(*e)["type"] for e in await next_entries()] == ["user.message"]
+        gate.clear()
+        await acme.append("busy", [user("b1")])  # ends a read in flight, if one is
+        async with asyncio.timeout(10):
+            await parked.wait()  # the reader stalls
+        await acme.append("slow", [user("two")])  # never read: trimmed below
+        await acme.append("busy", [user("b2")])
+        await acme.append("busy", [user("b3")])
+        newest = str((await any_redis.xrevrange(key, count=1))[0][0])
+        await any_redis.xtrim(key, minid=newest, approximate=False)
+        assert following.sub.take() == []
+        gate.set()
+        got = await next_entries()
+        assert len(got) == 1 and is_gap(got[0])
+        await acme.append("slow", [user("three")])  # and on it goes
+        assert [entry_event(*e)["data"] for e in await next_entries()] == [{"content": "three"}]
+    finally:
+        gate.set()
+        following.close()
+
+
 def test_a_subscription_that_starts_past_the_reader_drops_what_came_before_its_start() -> None:
     """The reader may lag behind a new subscriber's start: what it then hands on up to the
     start came before it, and would be delivered twice (the caller served it already)."""

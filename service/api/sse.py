@@ -30,7 +30,7 @@ from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
 from service.logging import get_logger
 from service.metrics import Metrics
 from service.store import TenantStore
-from service.store.hub import Subscription
+from service.store.hub import Subscription, is_gap
 from service.store.live import START, Following, entry_parts
 
 log = get_logger("service.api.sse")
@@ -140,16 +140,17 @@ class StreamSlots:
 RESYNC = "session.resync"
 
 
-def resync_frame(session_id: str, last_event_id: str) -> bytes:
-    """Told when a stream cannot resume where the client asked (its ``Last-Event-ID`` is past
-    the live window): what it missed is in the durable history, which it should re-read. Its
-    SSE id is the session's newest durable event, so a client cut off before the next event
-    resumes from there (the history after it, then live events), not from the start."""
-    data = {
-        "session_id": session_id,
-        "reason": "the requested position is beyond the live window",
-        "last_event_id": last_event_id,
-    }
+BEYOND_WINDOW = "the requested position is beyond the live window"
+FELL_BEHIND = "the stream fell behind the live window"
+
+
+def resync_frame(session_id: str, last_event_id: str, reason: str = BEYOND_WINDOW) -> bytes:
+    """Told when a stream cannot go on from where the client is: its ``Last-Event-ID`` is past
+    the live window, or (mid-stream) the window was trimmed past events the stream had not yet
+    served. What it missed is in the durable history, which it should re-read. Its SSE id is
+    the session's newest durable event, so a client cut off before the next event resumes from
+    there (the history after it, then live events), not from the start."""
+    data = {"session_id": session_id, "reason": reason, "last_event_id": last_event_id}
     return frame(RESYNC, dumps(data), last_event_id or None)
 
 
@@ -182,6 +183,11 @@ async def session_events(
                 return
             got_any = False
             for entry in following.sub.take():
+                if is_gap(entry):
+                    info = await store.get(session_id)
+                    yield resync_frame(session_id, info.last_event_id, FELL_BEHIND)
+                    got_any = True
+                    continue
                 live_id, history_id, body = entry_parts(entry)
                 if history_id and done and id_order(history_id) <= done:
                     continue  # served from history already

@@ -10,6 +10,13 @@ the reader's position and the reader delivers only what follows it, both in one 
 
 A new stream joins by waking the reader: its blocking read is cancelled (redis-py drops that
 connection, which the pool replaces) and a new read covers the new stream too.
+
+A stream is trimmed to a window; a reader that falls further behind (a paused process, a lost
+Redis connection while writers go on) would skip what was trimmed unawares. Each live entry
+names the entry before it (field ``p``), so the first entry a read returns tells whether the
+stream still held everything after the reader's position. When it did not, every subscriber of
+that stream is handed a gap marker (``is_gap``) in its place among the entries: the live
+window cannot say what it held, and the subscriber re-reads the durable history.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from service.logging import get_logger
 log = get_logger("service.store.hub")
 
 Entry = tuple[str, dict[str, str]]
+GAP: Entry = ("", {})  # in place of entries trimmed before the reader read them
 BLOCK_MS = 4_000  # below the client's socket timeout (5 s), which would cut a longer read
 BATCH = 1_000
 CATCH_UP_PAGE = 1_000
@@ -69,6 +77,15 @@ class Subscription:
                 return
             self.floor = None  # the reader is past the start: no later entry is before it
         self.entries.append(entry)
+        self.notify.set()
+
+    def push_gap(self, lost: tuple[int, int]) -> None:
+        """Entries up to ``lost`` were trimmed unread (all of them before the start, for a
+        subscription that starts later, and so none of its own)."""
+        if self.floor is not None and lost <= self.floor:
+            return
+        if not self.entries or not is_gap(self.entries[-1]):
+            self.entries.append(GAP)
         self.notify.set()
 
     def take(self) -> list[Entry]:
@@ -190,6 +207,8 @@ class LiveHub:
         with store_errors("follow live events"):
             while True:
                 rows = await self._redis.xrange(key, min=start, max=until, count=CATCH_UP_PAGE)
+                if not out and rows and trimmed_past(after, rows[0][1]):
+                    out.append(GAP)
                 out += [(str(i), f) for i, f in rows if _matches(sub, f)]
                 if len(rows) < CATCH_UP_PAGE:
                     return out
@@ -243,6 +262,12 @@ class LiveHub:
         if feed is None or not rows:
             return
         subs, field = feed.subs, feed.field
+        if trimmed_past(feed.cursor, rows[0][1]):
+            log.warning("live reader fell behind the live window", stream=key, at=feed.cursor)
+            lost = id_order(rows[0][1]["p"])
+            for each in subs.values():
+                for sub in each:
+                    sub.push_gap(lost)
         for entry_id, fields in rows:
             entry = (str(entry_id), fields)
             for sub in subs.get(None, ()):
@@ -261,6 +286,18 @@ class LiveHub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._groups.clear()
+
+
+def is_gap(entry: Entry) -> bool:
+    return not entry[0]
+
+
+def trimmed_past(position: str, first: dict[str, str]) -> bool:
+    """Whether entries after ``position`` were trimmed before ``first`` (the fields of the
+    first entry read after it) was read: the entry before ``first`` comes after the position.
+    Entries written before ``p`` existed, and a stream's first entry, say nothing."""
+    before = first.get("p")
+    return before is not None and before != "" and id_order(before) > id_order(position)
 
 
 def _matches(sub: Subscription, fields: dict[str, str]) -> bool:
