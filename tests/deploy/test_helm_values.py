@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
+
+from service.config import Settings
 
 # Objects left open on purpose: values for a parent chart, and Kubernetes structures passed through.
 FREE_FORM = {"/properties/global", "/definitions/kubernetesObject"}
@@ -69,6 +72,21 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "bad-keda-threshold": ({"worker.keda.prometheus.threshold": "many"}, ["threshold"]),
 }
+
+
+def secret_setting_names() -> list[str]:
+    """Env names of the settings that hold a secret: every SecretStr field, and the Redis URLs
+    (a URL carries its password)."""
+    names = [
+        name
+        for name, field in Settings.model_fields.items()
+        if SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+        or name.endswith("redis_url")
+    ]
+    return sorted(f"SESSIONS_{name.upper()}" for name in names)
+
+
+SECRET_SETTINGS = secret_setting_names()
 
 
 def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -135,9 +153,7 @@ def test_values_files_hold_no_secrets(chart_dir: Path, values_file: str) -> None
         if isinstance(value, str):
             assert "://" not in value or "@" not in value, f"{path}: a URL with credentials"
     for path, value in walk(values):
-        if isinstance(value, dict) and value.get("name") in {
-            "SESSIONS_ADMIN_KEY", "SESSIONS_OPENAI_API_KEY", "SESSIONS_REDIS_URL"
-        }:  # fmt: skip
+        if isinstance(value, dict) and str(value.get("name")).upper() in SECRET_SETTINGS:
             assert "value" not in value, f"{path}: secret setting as a plain value"
 
 
@@ -172,3 +188,61 @@ def test_helm_lint_rejects_bad_values(
     output = result.stdout + result.stderr
     for word in words:
         assert word in output, f"{word!r} missing from helm lint's output:\n{output}"
+
+
+def test_secret_settings_are_known() -> None:
+    """The tests below cover what the service holds as secrets; a new one is refused too."""
+    assert Settings.model_config.get("case_sensitive", False) is False
+    assert {
+        "SESSIONS_ADMIN_KEY",
+        "SESSIONS_OPENAI_API_KEY",
+        "SESSIONS_REDIS_PASSWORD",
+        "SESSIONS_REDIS_URL",
+        "SESSIONS_QUEUE_REDIS_URL",
+    } <= set(SECRET_SETTINGS)
+
+
+@pytest.mark.parametrize("name", SECRET_SETTINGS)
+def test_extra_settings_refuse_every_secret_setting(helm_template: Any, name: str) -> None:
+    result = helm_template([], {f"extraSettings.{name}": "plain"})
+    assert result.returncode != 0, f"{name} accepted into the ConfigMap:\n{result.stdout}"
+    assert "extraSettings" in result.stderr and name in result.stderr, result.stderr
+
+
+def case_variants(name: str) -> list[str]:
+    """The service reads SESSIONS_* names in any case (pydantic-settings, case_sensitive off)."""
+    return [name, name.lower(), name.title(), name[0].lower() + name[1:]]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [variant for name in [*SECRET_SETTINGS, "REDIS_PASSWORD"] for variant in case_variants(name)],
+)
+def test_extra_env_refuses_every_secret_setting_as_a_plain_value(
+    helm_template: Any, name: str
+) -> None:
+    for block in ("extraEnv", "worker.extraEnv"):
+        result = helm_template([], {block: [{"name": name, "value": "plain"}]})
+        assert result.returncode != 0, f"{block}: {name} accepted as a plain value"
+        assert "extraEnv" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("name", ["SESSIONS_ADMIN_KEY", "sessions_redis_password"])
+def test_extra_env_takes_secret_settings_from_a_secret(render: Any, name: str) -> None:
+    ref = {"secretKeyRef": {"name": "other-secret", "key": "k"}}
+    render(set_values={"extraEnv": [{"name": name, "valueFrom": ref}]})
+
+
+@pytest.mark.parametrize(
+    ("block", "set_values"),
+    [
+        ("extraSettings", {"extraSettings.SESSIONS_MODEL_CONTEXT_TOKENS": "128000"}),
+        ("extraSettings", {"extraSettings.SESSIONS_KEY_PREFIX": "tenant-a"}),
+        ("extraEnv", {"extraEnv": [{"name": "sessions_log_level", "value": "DEBUG"}]}),
+        ("extraEnv", {"extraEnv": [{"name": "SESSIONS_MODEL_CONTEXT_TOKENS", "value": "9000"}]}),
+    ],
+)
+def test_plain_settings_are_still_accepted(
+    render: Any, block: str, set_values: dict[str, Any]
+) -> None:
+    render(set_values=set_values)
