@@ -246,3 +246,31 @@ def test_plain_settings_are_still_accepted(
     render: Any, block: str, set_values: dict[str, Any]
 ) -> None:
     render(set_values=set_values)
+
+
+def comment_above(values_text: str, block: str, key: str) -> str:
+    """The comment lines right above ``key`` inside the top-level ``block`` of values.yaml."""
+    lines = values_text.splitlines()
+    start = lines.index(f"{block}:")
+    at = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{key}:"))
+    comment: list[str] = []
+    for line in reversed(lines[start:at]):
+        if not line.strip().startswith("#"):
+            break
+        comment.insert(0, line.strip().lstrip("#").strip())
+    return " ".join(comment)
+
+
+def test_worker_grace_period_is_described_as_it_works(chart_dir: Path, repo_root: Path) -> None:
+    """On SIGTERM a worker cancels its running turns at once and hands them over (see the failure
+    modes in docs/architecture.md): the grace period is no time to finish them."""
+    values_text = (chart_dir / "values.yaml").read_text(encoding="utf-8")
+    comment = comment_above(values_text, "worker", "terminationGracePeriodSeconds")
+    deploy = (repo_root / "docs" / "deploy.md").read_text(encoding="utf-8")
+    items = re.split(r"\n(?=- |\n)", deploy)  # list items and paragraphs
+    (item,) = [i for i in items if "`worker.terminationGracePeriodSeconds`" in i]
+    paragraph = " ".join(item.split())
+    for where, text in (("values.yaml", comment), ("docs/deploy.md", paragraph)):
+        assert "cancel" in text and "3 s" in text, f"{where}: {text!r}"
+        assert "starts it over" in text or "starts each over" in text, f"{where}: {text!r}"
+        assert not re.search(r"to finish|finish running|retried", text), f"{where}: {text!r}"
