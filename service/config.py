@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,
-        description="Data Redis URL. Unset: an embedded redis-server is started under data_dir.",
+        description="Data Redis URL; `serve` and `worker` need it (or Sentinels or Cluster "
+        "nodes). `sessionctl dev` starts a redis-server under data_dir and sets it.",
     )
     queue_redis_url: str | None = Field(
         default=None, description="Queue (arq) Redis URL. Unset: same as redis_url."
@@ -46,7 +47,10 @@ class Settings(BaseSettings):
         default="mymaster", description="Name of the master the Sentinels monitor."
     )
     redis_password: SecretStr | None = Field(
-        default=None, description="Password of the Redis master found through Sentinel."
+        default=None,
+        description="Redis password, apart from the URL (which then needs no encoding of it): "
+        "for the master found through Sentinel, and for the data Redis and the queue on it "
+        "when their URL carries none.",
     )
     key_prefix: str = Field(
         default="sess",

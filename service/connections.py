@@ -63,6 +63,9 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
         "lib_name": None,
         "lib_version": None,
     }
+    if settings.redis_password is not None and url == settings.redis_url:
+        # a password of its own, so that it needs no encoding: one the URL carries wins
+        common["password"] = settings.redis_password.get_secret_value()
     if settings.redis_cluster:
         nodes = [ClusterNode(host, port) for host, port in settings.cluster_startup_nodes()]
         if nodes:

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from arq.connections import create_pool
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import AuthenticationError
 
 from service.config import Settings
 from service.connections import LuaScript, close_redis, create_data_redis, use_lean_connections
+from service.embedded import RedisProcess
+from workers.queue import queue_redis_settings
 
 ARGS = [
     ("SET", "k", "value"),
@@ -98,3 +103,35 @@ async def test_arq_pools_are_switched_to_lean_connections(redis_server_url: str)
     assert client.connection_pool.connection_class is not Connection
     assert await client.ping()
     await client.aclose()
+
+
+async def test_a_password_of_its_own_needs_no_url_encoding(tmp_path: Path) -> None:
+    """``SESSIONS_REDIS_PASSWORD`` beside a URL without one: a managed Redis's password (with
+    / + = # @ : %) reaches a real server as it is, from the data client and the queue's."""
+    password = "ab/c+d==#x@y:z%41?"
+    server = RedisProcess(tmp_path, persistent=False).start()
+    try:
+        admin = Redis.from_url(server.url)
+        await admin.config_set("requirepass", password)
+        await admin.aclose()
+        settings = Settings(redis_url=server.url, redis_password=password)
+        client = create_data_redis(settings)
+        try:
+            assert await client.ping()
+        finally:
+            await close_redis(client)
+        queue = await create_pool(queue_redis_settings(settings))
+        try:
+            assert await queue.ping()
+        finally:
+            await queue.aclose()
+        # a password the URL carries wins (no other is sent)
+        wrong = Settings(redis_url=server.url.replace("//", "//:nope@"), redis_password=password)
+        client = create_data_redis(wrong)
+        try:
+            with pytest.raises(AuthenticationError):
+                await client.ping()
+        finally:
+            await close_redis(client)
+    finally:
+        server.stop()

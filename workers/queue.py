@@ -61,6 +61,8 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     if url is None:
         raise ValueError("no queue Redis URL: set SESSIONS_QUEUE_REDIS_URL or SESSIONS_REDIS_URL")
     rs = RedisSettings.from_dsn(url)
+    if url == settings.redis_url and rs.password is None and settings.redis_password is not None:
+        rs.password = settings.redis_password.get_secret_value()
     rs.conn_timeout = 5
     rs.conn_retries = 5
     return rs

@@ -4,12 +4,18 @@ containers, labels and names)."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+
+from service.config import Settings
+from service.connections import create_data_redis
+from workers.queue import queue_redis_settings
 
 from .manifests import (
     WORKLOAD_KINDS,
@@ -226,10 +232,53 @@ def test_trial_secret_values_appear_only_in_the_secret(render: Any) -> None:
 def test_redis_url_built_from_parts_reads_only_the_password(render: Any) -> None:
     objects = render(set_values=VARIANTS["external-redis-parts"])
     (container,) = containers(one(objects, "Deployment", "api"))
-    env = [item["name"] for item in container["env"]]
-    assert env.index("REDIS_PASSWORD") < env.index("SESSIONS_REDIS_URL")
-    url = next(item for item in container["env"] if item["name"] == "SESSIONS_REDIS_URL")
-    assert url["value"] == "rediss://:$(REDIS_PASSWORD)@redis.internal:6379/0"
+    env = {item["name"]: item for item in container["env"]}
+    assert "REDIS_PASSWORD" not in env
+    ref = env["SESSIONS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "sessions-redis-sessions", "key": "redis-password"}
+    assert env["SESSIONS_REDIS_URL"]["value"] == "rediss://redis.internal:6379/0"
+
+
+def pod_environment(container: dict[str, Any], secret: dict[str, str]) -> dict[str, str]:
+    """The environment Kubernetes gives ``container``: Secret references read from ``secret``,
+    then $(NAME) references to earlier entries expanded."""
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            env[item["name"]] = secret[item["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            env[item["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: env.get(m[1], m[0]),
+                item["value"],
+            )
+    return env
+
+
+@pytest.mark.parametrize("username", ["", "app"])
+def test_external_redis_password_reaches_data_and_queue_clients_as_it_is(
+    render: Any, monkeypatch: pytest.MonkeyPatch, username: str
+) -> None:
+    """Managed Redis services issue passwords with / + = and the like: the service must get the
+    password as the Secret holds it, whatever URL parsing would make of it."""
+    password = "ab/c+d==#x@y:z%41?"
+    objects = render(
+        set_values={**VARIANTS["external-redis-parts"], "externalRedis.username": username}
+    )
+    secret = {"redis-password": password, "admin-key": "a" * 32, "openai-api-key": "sk-x"}
+    for component in ("api", "worker"):
+        (container,) = containers(one(objects, "Deployment", component))
+        for name in [n for n in os.environ if n.upper().startswith("SESSIONS_")]:
+            monkeypatch.delenv(name)
+        for name, value in pod_environment(container, secret).items():
+            monkeypatch.setenv(name, value)
+        settings = Settings()
+        data = create_data_redis(settings).connection_pool.connection_kwargs
+        assert (data["host"], data["port"], data["password"]) == ("redis.internal", 6379, password)
+        assert data.get("username") == (username or None)
+        queue = queue_redis_settings(settings)
+        assert (queue.host, queue.port, queue.password) == ("redis.internal", 6379, password)
+        assert queue.ssl is True and queue.username == (username or None)
 
 
 def test_cluster_mode_reads_queue_url_from_secret(render: Any) -> None:

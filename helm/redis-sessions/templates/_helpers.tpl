@@ -115,18 +115,17 @@ Settings shared by every container: the ConfigMap, then secrets and the Redis UR
 - name: SESSIONS_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "redis-sessions.redisName" .) | quote }}
 {{- else if .Values.externalRedis.host }}
+{{- /* The password stays out of the URL: a URL would need it percent-encoded, and the Secret holds
+it as the Redis server knows it (a managed service's may hold / + = and the like). */}}
 {{- $r := .Values.externalRedis }}
-{{- $auth := "" }}
 {{- if $keys.redisPassword }}
-- name: REDIS_PASSWORD
+- name: SESSIONS_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
       key: {{ $keys.redisPassword }}
-{{- $auth = printf "%s:$(REDIS_PASSWORD)@" $r.username }}
-{{- else if $r.username }}
-{{- $auth = printf "%s@" $r.username }}
 {{- end }}
+{{- $auth := ternary (printf "%s@" $r.username) "" (ne $r.username "") }}
 - name: SESSIONS_REDIS_URL
   value: {{ printf "%s://%s%s:%d/%d" (ternary "rediss" "redis" $r.tls) $auth $r.host (int $r.port) (int $r.database) | quote }}
 {{- else }}
