@@ -109,6 +109,10 @@ def configure_logging(settings: Settings) -> None:
     sys.excepthook = _log_uncaught
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # the OpenAI SDK's DEBUG lines carry each request's options: the messages, whole
+    logging.getLogger("openai").setLevel(
+        level if settings.log_content else max(level, logging.INFO)
+    )
 
 
 def _log_uncaught(
