@@ -209,6 +209,11 @@ def test_session_info_attributes_and_camel_case_mapping() -> None:
     with pytest.raises(KeyError):
         info["nope"]
     assert "sessionId" in info and "sessionId" in dict(info)
+    assert info.mode == "turns"  # what a session without a mode of its own runs
+    untitled = SessionInfo.from_json({**RAW_INFO, "summary": "", "mode": "store"})
+    assert untitled.summary == "" and untitled.mode == "store" and untitled["mode"] == "store"
+    assert untitled.get("summary", "No summary") == "No summary"  # as TypeScript's omits it
+    assert "summary" not in untitled and "summary" not in dict(untitled)
 
 
 def test_event_and_message_models() -> None:

@@ -148,6 +148,7 @@ _CAMEL = {
     "ttlSeconds": "ttl_seconds",
     "promptTokens": "prompt_tokens",
     "completionTokens": "completion_tokens",
+    "mode": "mode",
 }
 
 
@@ -157,7 +158,10 @@ class SessionInfo(Mapping[str, Any]):
 
     Attributes use Python names (``start_time`` is the creation time); item access and ``get`` use
     the camelCase keys (``sessionId``, ``startTime``, ``modifiedTime``, ``summary``, ...) or the
-    service's own snake_case fields, and return JSON values.
+    service's own snake_case fields, and return JSON values. An empty ``summary`` (a session not
+    titled yet) is not a key, as in the TypeScript client: ``info.get("summary", "No summary")``
+    falls back; the attribute is ``""``. ``mode`` is ``"turns"`` (the service's workers answer
+    each prompt) or ``"store"`` (the app runs its own model loop).
     """
 
     session_id: str
@@ -178,6 +182,7 @@ class SessionInfo(Mapping[str, Any]):
     last_event_id: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    mode: str = "turns"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -202,6 +207,7 @@ class SessionInfo(Mapping[str, Any]):
             last_event_id=str(raw.get("last_event_id") or ""),
             prompt_tokens=int(raw.get("prompt_tokens") or 0),
             completion_tokens=int(raw.get("completion_tokens") or 0),
+            mode=str(raw.get("mode") or "turns"),
             raw=dict(raw),
         )
 
@@ -215,12 +221,15 @@ class SessionInfo(Mapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         name = _CAMEL.get(key, key)
-        if name not in self.raw:
+        if not self._has(name):
             raise KeyError(key)
         return self.raw[name]
 
     def __iter__(self) -> Iterator[str]:
-        return (camel for camel, name in _CAMEL.items() if name in self.raw)
+        return (camel for camel, name in _CAMEL.items() if self._has(name))
+
+    def _has(self, name: str) -> bool:
+        return name in self.raw and (name != "summary" or bool(self.raw[name]))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
