@@ -453,6 +453,11 @@ async def test_follow_delivers_live_events_through_one_reader(
         lost = await acme.follow("w", "1-5")
         assert lost.resync
         lost.close()
+        # "0" is "0-0", the start, as in history paging
+        for start in ("0", "0-0", "00"):
+            first = await acme.follow("w", start)
+            assert not first.resync, start
+            first.close()
     finally:
         following.close()
 

@@ -78,6 +78,8 @@ class LiveOps(TenantBase):
             return Following(await subscribe())
         live = cursor is not None and cursor.startswith(LIVE_MARK)
         start = validate_stream_id(cursor[1:] if live else cursor) if cursor else START
+        if not live and id_order(start) == (0, 0):
+            start = START  # "0", as "0-0": the start
         if live or (start != START and not await self._in_history(session_id, start)):
             if await self._live_entry_of(key, session_id, start, incarnation):
                 return Following(await subscribe(start))
