@@ -41,6 +41,7 @@ def digits_below(limit: int) -> str:
 # exclusive start.
 _PART = digits_below(2**64 - 1)
 EVENT_ID_PATTERN = f"^{_PART}(-{_PART})?$"
+ITEM_ID_PATTERN = f"^{_PART}-{_PART}$"  # an event id with its ordinal, as items carry
 EVENT_ID_MAX = 41
 _SESSION_ID = re.compile(SESSION_ID_PATTERN[1:-1])
 _TENANT_ID = re.compile(TENANT_ID_PATTERN[1:-1])

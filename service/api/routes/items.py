@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
+from service import ids
 from service.api.deps import StoreDep, TenantCtx
 from service.api.params import SessionId
 from service.api.routes import V1
@@ -57,9 +58,12 @@ async def read_items(
     before: Annotated[
         str | None,
         Query(
-            max_length=41,
-            pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
-            description="An item id: only items before it",
+            description="An item id (`<ms>-<n>`, each part below 2^64 - 1): only items before it",
+            json_schema_extra={
+                "pattern": ids.ITEM_ID_PATTERN,
+                "minLength": 1,
+                "maxLength": ids.EVENT_ID_MAX,
+            },
         ),
     ] = None,
 ) -> Response:
