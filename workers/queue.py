@@ -215,13 +215,16 @@ class TurnQueue:
         )
 
     async def figures(self) -> QueueFigures:
-        """Jobs waiting (queued, not running), jobs running, and the age in seconds of the
-        oldest waiting job that is due. Running jobs stay in arq's queue until they end: those
-        among the oldest ``FIGURES_SCAN`` are told apart by their in-progress key."""
+        """Jobs waiting (queued, due, not running), jobs running, and the age in seconds of the
+        oldest waiting job. A job deferred to later (the next cron tick, which arq queues ahead
+        of its time; a retry's backoff) does not wait yet: counted, it kept the figure at 1 on
+        an idle queue, and an autoscaler from scaling to zero. Running jobs stay in arq's queue
+        until they end: those among the oldest ``FIGURES_SCAN`` are told apart by their
+        in-progress key."""
         now = timestamp_ms()
         with store_errors("read the queue's figures"):
             async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zcard(self.names.queue)
+                pipe.zcount(self.names.queue, "-inf", now)
                 pipe.zrange(self.names.queue, 0, FIGURES_SCAN - 1, withscores=True)
                 total, head = await pipe.execute()
             async with self.pool.pipeline(transaction=False) as pipe:
