@@ -125,3 +125,21 @@ def test_worker_metrics_port_must_be_a_port(capsys: pytest.CaptureFixture[str]) 
         main(["worker", "--metrics-port", "0"])
     assert exit_info.value.code == 2
     assert "--metrics-port" in capsys.readouterr().err
+
+
+def test_a_taken_metrics_port_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a traceback: one line saying which port, and exit code 2."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"SESSIONS_REDIS_URL": "redis://127.0.0.1:1/0"}
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in env.items():
+                mp.setenv(name, value)
+            code = main(["worker", "--metrics-port", str(port)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve metrics on port {port}" in err and "Traceback" not in err

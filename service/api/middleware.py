@@ -142,7 +142,11 @@ class RequestContext:
         ids: dict[str, str] = {}
         if (session := scope.get("path_params", {}).get("session_id")) is not None:
             ids["session"] = session
-        log.info(
+        if status >= 500 and error is not None:  # what an operator looks for: at warning, why
+            ids["error"] = str(error)
+            if (detail := state.get("error_detail")) is not None:
+                ids["detail"] = str(detail)
+        (log.warning if status >= 500 else log.info)(
             "request",
             method=scope["method"],
             route=route,

@@ -165,8 +165,11 @@ def _phrase(status: int) -> str:
 
 
 def _note(request: Request, exc: BaseException) -> None:
-    """Leave the error type for the request middleware, which counts it."""
+    """Leave the error type for the request middleware, which counts it, and for a server
+    error (a 503 while Redis is away) what went wrong, for its log line."""
     request.state.error_type = error_type(exc)
+    if isinstance(exc, ServiceError) and exc.status >= 500:
+        request.state.error_detail = exc.detail
 
 
 async def _on_service_error(request: Request, exc: Exception) -> ProblemResponse:

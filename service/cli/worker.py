@@ -55,13 +55,16 @@ def run(args: argparse.Namespace) -> int:
         healthy = asyncio.run(check_health(settings))
         print("healthy" if healthy else "unhealthy: no recent health record for this host")
         return 0 if healthy else 1
-    configure_logging(settings)
-    configure_tracing("redis-sessions-worker")
     port = args.metrics_port or settings.worker_metrics_port
     if port is not None:
         from workers.metrics import serve
 
-        serve(port)
+        try:
+            serve(port)
+        except OSError as exc:  # taken (another worker of this pod?), or not ours to bind
+            return fail("worker", f"cannot serve metrics on port {port}: {exc.strerror}", 2)
+    configure_logging(settings)
+    configure_tracing("redis-sessions-worker")
     worker = build_worker(settings, burst=args.burst)
     settle_heap()
     worker.run()

@@ -192,10 +192,15 @@ async def test_redis_outage_is_503_and_heals(tmp_path: Path) -> None:
             ]:
                 admin = {"Authorization": "Bearer admin-test-key-0123456789"}
                 h = admin if "admin" in url else headers
-                r = await client.request(method, url, json=body, headers=h)
+                with structlog.testing.capture_logs() as logs:
+                    r = await client.request(method, url, json=body, headers=h)
                 assert r.status_code == 503, (url, r.text)
                 assert r.headers["content-type"] == "application/problem+json"
                 assert r.json()["title"] == "Store unavailable"
+                # the request's log line says it, and why, where an operator looks
+                (line,) = [x for x in logs if x["event"] == "request"]
+                assert line["log_level"] == "warning" and line["status"] == 503, line
+                assert line.get("detail") == r.json()["detail"], line
             assert (await client.get("/livez")).status_code == 200
             server.start()
             r = await client.get("/v1/sessions/s", headers=headers)
