@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.message
 import itertools
+import json
 import os
 import re
 import time
@@ -241,19 +242,18 @@ class RequestBody:
                 close=False,
             )
             return
-        surrogate = lone_surrogate(messages[0].get("body", b""))
-        if surrogate is not None:
+        why = not_json(messages[0].get("body", b""))
+        if why is not None:
             await self._refuse(
                 scope,
                 receive,
                 send,
                 422,
-                f"request body holds a lone UTF-16 surrogate at {surrogate}: strings must be "
-                "valid Unicode",
+                f"request body holds {why}",
                 title="Invalid input",
                 type_="/problems/invalid-input",
                 error="RequestValidationError",
-                extra={},
+                extra={"errors": [{"loc": ["body"], "msg": why, "type": "value_error"}]},
                 close=False,
             )
             return
@@ -315,23 +315,31 @@ class RequestBody:
         await response(scope, receive, send)
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# What Python's parser takes and JSON does not hold: a lone surrogate escape, NaN and Infinity,
+# a number beyond a double (1e999: infinity). Only a body with such a token is parsed again.
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|NaN|Infinity|[eE][+-]?[0-9]{3}")
 
 
-def lone_surrogate(body: bytes) -> str | None:
-    """Where a JSON body holds a lone UTF-16 surrogate (an escape such as ``\\ud800``), if it
-    does. JSON's grammar allows one, but no UTF-8 text (Redis, a client, an export) can hold
-    it, and the standard library's parser lets it through, to be stored and then fail every
-    read. A pair (an emoji's ``\\ud83d\\ude00``) is text. Only a body with such an escape is
-    parsed here, by orjson, which refuses a lone one."""
-    if _SURROGATE_ESCAPE.search(body) is None:
+def not_json(body: bytes) -> str | None:
+    """Why a body that Python's parser takes is not JSON any other reader can take back, if it
+    is not: a lone UTF-16 surrogate (an escape such as ``\\ud800``; a pair, an emoji's
+    ``\\ud83d\\ude00``, is text), which no UTF-8 text holds (Redis, a client, an export), or
+    NaN, Infinity or a number that overflows a double, which JSON has no way to write. Taken,
+    they were stored and failed every read after, or came back as ``null``."""
+    if _SUSPECT.search(body) is None:
         return None
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if "surrogate" in str(exc):
-            return f"character {exc.pos}"
-    return None  # text, or malformed: the route says so
+        what = str(exc)
+        if "surrogate" in what:
+            return f"a lone UTF-16 surrogate at character {exc.pos}: strings must be Unicode text"
+        try:
+            json.loads(body)
+        except ValueError:
+            return None  # malformed for both: the route says so
+        return f"NaN, Infinity or a number beyond a double at character {exc.pos}: JSON has none"
+    return None
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

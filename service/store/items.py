@@ -25,7 +25,7 @@ from service.store.base import TenantBase, _event_id, _missing
 ITEM_CODE = CODES[EventType.ITEM.value]
 MAX_ITEMS_PAGE = 10_000  # items one read returns at most
 MAX_BATCH = 1_000  # items one append takes at most
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,10 @@ def encode_item(item: Mapping[str, Any], max_bytes: int) -> str:
     try:
         data = orjson.dumps(item).decode()
     except (orjson.JSONEncodeError, TypeError):  # integers beyond 64 bits, non-string keys
-        data = _JSON.encode(item)
+        try:
+            data = _JSON.encode(item)
+        except ValueError:  # NaN or Infinity, which orjson would have stored as null
+            raise InvalidInput("an item holds NaN or Infinity, which JSON does not have") from None
     size = len(data.encode())
     if size > max_bytes:
         raise PayloadTooLarge(

@@ -135,11 +135,12 @@ async def test_wrong_values_inside_json_are_422(
     assert await snapshot(real_redis) == before
 
 
-async def test_lone_surrogates_are_422_and_store_nothing(
+async def test_what_python_parses_and_json_has_not_is_422_and_stores_nothing(
     client: httpx.AsyncClient, auth: dict[str, dict[str, str]], real_redis: Redis
 ) -> None:
     """JSON's grammar allows ``"\\ud800"``, but no UTF-8 text holds it: taken, it was stored
-    and then failed every list page of the tenant. A pair (an emoji) is text."""
+    and then failed every list page of the tenant. A pair (an emoji) is text. NaN, Infinity
+    and 1e999 (infinity) are no JSON at all: an item stored them as null."""
     h = {**auth["tenant"], **JSON}
     r = await client.post("/v1/sessions", json={"session_id": "items", "mode": "store"}, headers=h)
     assert r.status_code == 201, r.text
@@ -157,12 +158,27 @@ async def test_lone_surrogates_are_422_and_store_nothing(
         r = await client.request(method, url, content=body, headers=h)
         assert_problem(r, 422)
         assert "surrogate" in r.json()["detail"], r.text
+    for body in (
+        b'{"items": [{"a": NaN}]}',
+        b'{"items": [{"a": -Infinity}]}',
+        b'{"items": [{"a": 1e999, "b": 12345678901234567890123}]}',
+        b'{"items": [{"a": [1, 2, Infinity]}]}',
+    ):
+        r = await client.post("/v1/sessions/items/items", content=body, headers=h)
+        assert_problem(r, 422)
+        assert "NaN, Infinity" in r.json()["detail"], r.text
     assert await snapshot(real_redis) == before
     assert (await client.get("/v1/sessions", headers=h)).status_code == 200
     body = b'{"session_id": "emoji", "labels": {"k": "\\ud83d\\ude00"}, "name": "\\\\ud800"}'
     r = await client.post("/v1/sessions", content=body, headers=h)
     assert r.status_code == 201, r.text
     assert r.json()["labels"] == {"k": "\U0001f600"} and r.json()["name"] == "\\ud800"
+    # text that merely reads like them, and numbers a double holds, are stored as sent
+    body = b'{"items": [{"NaN": "Infinity", "e": 1e300, "big": 12345678901234567890123}]}'
+    r = await client.post("/v1/sessions/items/items", content=body, headers=h)
+    assert r.status_code == 201, r.text
+    r = await client.get("/v1/sessions/items/items", headers=h)
+    assert r.json()["data"] == [{"NaN": "Infinity", "e": 1e300, "big": 12345678901234567890123}]
 
 
 async def test_a_byte_order_mark_is_ignored(
