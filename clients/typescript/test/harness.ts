@@ -22,14 +22,30 @@ export function sessionctl(): string {
 }
 
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
+  const [port = 0] = await freePorts(1);
+  return port;
+}
+
+/** `count` distinct free ports: held open together while they are picked, so that none is
+ * picked twice. */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<net.Server>((resolve, reject) => {
+          const server = net.createServer();
+          server.once("error", reject);
+          server.listen(0, "127.0.0.1", () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((server) => {
+    const address = server.address();
+    return typeof address === "object" && address ? address.port : 0;
   });
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return ports;
 }
 
 export interface DevServer {
@@ -41,14 +57,15 @@ export interface DevServer {
 
 /** `sessionctl dev` on a free port; resolves once `/readyz` answers 200. */
 export async function startDevServer(): Promise<DevServer> {
-  const port = await freePort();
+  // the embedded Redis's port too: one sessionctl picks itself may be the API's, just freed
+  const [port = 0, redisPort = 0] = await freePorts(2);
   const dataDir = mkdtempSync(join(tmpdir(), "sessions-ts-"));
   const apiKey = `sk_dev_${randomBytes(16).toString("hex")}`;
   const env: NodeJS.ProcessEnv = { ...process.env, SESSIONS_LOG_LEVEL: "WARNING", SESSIONS_RATE_LIMIT_PER_SECOND: "0" };
   delete env.SESSIONS_REDIS_URL;
   const child: ChildProcess = spawn(
     sessionctl(),
-    ["dev", "--port", String(port), "--data-dir", dataDir, "--api-key", apiKey],
+    ["dev", "--port", String(port), "--redis-port", String(redisPort), "--data-dir", dataDir, "--api-key", apiKey],
     { env, stdio: ["ignore", "pipe", "pipe"] },
   );
   let output = "";
