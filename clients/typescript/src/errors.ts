@@ -12,9 +12,10 @@
  *     │   └── InternalServerError     5xx after the retries
  *     ├── APIConnectionError          no answer (refused, reset, DNS) after the retries
  *     │   └── APITimeoutError         the call's deadline passed
- *     ├── ProtocolError               an answer the API never gives (an HTML page on an event
- *     │                               stream, a success that is not JSON or lacks what the call
- *     │                               reads: a proxy or a wrong base URL)
+ *     ├── ProtocolError               an answer the API never gives (a redirect, an HTML page
+ *     │                               on an event stream, a success that is not JSON or lacks
+ *     │                               what the call reads: a proxy or a wrong base URL); never
+ *     │                               retried
  *     └── TurnError                   the awaited turn failed (`session.error`) or was aborted
  *
  * Client-side checks (an unknown option, a base URL that is not http(s), a limit below 1) throw

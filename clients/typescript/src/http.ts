@@ -124,6 +124,9 @@ export class Http {
     });
     const init: RequestInit = {
       method: call.method,
+      // the service never redirects: a redirect is a proxy or a login wall in the way, and
+      // following it would answer for another URL (another session, or a send stored there)
+      redirect: "manual",
       headers: {
         ...this.headers,
         ...(call.body === undefined ? {} : { "Content-Type": "application/json" }),
@@ -157,6 +160,7 @@ export class Http {
           await sleep(wait, signal);
           continue;
         }
+        if (isRedirect(response)) throw redirected(response, url);
         if (response.ok && stream) return response;
         if (response.ok) {
           const body = parse(response, text);
@@ -183,6 +187,22 @@ export class Http {
       cause: error,
     });
   }
+}
+
+/** Whether `response` is a redirect not followed: a 3xx, or the opaque answer (status 0) a
+ * browser's fetch gives in its place. */
+function isRedirect(response: Response): boolean {
+  return response.type === "opaqueredirect" || (response.status >= 300 && response.status < 400);
+}
+
+function redirected(response: Response, url: string): ProtocolError {
+  const location = response.headers.get("location");
+  const where = location ? ` to ${location}` : "";
+  return new ProtocolError(
+    `${url} answered ${response.status}, a redirect${where}, which the session service never sends: ` +
+      "is the base URL the session service's, and does no proxy redirect it?",
+    response.status,
+  );
 }
 
 function parse(response: Response, text: string): unknown {

@@ -94,6 +94,14 @@ export async function startDevServer(): Promise<DevServer> {
   throw new Error(`sessionctl dev did not start:\n${output}`);
 }
 
+/** An answer the proxy gives instead of the service's. */
+export interface Failure {
+  status: number;
+  body: string;
+  type: string;
+  headers?: Record<string, string>;
+}
+
 export interface Seen {
   method: string;
   url: string;
@@ -102,12 +110,12 @@ export interface Seen {
 }
 
 /** A proxy in front of `target`. `fail(req)` may return a status to answer instead (once per
- * call it is asked); `cutAfter(req)` may return a number of SSE events after which the stream
+ * call it is asked), with `headers` of its own (a redirect's `Location`); `cutAfter(req)` may return a number of SSE events after which the stream
  * is cut (the connection destroyed); a request `hold(req)` is true for is never answered (as
  * by a hung upstream) until the proxy stops. */
 export class Proxy {
   readonly seen: Seen[] = [];
-  fail: (req: http.IncomingMessage) => { status: number; body: string; type: string } | undefined = () => undefined;
+  fail: (req: http.IncomingMessage) => Failure | undefined = () => undefined;
   cutAfter: (req: http.IncomingMessage) => number | undefined = () => undefined;
   hold: (req: http.IncomingMessage) => boolean = () => false;
   /** SSE frames of event streams that are not passed on (as live copies lost). */
@@ -142,7 +150,7 @@ export class Proxy {
     if (failure) {
       this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: failure.status });
       req.resume();
-      res.writeHead(failure.status, { "content-type": failure.type });
+      res.writeHead(failure.status, { "content-type": failure.type, ...failure.headers });
       res.end(failure.body);
       return;
     }

@@ -14,7 +14,7 @@ import {
   SessionClient,
 } from "redis-sessions-client";
 
-import { BAD_GATEWAY, type DevServer, Proxy, startDevServer } from "./harness.js";
+import { BAD_GATEWAY, type DevServer, type Failure, Proxy, startDevServer } from "./harness.js";
 
 let server: DevServer;
 let proxy: Proxy;
@@ -242,6 +242,47 @@ test("an HTML page where the event stream belongs is a ProtocolError, not a sile
   assert.match(error.message, /Sign in/);
   assert.equal(proxy.seen.filter((s) => s.url.includes("/events/stream")).length, 1);
   await client.deleteSession("misrouted");
+});
+
+test("a redirect is a ProtocolError, neither followed nor retried: reads, sends and event streams", async () => {
+  // a proxy that sends one session's requests to another's: following it would answer for the
+  // wrong session (or store a prompt in it)
+  const moved = (status: number, location: string): Failure => ({
+    status,
+    type: "text/html",
+    body: "<html>moved</html>",
+    headers: { location },
+  });
+  const client = await through((p) => {
+    p.fail = (req) => {
+      const url = req.url ?? "";
+      if (req.method === "GET" && url === "/v1/sessions/red-a") return moved(302, "/v1/sessions/red-b");
+      if (req.method === "POST" && url === "/v1/sessions/red-a/messages") return moved(307, "/v1/sessions/red-b/messages");
+      if (url.startsWith("/v1/sessions/red-b/events/stream")) return moved(302, url.replace("red-b", "red-a"));
+      return undefined;
+    };
+  });
+  const a = await client.createSession({ sessionId: "red-a" });
+  const b = await client.createSession({ sessionId: "red-b" });
+  const redirect = (status: number) => (e: unknown) => e instanceof ProtocolError && e.status === status && /redirect/.test(e.message);
+
+  await assert.rejects(client.resumeSession("red-a"), redirect(302));
+  await assert.rejects(a.send("to a only"), redirect(307));
+  await assert.rejects(b.sendAndWait("hello", 5_000), redirect(302));
+
+  const asked = (method: string, path: string): number =>
+    proxy.seen.filter((s) => s.method === method && s.url.split("?")[0] === path).length;
+  assert.equal(asked("GET", "/v1/sessions/red-a"), 1); // not retried
+  assert.equal(asked("POST", "/v1/sessions/red-a/messages"), 1);
+  assert.equal(asked("GET", "/v1/sessions/red-b/events/stream"), 1);
+  assert.equal(asked("GET", "/v1/sessions/red-b"), 0); // not followed
+  assert.equal(asked("POST", "/v1/sessions/red-b/messages"), 1); // b's own send only
+  assert.equal(asked("GET", "/v1/sessions/red-a/events/stream"), 0);
+  const said = async (s: typeof a) => (await s.getMessages()).filter((e) => e.type === "user.message").map((e) => e.data.content);
+  assert.deepEqual(await said(b), ["hello"]);
+  assert.deepEqual(await said(a), []);
+  await client.deleteSession("red-a");
+  await client.deleteSession("red-b");
 });
 
 test("retries stop at the call's deadline", async () => {

@@ -225,6 +225,25 @@ test("a 200 answer that is not JSON, or not the shape the API gives, is a Protoc
   await assert.rejects(session.abort(), protocol);
 });
 
+test("a redirect is a ProtocolError at once: fetch is asked not to follow it, and a browser's opaque one is refused", async () => {
+  const modes: Array<RequestRedirect | undefined> = [];
+  // what a browser's fetch gives for a redirect with redirect: "manual" (its status, 0, and
+  // headers hidden); Node's fetch cannot make one
+  const opaque = async (_input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    modes.push(init?.redirect);
+    return Object.defineProperties(new Response(null), {
+      type: { value: "opaqueredirect" },
+      status: { value: 0 },
+      ok: { value: false },
+    });
+  };
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch: opaque, maxRetries: 3 });
+  const refused = (e: unknown): boolean => e instanceof ProtocolError && e.status === 0 && /redirect/.test(e.message);
+  await assert.rejects(client.getSessionMetadata("s1"), refused);
+  await assert.rejects(client.createSession(), refused);
+  assert.deepEqual(modes, ["manual", "manual"]); // one try each
+});
+
 test("getItems reads the newest items page by page (10,000 at most), oldest first", async () => {
   const stored = Array.from({ length: 12_345 }, (_, n) => ({ n }));
   const ids = stored.map((_, n) => `${1000 + n}-${n}`);
