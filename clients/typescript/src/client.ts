@@ -11,6 +11,7 @@ import {
   type SessionConfig,
   type SessionMetadata,
   createBody,
+  knownOptions,
   positiveInteger,
   resumeBody,
   sessionMetadata,
@@ -18,6 +19,8 @@ import {
 import { Session, sessionPath } from "./session.js";
 
 export const SESSION_PAGE = 100;
+
+const LIST_OPTIONS = ["labels", "limit", "pageSize"];
 
 export interface ListSessionsOptions {
   /** Only sessions carrying every one of these labels. */
@@ -73,7 +76,7 @@ export class SessionClient {
 
   /** Sessions, newest modified first, fetched page by page as they are consumed. */
   async *iterSessions(options: ListSessionsOptions = {}): AsyncGenerator<SessionMetadata> {
-    const { labels = {}, limit, pageSize = SESSION_PAGE } = options;
+    const { labels = {}, limit, pageSize = SESSION_PAGE } = knownOptions(options, LIST_OPTIONS, "listSessions");
     if (limit !== undefined) positiveInteger(limit, "limit");
     positiveInteger(pageSize, "pageSize");
     let cursor: string | undefined;

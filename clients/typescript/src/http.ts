@@ -11,6 +11,7 @@ import {
   errorFromResponse,
   isQuota,
 } from "./errors.js";
+import { knownOptions } from "./models.js";
 import { Attempts, sleep } from "./retry.js";
 
 export const DEFAULT_BASE_URL = "http://127.0.0.1:8000";
@@ -36,6 +37,8 @@ export interface ClientOptions {
   /** Base of the exponential backoff, in milliseconds (tests shorten it). */
   backoffBaseMs?: number;
 }
+
+const CLIENT_OPTIONS = ["baseUrl", "apiKey", "timeout", "deadline", "maxRetries", "fetch", "defaultHeaders", "backoffBaseMs"];
 
 export type Query = Array<[string, string | number]>;
 
@@ -82,6 +85,8 @@ export class Http {
   private readonly headers: Record<string, string>;
 
   constructor(options: ClientOptions = {}) {
+    // (a misspelt baseUrl, such as another SDK's baseURL, would talk to the default URL)
+    options = knownOptions(options, CLIENT_OPTIONS, "client");
     this.baseUrl = baseUrlOf(options.baseUrl ?? environment("SESSIONS_URL") ?? DEFAULT_BASE_URL);
     const apiKey = options.apiKey ?? environment("SESSIONS_API_KEY");
     this.timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;

@@ -156,14 +156,26 @@ const UPDATE_FIELDS: Record<string, string> = {
   infinite: "infinite",
 };
 
+/** `options` (`{}` when absent) when it names only `known` options; else a `ValidationError`
+ * (nothing is sent): a misspelt option ignored would drop what it asked for, a filter
+ * (`listSessions({ lables })` lists every session) or a setting. Every call that takes an
+ * options object checks it here. */
+export function knownOptions<T extends object>(options: T | undefined | null, known: readonly string[], what: string): T {
+  if (options === undefined || options === null) return {} as T;
+  if (typeof options !== "object" || Array.isArray(options)) {
+    throw ValidationError.local(`the ${what} options must be an object, not ${JSON.stringify(options)}`);
+  }
+  const unknown = Object.keys(options).find((key) => !known.includes(key));
+  if (unknown !== undefined) {
+    throw ValidationError.local(`unknown ${what} option ${JSON.stringify(unknown)} (known: ${known.join(", ")})`);
+  }
+  return options;
+}
+
 function toBody(options: object | undefined, fields: Record<string, string>, what: string): Json {
   const body: Json = {};
-  for (const [key, value] of Object.entries(options ?? {})) {
-    const field = fields[key];
-    if (field === undefined) {
-      const known = Object.keys(fields).join(", ");
-      throw ValidationError.local(`unknown ${what} option ${JSON.stringify(key)} (known: ${known})`);
-    }
+  for (const [key, value] of Object.entries(knownOptions(options, Object.keys(fields), what))) {
+    const field = fields[key] as string;
     if (value === undefined || value === null) continue;
     body[field] =
       field === "system_message" && typeof value === "object" ? (value as { content: string }).content : value;

@@ -19,6 +19,7 @@ import {
   bookmark,
   compareIds,
   isLater,
+  knownOptions,
   message,
   positiveInteger,
   sessionEvent,
@@ -56,6 +57,10 @@ export interface SendOptions {
    * made for every call when absent, and kept across the retries of that call. */
   idempotencyKey?: string;
 }
+
+const SEND_OPTIONS = ["idempotencyKey"];
+const EVENTS_OPTIONS = ["after", "before", "limit", "reverse"];
+const ITEMS_OPTIONS = ["limit", "before"];
 
 export interface EventsQuery {
   /** Only events after this id (exclusive). */
@@ -97,10 +102,9 @@ export function sessionPath(sessionId: string): string {
 
 function promptOf(options: MessageOptions | string): string {
   if (typeof options === "string") return options;
-  const unknown = Object.keys(options ?? {}).filter((key) => key !== "prompt");
-  if (unknown.length) throw ValidationError.local(`unknown message option(s): ${unknown.join(", ")}`);
-  if (typeof options?.prompt !== "string") throw ValidationError.local("a message needs a prompt: send({ prompt })");
-  return options.prompt;
+  const { prompt } = knownOptions(options, ["prompt"], "message");
+  if (typeof prompt !== "string") throw ValidationError.local("a message needs a prompt: send({ prompt })");
+  return prompt;
 }
 
 /** The `Idempotency-Key` of a send: the caller's (1-200 printable ASCII characters, what the
@@ -219,7 +223,8 @@ export class Session {
   // --- turns ------------------------------------------------------------------------------------
   /** Add a user message and queue its turn; resolves to the message's event id. */
   async send(options: MessageOptions | string, sendOptions: SendOptions = {}): Promise<string> {
-    return this.post(promptOf(options), idempotencyKey(sendOptions.idempotencyKey));
+    const prompt = promptOf(options);
+    return this.post(prompt, idempotencyKey(knownOptions(sendOptions, SEND_OPTIONS, "send").idempotencyKey));
   }
 
   private async post(prompt: string, key: string, signal?: AbortSignal): Promise<string> {
@@ -495,6 +500,7 @@ export class Session {
    * transient event's `L...` id is refused), oldest first (newest first with `reverse`): all
    * of them, or the first `limit`, read page by page. */
   async getEvents(query: EventsQuery = {}): Promise<SessionEvent[]> {
+    query = knownOptions(query, EVENTS_OPTIONS, "getEvents");
     const limit = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
     let { after, before } = query;
     const out: SessionEvent[] = [];
@@ -546,6 +552,7 @@ export class Session {
   /** The newest `limit` items (all when absent), before the item `before` when given, oldest
    * first, as appended. */
   async getItems(query: ItemsQuery = {}): Promise<Item[]> {
+    query = knownOptions(query, ITEMS_OPTIONS, "getItems");
     let wanted = query.limit === undefined ? undefined : positiveInteger(query.limit, "limit");
     let before = query.before;
     const pages: Item[][] = []; // newest first

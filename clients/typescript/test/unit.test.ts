@@ -193,6 +193,31 @@ test("listSessions refuses a limit or page size that is not a whole number of at
   assert.equal(await client.getLastSessionId(), "s1");
 });
 
+test("an option the client does not know is refused before anything is sent, by every call that takes options", async () => {
+  // a misspelt filter is not dropped: listSessions({ lables }) would list every session (and
+  // a cleanup loop over it delete them)
+  const fetch = answering({ data: [SESSION], next_cursor: null, ...SESSION });
+  const local = (e: unknown): boolean => e instanceof ValidationError && e.status === 0 && /unknown/.test(e.message);
+  assert.throws(() => new SessionClient({ baseURL: "http://sessions.test" } as never), local);
+  const client = new SessionClient({ baseUrl: "http://sessions.test", fetch });
+  const session = await client.createSession();
+  fetch.urls.length = 0;
+  const lables = { lables: { app: "a" } } as never;
+  await assert.rejects(client.listSessions(lables), local);
+  await assert.rejects(client.iterSessions(lables).next(), local);
+  await assert.rejects(client.createSession({ tools: [] } as never), local);
+  await assert.rejects(client.resumeSession("s1", { ttl: 60 } as never), local);
+  await assert.rejects(session.send("hi", { idempotency_key: "k" } as never), local);
+  await assert.rejects(session.send({ prompt: "hi", attachments: [] } as never), local);
+  await assert.rejects(session.getEvents({ since: "1-0" } as never), local);
+  await assert.rejects(session.getItems({ after: "1-0" } as never), local);
+  await assert.rejects(session.update({ ttl: 60 } as never), local);
+  assert.deepEqual(fetch.urls, []); // nothing was sent
+  // the known ones still work, and an absent options object is none
+  assert.equal((await client.listSessions({ labels: { app: "a" }, limit: 1, pageSize: 5 })).length, 1);
+  assert.equal((await client.listSessions(undefined)).length, 1);
+});
+
 test("a base URL that is not http(s) is refused when the client is made, not retried as an outage", () => {
   for (const baseUrl of ["127.0.0.1:8000", "sessions:8000", "localhost", "ftp://sessions:21", "", "/v1"]) {
     assert.throws(
