@@ -49,6 +49,8 @@ const OVERLAP_KEPT = 1000; // ids of a catch-up kept to know the resumed stream'
 const LAST_LOOK_MS = 2000; // how long a wait's look in the history before it times out may take
 const KEPT_OUTCOMES = 256; // turn outcomes kept for a waiter that registers after they arrive
 export const DEFAULT_WAIT_MS = 60_000;
+/** The longest wait a timer keeps: Node fires a longer one after 1 ms. */
+export const MAX_WAIT_MS = 2_147_483_647;
 
 export type EventHandler = (event: SessionEvent) => void | Promise<void>;
 
@@ -105,6 +107,15 @@ function promptOf(options: MessageOptions | string): string {
   const { prompt } = knownOptions(options, ["prompt"], "message");
   if (typeof prompt !== "string") throw ValidationError.local("a message needs a prompt: send({ prompt })");
   return prompt;
+}
+
+/** `timeout` when it is a wait `sendAndWait` can keep: milliseconds above 0, at most
+ * `MAX_WAIT_MS`. Anything else would end the wait at once (0, NaN, a timer too long) or never. */
+function waitTimeout(timeout: unknown): number {
+  if (typeof timeout !== "number" || !(timeout > 0) || timeout > MAX_WAIT_MS) {
+    throw ValidationError.local(`timeout must be a number of milliseconds above 0, at most ${MAX_WAIT_MS}, not ${String(timeout)}`);
+  }
+  return timeout;
 }
 
 /** The `Idempotency-Key` of a send: the caller's (1-200 printable ASCII characters, what the
@@ -245,7 +256,8 @@ export class Session {
   /** Send a message and wait for the `assistant.message` event answering it (its
    * `data.content` is the reply). Rejects with `APITimeoutError` when `timeout` ms pass, the
    * send included, with `TurnError` when the turn fails or is aborted, with
-   * `SessionNotFoundError` when the session is deleted meanwhile.
+   * `SessionNotFoundError` when the session is deleted meanwhile. A `timeout` that is not a
+   * number above 0 and at most `MAX_WAIT_MS` is a `ValidationError` (nothing is sent).
    *
    * While `on()` handlers are registered, the handle's listener settles the wait once the
    * handlers have had the event that ends the turn (and so every delta before it): after it
@@ -260,6 +272,7 @@ export class Session {
    * listener has handed it on, or those 2 s have passed. */
   async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
     const prompt = promptOf(options);
+    waitTimeout(timeout);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
     let messageId: string | undefined;

@@ -218,6 +218,18 @@ test("an option the client does not know is refused before anything is sent, by 
   assert.equal((await client.listSessions(undefined)).length, 1);
 });
 
+test("sendAndWait refuses a timeout it cannot keep before anything is sent", async () => {
+  const fetch = answering(SESSION);
+  const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch }).createSession();
+  fetch.urls.length = 0;
+  const local = (e: unknown): boolean => e instanceof ValidationError && e.status === 0;
+  // (a timer longer than 2^31 - 1 ms fires after 1 ms in Node)
+  for (const timeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2_147_483_648, "100", null]) {
+    await assert.rejects(session.sendAndWait("hi", timeout as never), local, String(timeout));
+  }
+  assert.deepEqual(fetch.urls, []); // nothing was sent
+});
+
 test("a base URL that is not http(s) is refused when the client is made, not retried as an outage", () => {
   for (const baseUrl of ["127.0.0.1:8000", "sessions:8000", "localhost", "ftp://sessions:21", "", "/v1"]) {
     assert.throws(
