@@ -109,6 +109,18 @@ export class APIConnectionError extends SessionsError {
 
 export class APITimeoutError extends APIConnectionError {
   override name = "APITimeoutError";
+  /** Of a `sendAndWait` that timed out: the `Idempotency-Key` its send carried. The prompt may
+   * be stored (and answered) even when the send did not answer in time; `sendAndWait` again
+   * with this key stores it at most once and waits for its reply. */
+  readonly idempotencyKey: string | undefined;
+  /** Of a `sendAndWait` that timed out: the message's id, when its send answered in time. */
+  readonly messageId: string | undefined;
+
+  constructor(message: string, options: { cause?: unknown; idempotencyKey?: string; messageId?: string } = {}) {
+    super(message, "cause" in options ? { cause: options.cause } : undefined);
+    this.idempotencyKey = options.idempotencyKey;
+    this.messageId = options.messageId;
+  }
 }
 
 export class ProtocolError extends SessionsError {

@@ -146,6 +146,24 @@ export function answers(event: SessionEvent, messageId: string): boolean {
   return event.type === "abort" && compareIds(event.id, messageId) > 0;
 }
 
+/** The error of a wait that timed out. A send not answered in time may still have reached the
+ * service: its prompt may be stored and answered, which only its key can find out. */
+function waitTimedOut(sessionId: string, timeout: number, key: string, messageId: string | undefined): APITimeoutError {
+  const session = JSON.stringify(sessionId);
+  const again = `sendAndWait again with idempotencyKey ${JSON.stringify(key)}`;
+  if (messageId !== undefined) {
+    return new APITimeoutError(
+      `no reply in session ${session} to message ${messageId} within ${timeout} ms (${again} waits for it)`,
+      { idempotencyKey: key, messageId },
+    );
+  }
+  return new APITimeoutError(
+    `no reply in session ${session} within ${timeout} ms, and no answer to the send: its prompt may have been ` +
+      `stored (and be answered); ${again} stores it at most once and waits for its reply`,
+    { idempotencyKey: key },
+  );
+}
+
 function deletedWhileWaiting(sessionId: string): SessionNotFoundError {
   return new SessionNotFoundError(404, {
     title: "Session not found",
@@ -259,6 +277,11 @@ export class Session {
    * `SessionNotFoundError` when the session is deleted meanwhile. A `timeout` that is not a
    * number above 0 and at most `MAX_WAIT_MS` is a `ValidationError` (nothing is sent).
    *
+   * The send carries `sendOptions.idempotencyKey`, or a new key. The `APITimeoutError` names it
+   * (`idempotencyKey`, and `messageId` when the send answered in time): the prompt may be stored
+   * and answered even when its send did not answer in time, and `sendAndWait` again with that
+   * key stores it at most once and waits for its reply.
+   *
    * While `on()` handlers are registered, the handle's listener settles the wait once the
    * handlers have had the event that ends the turn (and so every delta before it): after it
    * resolves, nothing of the turn is still on its way to them. Should the listener stop first
@@ -270,9 +293,14 @@ export class Session {
    * Before it rejects with `APITimeoutError` it looks in the history once (within 2 s more): an
    * answer stored whose live copy never came still ends the wait; with handlers, once the
    * listener has handed it on, or those 2 s have passed. */
-  async sendAndWait(options: MessageOptions | string, timeout: number = DEFAULT_WAIT_MS): Promise<SessionEvent> {
+  async sendAndWait(
+    options: MessageOptions | string,
+    timeout: number = DEFAULT_WAIT_MS,
+    sendOptions: SendOptions = {},
+  ): Promise<SessionEvent> {
     const prompt = promptOf(options);
     waitTimeout(timeout);
+    const key = idempotencyKey(knownOptions(sendOptions, SEND_OPTIONS, "sendAndWait").idempotencyKey);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeout);
     let messageId: string | undefined;
@@ -282,7 +310,7 @@ export class Session {
     // that handler to return.
     const listener = this.dispatching === 0 ? this.listener : undefined;
     try {
-      messageId = await this.post(prompt, newKey(), controller.signal);
+      messageId = await this.post(prompt, key, controller.signal);
       const settled = listener ? await this.settledBy(listener, messageId, controller.signal) : undefined;
       if (settled && "event" in settled) return turnOutcome(messageId, settled.event);
       if (settled) throw settled.error;
@@ -305,9 +333,7 @@ export class Session {
       const settled = listener ? await this.settledBy(listener, messageId, look).catch(() => undefined) : undefined;
       return turnOutcome(messageId, settled && "event" in settled ? settled.event : stored);
     }
-    throw new APITimeoutError(
-      `no reply in session ${JSON.stringify(this.sessionId)} to message ${messageId ?? "(unsent)"} within ${timeout} ms`,
-    );
+    throw waitTimedOut(this.sessionId, timeout, key, messageId);
   }
 
   /** The stored event that ended the turn of `messageId`, if any: a last look, until `signal`

@@ -122,6 +122,9 @@ export class Proxy {
   dropFrame: (frame: string) => boolean = () => false;
   /** Changes a request before it is passed on (its URL, its headers). */
   rewrite: (req: http.IncomingMessage) => void = () => undefined;
+  /** Milliseconds the service's answer to a request is kept before it is passed on (a slow
+   * way back): the request has been carried out all the same. */
+  delay: (req: http.IncomingMessage) => number = () => 0;
   private server: http.Server | undefined;
   url = "";
 
@@ -160,30 +163,46 @@ export class Proxy {
       { method: req.method, headers: { ...req.headers, host: new URL(this.target).host } },
       (answer) => {
         this.seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, status: answer.statusCode ?? 0 });
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        let events = 0;
-        let partial = ""; // an SSE frame not yet complete
-        answer.on("data", (data: Buffer) => {
-          let chunk = data;
-          if (req.url?.includes("/events/stream")) {
-            const frames = (partial + data.toString()).split("\n\n");
-            partial = frames.pop() ?? "";
-            chunk = Buffer.from(frames.filter((f) => !this.dropFrame(f)).map((f) => `${f}\n\n`).join(""));
-            if (chunk.length === 0) return;
-          }
-          events += (chunk.toString().match(/^id: /gm) ?? []).length;
-          if (cut === undefined || events < cut) {
-            res.write(chunk);
-            return;
-          }
-          answer.destroy(); // the connection drops once this chunk is through
-          res.write(chunk, () => res.socket?.destroy());
-        });
-        answer.on("end", () => res.end());
+        const wait = this.delay(req);
+        if (wait > 0) setTimeout(() => this.passOn(req, res, answer, cut), wait).unref();
+        else this.passOn(req, res, answer, cut);
       },
     );
     upstream.on("error", () => res.destroy());
     req.pipe(upstream);
+  }
+
+  /** Pass the service's `answer` on, its event streams' frames dropped or cut as told. */
+  private passOn(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    answer: http.IncomingMessage,
+    cut: number | undefined,
+  ): void {
+    if (res.destroyed) {
+      answer.resume(); // the client gave up waiting
+      return;
+    }
+    res.writeHead(answer.statusCode ?? 502, answer.headers);
+    let events = 0;
+    let partial = ""; // an SSE frame not yet complete
+    answer.on("data", (data: Buffer) => {
+      let chunk = data;
+      if (req.url?.includes("/events/stream")) {
+        const frames = (partial + data.toString()).split("\n\n");
+        partial = frames.pop() ?? "";
+        chunk = Buffer.from(frames.filter((f) => !this.dropFrame(f)).map((f) => `${f}\n\n`).join(""));
+        if (chunk.length === 0) return;
+      }
+      events += (chunk.toString().match(/^id: /gm) ?? []).length;
+      if (cut === undefined || events < cut) {
+        res.write(chunk);
+        return;
+      }
+      answer.destroy(); // the connection drops once this chunk is through
+      res.write(chunk, () => res.socket?.destroy());
+    });
+    answer.on("end", () => res.end());
   }
 }
 

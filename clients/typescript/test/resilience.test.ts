@@ -332,10 +332,37 @@ test("sendAndWait's timeout bounds the send too: a hung send ends at it, not at 
   const error = await session.sendAndWait("hello", 300).catch((e: unknown) => e);
   const took = Date.now() - started;
   assert.ok(error instanceof APITimeoutError, String(error));
-  assert.match(error.message, /\(unsent\) within 300 ms/);
+  assert.match(error.message, /within 300 ms/);
   assert.ok(took < 1_500, `took ${took} ms`);
   assert.equal(proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/messages")).length, 1);
   await client.deleteSession("hung-send");
+});
+
+test("a send answered after sendAndWait's timeout: the error names its key, and a wait sent again with it stores the prompt once", async () => {
+  // the send reaches the service (the prompt is stored and answered), its answer comes too late
+  let sends = 0;
+  const client = await through((p) => {
+    p.delay = (req) => (req.method === "POST" && req.url?.endsWith("/messages") && sends++ === 0 ? 1_500 : 0);
+  });
+  const session = await client.createSession({ sessionId: "late-send" });
+  const error = await session.sendAndWait("remember me", 300).catch((e: unknown) => e);
+  assert.ok(error instanceof APITimeoutError, String(error));
+  assert.doesNotMatch(error.message, /unsent/);
+  assert.match(error.message, /may have been stored/);
+  assert.match(error.idempotencyKey ?? "", /^[0-9a-f]{32}$/);
+  assert.ok(error.message.includes(String(error.idempotencyKey)), error.message);
+  assert.equal(error.messageId, undefined); // the send did not answer in time
+
+  const reply = await session.sendAndWait("remember me", 10_000, { idempotencyKey: error.idempotencyKey });
+  assert.match(String(reply.data.content), /remember me/);
+  const stored = await session.getMessages();
+  const prompts = stored.filter((e) => e.type === "user.message");
+  assert.deepEqual(prompts.map((e) => e.data.content), ["remember me"]);
+  assert.equal(reply.data.reply_to, prompts[0]?.id);
+  assert.equal(stored.filter((e) => e.type === "assistant.message").length, 1);
+  const posts = proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/messages"));
+  assert.deepEqual(posts.map((s) => s.headers["idempotency-key"]), [error.idempotencyKey, error.idempotencyKey]);
+  await client.deleteSession("late-send");
 });
 
 test("each batch of appendItems keeps one Idempotency-Key across its retries: stored once", async () => {

@@ -218,7 +218,7 @@ test("an option the client does not know is refused before anything is sent, by 
   assert.equal((await client.listSessions(undefined)).length, 1);
 });
 
-test("sendAndWait refuses a timeout it cannot keep before anything is sent", async () => {
+test("sendAndWait refuses a timeout it cannot keep, and a bad idempotencyKey, before anything is sent", async () => {
   const fetch = answering(SESSION);
   const session = await new SessionClient({ baseUrl: "http://sessions.test", fetch }).createSession();
   fetch.urls.length = 0;
@@ -227,6 +227,10 @@ test("sendAndWait refuses a timeout it cannot keep before anything is sent", asy
   for (const timeout of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2_147_483_648, "100", null]) {
     await assert.rejects(session.sendAndWait("hi", timeout as never), local, String(timeout));
   }
+  for (const key of ["x".repeat(201), "line\nbreak"]) {
+    await assert.rejects(session.sendAndWait("hi", 1000, { idempotencyKey: key }), local, key);
+  }
+  await assert.rejects(session.sendAndWait("hi", 1000, { idempotency_key: "k" } as never), local);
   assert.deepEqual(fetch.urls, []); // nothing was sent
 });
 
@@ -406,6 +410,8 @@ test("sendAndWait with handlers: its timeout, and a listener that stops or fails
   service.sends[0]?.();
   const timedOut = await late;
   assert.ok(timedOut instanceof APITimeoutError && timedOut.message.includes("10-0"), String(timedOut));
+  assert.equal(timedOut.messageId, "10-0"); // the send answered: a wait sent again with its key finds it
+  assert.match(timedOut.idempotencyKey ?? "", /^[0-9a-f]{32}$/);
 
   // torn down while waiting: the wait goes on over its own stream, from the message on
   const waiting = session.sendAndWait("second", WAIT);
