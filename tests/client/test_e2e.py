@@ -28,6 +28,7 @@ from redis_sessions_client import (
     SessionNotFound,
     SyncSessionClient,
     ValidationError,
+    WaitTimeout,
 )
 
 from service.embedded import free_port
@@ -515,3 +516,70 @@ async def test_a_wait_whose_reply_never_came_live_finds_it_stored(
 
     reply = await asyncio.to_thread(sync_wait)
     assert reply.type == "assistant.message" and "still there?" in reply.data["content"]
+
+
+class SlowFirstSend(httpx.AsyncHTTPTransport):
+    """The real transport, except that the answer to the first send comes 1.5 s after the
+    service stored the prompt: a slow network, or a proxy holding answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/messages") and not self.held:
+            self.held += 1
+            await response.aread()
+            await asyncio.sleep(1.5)
+        return response
+
+
+async def test_a_wait_that_ends_before_its_send_answered_names_the_key_to_send_again(
+    service: Service, api_key: str
+) -> None:
+    """The prompt reached the service, but its answer not the client in time: the timeout
+    says so and names the send's Idempotency-Key; a send_and_wait with that key stores nothing
+    more and returns the reply (found in the history at once)."""
+    async with SessionClient(service.url, api_key=api_key, transport=SlowFirstSend()) as client:
+        session = await client.create_session({"session_id": "slow-send", "model": "dev-echo"})
+        with pytest.raises(WaitTimeout) as timed_out:
+            await session.send_and_wait("did it arrive?", timeout=0.5)
+        error = timed_out.value
+        assert error.message_id is None and error.idempotency_key in str(error)
+        assert "may have been stored" in str(error)
+        reply = await session.send_and_wait(
+            "did it arrive?", timeout=10, idempotency_key=error.idempotency_key
+        )
+        assert "did it arrive?" in reply.data["content"]
+        assert [m.role for m in await session.get_messages()] == ["user", "assistant"]
+
+    def sync_again() -> list[str]:
+        with SyncSessionClient(service.url, api_key=api_key) as sync:
+            session = sync.resume_session("slow-send")
+            again = session.send_and_wait(
+                "did it arrive?", timeout=10, idempotency_key=error.idempotency_key
+            )
+            assert again.id == reply.id
+            return [m.role for m in session.get_messages()]
+
+    assert await asyncio.to_thread(sync_again) == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "10", True])
+async def test_a_wait_it_cannot_keep_is_refused_before_anything_is_sent(
+    service: Service, api_key: str, timeout: Any
+) -> None:
+    async with SessionClient(service.url, api_key=api_key) as client:
+        session = await client.create_session({"session_id": "bad-wait", "model": "dev-echo"})
+        with pytest.raises(ValidationError, match="timeout must be seconds above 0"):
+            await session.send_and_wait("hi", timeout=timeout)
+
+        def sync_wait() -> None:
+            with SyncSessionClient(service.url, api_key=api_key) as sync:
+                sync.resume_session("bad-wait").send_and_wait("hi", timeout=timeout)
+
+        with pytest.raises(ValidationError, match="timeout must be seconds above 0"):
+            await asyncio.to_thread(sync_wait)
+        assert await session.get_messages() == []
+        await client.delete_session("bad-wait")

@@ -59,6 +59,7 @@ EXPORTED = {
     "ServerError",
     "TurnError",
     "ProtocolError",
+    "WaitTimeout",
 }
 
 
@@ -86,6 +87,7 @@ def test_error_tree() -> None:
     assert issubclass(ValidationError, ValueError)
     assert not issubclass(SessionNotFound, ValueError)
     assert ServerError("boom", status_code=502).status_code == 502
+    assert issubclass(client_pkg.WaitTimeout, TimeoutError)
 
 
 def feed(lines: list[str]) -> list[ServerSentEvent]:

@@ -30,6 +30,7 @@ from redis_sessions_client._errors import (
     SessionNotFound,
     TurnError,
     ValidationError,
+    WaitTimeout,
 )
 from redis_sessions_client._models import Bookmark, Event, Message, SessionInfo
 from redis_sessions_client._session import Session
@@ -53,6 +54,7 @@ __all__ = [
     "SyncSessionClient",
     "TurnError",
     "ValidationError",
+    "WaitTimeout",
 ]
 
 for _name in __all__:  # shown as redis_sessions_client.X in reprs and tracebacks

@@ -85,6 +85,32 @@ class TurnError(SessionError):
         self.event = event
 
 
+class WaitTimeout(TimeoutError):
+    """``send_and_wait`` saw no reply in time. ``idempotency_key`` is the key its send carried;
+    ``message_id`` the message's id, or None when the send itself did not answer in time: its
+    prompt may be stored (and answered) all the same. ``send_and_wait`` again with that
+    ``idempotency_key`` stores the prompt at most once and waits for its reply."""
+
+    def __init__(
+        self, session_id: str, timeout: float | None, idempotency_key: str, message_id: str | None
+    ) -> None:
+        again = f"send_and_wait again with idempotency_key={idempotency_key!r}"
+        if message_id is not None:
+            text = (
+                f"no reply in session {session_id!r} to message {message_id} within "
+                f"{timeout} s ({again} waits for it)"
+            )
+        else:
+            text = (
+                f"no reply in session {session_id!r} within {timeout} s, and no answer to the "
+                f"send: its prompt may have been stored (and be answered); {again} stores it "
+                "at most once and waits for its reply"
+            )
+        super().__init__(text)
+        self.idempotency_key = idempotency_key
+        self.message_id = message_id
+
+
 def _problem(response: httpx.Response) -> dict[str, Any]:
     try:
         body = json.loads(response.content)

@@ -8,6 +8,7 @@ it may be repeated (see ``_retry``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -182,9 +183,8 @@ def list_page(labels: Mapping[str, str] | None, size: int, cursor: str | None) -
     return Call("GET", "/v1/sessions", params=params)
 
 
-def send(path: str, text: str, idempotency_key: str | None) -> Call:
-    """Every try of one send carries the same ``Idempotency-Key`` (a new one per call unless
-    given), so the send is repeatable: a retried send never makes a second message."""
+def send_key(idempotency_key: str | None) -> str:
+    """The ``Idempotency-Key`` of a send: the caller's (checked), else a new one."""
     if idempotency_key and not (
         isinstance(idempotency_key, str)
         and len(idempotency_key) <= 200
@@ -192,7 +192,28 @@ def send(path: str, text: str, idempotency_key: str | None) -> Call:
         and idempotency_key.isprintable()
     ):
         raise ValidationError("idempotency_key must be 1-200 printable ASCII characters")
-    key = idempotency_key or uuid.uuid4().hex
+    return idempotency_key or uuid.uuid4().hex
+
+
+def wait_timeout(timeout: object) -> float | None:
+    """``send_and_wait``'s timeout: seconds above 0, or None (no limit). Anything else (0, a
+    negative, NaN, infinity, a string) would end the wait at once or never: refused before
+    anything is sent."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise ValidationError(f"timeout must be seconds above 0 (or None), not {timeout!r}")
+    return float(timeout)
+
+
+def send(path: str, text: str, idempotency_key: str | None) -> Call:
+    """Every try of one send carries the same ``Idempotency-Key`` (a new one per call unless
+    given), so the send is repeatable: a retried send never makes a second message."""
+    key = send_key(idempotency_key)
     return Call(
         "POST",
         path + "/messages",

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from redis_sessions_client import _requests as calls
-from redis_sessions_client._errors import SessionError, SessionNotFound, ValidationError
+from redis_sessions_client._errors import (
+    SessionError,
+    SessionNotFound,
+    ValidationError,
+    WaitTimeout,
+)
 from redis_sessions_client._models import (
     Bookmark,
     Event,
@@ -110,10 +115,18 @@ class Session:
         *,
         prompt: str | None = None,
         timeout: float | None = 60.0,  # noqa: ASYNC109 - the assistant SDKs' signature
+        idempotency_key: str | None = None,
     ) -> Event:
         """Send a message and wait for the ``assistant.message`` event answering it (its
-        ``data["content"]`` is the reply). Raises ``TimeoutError`` after ``timeout`` seconds and
-        ``TurnError`` when the turn fails (``session.error``) or is aborted.
+        ``data["content"]`` is the reply). Raises ``WaitTimeout`` (a ``TimeoutError``) after
+        ``timeout`` seconds (above 0, or None: no limit; anything else is a ``ValidationError``
+        and nothing is sent) and ``TurnError`` when the turn fails (``session.error``) or is
+        aborted.
+
+        The send carries ``idempotency_key``, or a new key, which ``WaitTimeout`` names: a
+        prompt whose send did not answer in time may be stored and answered all the same, and
+        ``send_and_wait`` again with that key stores it at most once and waits for its reply
+        (one already stored is found in the history at once).
 
         The handle follows the session's events from its last seen event, so the reply cannot
         be missed however fast it comes; the stream stays open for the next call. Called from
@@ -122,22 +135,27 @@ class Session:
         (``_stored_outcome``, 2 s more at most): a reply stored whose live copy never came
         still ends the wait."""
         text = calls.prompt_of(options, prompt)
+        timeout = calls.wait_timeout(timeout)
+        key = calls.send_key(idempotency_key)
         self._keep_listening = True
         self._ensure_listener()
         message_id = ""
         try:
             async with asyncio.timeout(timeout):
-                message_id = await self.send(text)
+                response = await self._client._request(calls.send(self._path, text, key))
+                sent = body_of(response)
+                message_id = sent["message_id"]
+                if sent.get("duplicate"):  # sent before: its turn may be over already
+                    found = await self._stored_outcome(message_id)
+                    if found is not None:
+                        return turn_outcome(message_id, found)
                 if _HANDLING.get() is self:  # from a handler: the listener waits for it
                     return turn_outcome(message_id, await self._wait_alone(message_id))
                 return turn_outcome(message_id, await self._wait_for(message_id))
         except TimeoutError:
             found = await self._stored_outcome(message_id) if message_id else None
             if found is None:
-                raise TimeoutError(
-                    f"no reply in session {self.session_id!r} to message "
-                    f"{message_id or '(unsent)'} within {timeout} s"
-                ) from None
+                raise WaitTimeout(self.session_id, timeout, key, message_id or None) from None
         finally:
             self._waiters.pop(message_id, None)
         return turn_outcome(message_id, found)

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from redis_sessions_client import _requests as calls
-from redis_sessions_client._errors import SessionError, SessionNotFound, ValidationError
+from redis_sessions_client._errors import (
+    ServerError,
+    SessionError,
+    SessionNotFound,
+    ValidationError,
+    WaitTimeout,
+)
 from redis_sessions_client._models import (
     Bookmark,
     Event,
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("redis_sessions_client")
 Handler = Callable[[Event], Any]
 JOIN_S = 1.0  # how long disconnect() waits for the listener thread
+CLOCK_SLACK_S = 0.05  # a timeout that fires this much before its deadline ends it all the same
 
 
 class SyncSession:
@@ -102,11 +109,23 @@ class SyncSession:
         *,
         prompt: str | None = None,
         timeout: float | None = 60.0,
+        idempotency_key: str | None = None,
     ) -> Event:
-        """See ``Session.send_and_wait``."""
+        """See ``Session.send_and_wait``. The stream starts at the message, so a reply stored
+        before it (a send repeated with its key) comes from the history at once."""
         text = calls.prompt_of(options, prompt)
+        timeout = calls.wait_timeout(timeout)
+        key = calls.send_key(idempotency_key)
         until = None if timeout is None else time.monotonic() + timeout
-        message_id = self.send(text)
+        try:
+            response = self._client._request(calls.send(self._path, text, key), within=timeout)
+        except ServerError as exc:
+            # the wait's time ran out in the send, whose answer (its message id) never came
+            cut = until is not None and time.monotonic() >= until - CLOCK_SLACK_S
+            if cut and isinstance(exc.__cause__, httpx.TimeoutException):
+                raise WaitTimeout(self.session_id, timeout, key, None) from None
+            raise
+        message_id: str = body_of(response)["message_id"]
         stream = SyncEventStream(self._client, self._path, message_id, until=until)
         try:
             for event in stream.events():
@@ -122,10 +141,7 @@ class SyncSession:
         except TimeoutError:
             found = self._stored_outcome(message_id)
             if found is None:
-                raise TimeoutError(
-                    f"no reply in session {self.session_id!r} to message {message_id} "
-                    f"within {timeout} s"
-                ) from None
+                raise WaitTimeout(self.session_id, timeout, key, message_id) from None
             return turn_outcome(message_id, found)
         finally:
             stream.close()
