@@ -146,6 +146,12 @@ def bind_request(**values: str) -> None:
         _request_id.set(values["request_id"])
 
 
+def unbind_request(*keys: str) -> None:
+    structlog.contextvars.unbind_contextvars(*keys)
+    if "request_id" in keys:
+        _request_id.set(None)
+
+
 def clear_request() -> None:
     structlog.contextvars.clear_contextvars()
     _request_id.set(None)

@@ -30,7 +30,7 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import ProviderError, SessionNotFound, StoreUnavailable
-from service.logging import get_logger
+from service.logging import bind_request, get_logger, request_id, unbind_request
 from service.models import Event, EventType, NewEvent, SessionInfo, datetime_to_ms
 from service.runtime import Runtime
 from service.store import TenantStore
@@ -113,17 +113,21 @@ async def _drain(
     hand_over_at = time.monotonic() + deadline_s * HAND_OVER_SHARE
     answered = 0
     current: str | None = None
+    own_request = request_id()
     try:
         while True:
             next_turn, tries = None, 0
             async with lease.hold() as held:
                 if not held:
+                    if not answered:  # the job answering the session will answer this turn
+                        log.info("turn.job_busy")
                     return f"busy (answered {answered})"
                 while pending := await store.pending_turns(session_id):
                     if answered and time.monotonic() > hand_over_at:
                         next_turn = pending[0]
                         break
                     current = pending[0]
+                    own_turn(current, message_id, own_request)
                     if attempt >= MAX_CUT_OFF and current == message_id:
                         await give_up(store, session_id, current, deadline_s, lease.token)
                         metrics.turn_ended("timed_out")
@@ -165,6 +169,18 @@ async def _drain(
             with contextlib.suppress(Exception):
                 await queue.enqueue_continuation(store.tenant_id, session_id, current, tries)
         raise
+
+
+def own_turn(turn: str, message_id: str, own_request: str | None) -> None:
+    """Bind the log context to ``turn``: a job answers every turn pending in its session, and
+    one queued by another request (a later send, an earlier job's) must not carry this job's
+    message or request id (``own_request``). That request's id is not known here, so its
+    lines carry none; its own job logged ``turn.job_busy`` with it and the message's id."""
+    bind_request(message=turn)
+    if turn != message_id:
+        unbind_request("request_id")
+    elif own_request is not None:
+        bind_request(request_id=own_request)
 
 
 async def give_up(

@@ -84,6 +84,48 @@ async def test_a_request_id_reaches_the_worker_lines_of_its_turn(
     assert sample(api_metrics, "process_cpu_seconds_total") is not None
 
 
+async def test_a_turn_answered_by_another_requests_job_never_carries_that_request_id(
+    procs: Processes, redis_servers: RedisServers
+) -> None:
+    """A job answers every turn pending in its session: the second prompt of a session whose
+    first is still streaming is answered by the first's job. Its lines name its own message,
+    and never the first request's id; its own job, which found the session busy, logged its
+    request id beside its message's."""
+    redis = redis_servers.start(persistent=False)
+    key = await create_tenant(redis.url)
+    api = procs.api(redis.url)
+    procs.worker(redis.url, SESSIONS_DEV_STREAM_DELAY_MS="100")
+    await wait_ready(api, procs)
+    async with httpx.AsyncClient(base_url=api.url, headers=auth(key), timeout=10) as http:
+        created = await http.post("/v1/sessions", json={"model": "dev-echo", "streaming": True})
+        session_id = created.json()["session_id"]
+        ids = {}
+        for name in ("req-first", "req-second"):
+            sent = await http.post(
+                f"/v1/sessions/{session_id}/messages",
+                json={"prompt": "a few words to stream slowly please"},
+                headers={"X-Request-ID": name},
+            )
+            assert sent.status_code == 202, sent.text
+            ids[name] = sent.json()["message_id"]
+        worker_log = procs.logs / "worker-1.log"
+
+        def done() -> list[dict[str, object]]:
+            return [d for d in log_lines(worker_log) if d["event"] == "turn.done"]
+
+        await until(lambda: len(done()) == 2, "two turn.done lines", procs, timeout=60)
+    first, second = sorted(done(), key=lambda d: str(d["message"]))
+    assert (first["message"], first["request_id"]) == (ids["req-first"], "req-first")
+    assert second["message"] == ids["req-second"]
+    assert second.get("request_id") in (None, "req-second"), second
+    if second.get("request_id") is None:  # answered by the first's job: its own said so
+        busy = [d for d in log_lines(worker_log) if d["event"] == "turn.job_busy"]
+        assert any(
+            (d.get("request_id"), d.get("message")) == ("req-second", ids["req-second"])
+            for d in busy
+        ), busy
+
+
 async def test_serve_with_two_processes_counts_every_request_in_every_scrape(
     procs: Processes, redis_servers: RedisServers, tmp_path: Path
 ) -> None:
