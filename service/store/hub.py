@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -224,7 +225,10 @@ class LiveHub:
             group.keys.add(key)
             group.wake.set()
         if group.task is None or group.task.done():
-            group.task = asyncio.get_running_loop().create_task(self._read(name, group))
+            # a context of its own: not the first subscriber's request (its log ids, its span)
+            group.task = asyncio.get_running_loop().create_task(
+                self._read(name, group), context=contextvars.Context()
+            )
 
     async def _read(self, name: str, group: _Group) -> None:
         while True:

@@ -109,6 +109,13 @@ async def test_a_send_is_one_trace_from_request_to_provider(
     # the append in the request, the job record in the enqueue, the turn's reads and writes
     assert {http.context.span_id, enqueue.context.span_id, job.context.span_id} <= parents
     assert all(s.kind is SpanKind.CLIENT for s in redis)
+    # a command outside any request or job (the worker polling its queue) starts no trace
+    lone = [
+        s.name
+        for s in exporter.get_finished_spans()
+        if s.attributes and s.attributes.get("db.system") == "redis" and s.parent is None
+    ]
+    assert lone == []
 
 
 def test_tracing_is_off_unless_the_environment_asks() -> None:
