@@ -8,7 +8,8 @@ headers, batch sizes) is the SDK's own reading of its variables.
 
 The span tree of a send: the API's ``HTTP`` server span, the enqueue (the trace context travels
 in the job's ``trace`` keyword argument, W3C ``traceparent``), the worker's job and turn, and the
-provider call; every Redis command is a child span of whatever runs it.
+provider call; every Redis command is a child span of whatever runs it (one outside a request
+or a job, such as a worker polling its queue, makes no span).
 
 When off, ``span`` is a no-op context manager and ``carrier`` returns None: nothing on a hot
 path does more than read a module flag.
