@@ -42,11 +42,15 @@ def redis_cli_binary() -> str:
     return str(Path(redis_server_binary()).with_name("redis-cli"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(*taken: int) -> int:
+    """A port free now on 127.0.0.1, other than ``taken`` (ports this process will bind
+    itself soon, and so may find free as well)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in taken:
+            return port
 
 
 def _bindable(port: int) -> bool:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail("dev", str(exc), 2)
     data_dir: Path = args.data_dir or base.data_dir
-    redis = RedisProcess(data_dir / "redis", port=args.redis_port or free_port())
+    redis = RedisProcess(data_dir / "redis", port=args.redis_port or free_port(args.port))
     redis.start()
     try:
         settings = base.model_copy(
