@@ -171,6 +171,7 @@ async def test_a_conversation_survives_a_restart_of_api_and_worker(
         await session.send_and_wait({"prompt": prompts[1]})
         await session.send({"prompt": prompts[2]})  # its turn may or may not run before the kill
         await service.kill()
+    async with SessionClient(service.url, api_key=api_key, max_retries=0) as client:
         with pytest.raises(ServerError) as down:  # nothing listens now
             await client.get_session_metadata("user-123-conversation")
         assert down.value.status_code is None
@@ -583,3 +584,21 @@ async def test_a_wait_it_cannot_keep_is_refused_before_anything_is_sent(
             await asyncio.to_thread(sync_wait)
         assert await session.get_messages() == []
         await client.delete_session("bad-wait")
+
+
+async def test_a_call_rides_out_a_restart_of_the_api(service: Service, api_key: str) -> None:
+    """With default settings a call made while the API restarts (seconds, as a pod replaced)
+    is retried until it answers, within the call's deadline."""
+    async with SessionClient(service.url, api_key=api_key) as client:
+        await client.create_session({"session_id": "restarted", "model": "dev-echo"})
+        await service.kill()
+
+        async def restart() -> None:
+            await asyncio.sleep(2)
+            await service.start()
+
+        restarting = asyncio.create_task(restart())
+        info = await client.get_session_metadata("restarted")
+        await restarting
+        assert info.session_id == "restarted"
+        await client.delete_session("restarted")

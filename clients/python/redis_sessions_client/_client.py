@@ -21,7 +21,7 @@ from redis_sessions_client._session import Session
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_DEADLINE_S = 60.0
-DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_RETRIES = 6  # backoff of about 11 s in all: an API pod restarting is ridden out
 
 
 class SessionClient:

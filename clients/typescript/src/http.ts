@@ -17,7 +17,7 @@ import { Attempts, sleep } from "./retry.js";
 export const DEFAULT_BASE_URL = "http://127.0.0.1:8000";
 export const DEFAULT_TIMEOUT_MS = 30_000;
 export const DEFAULT_DEADLINE_MS = 60_000;
-export const DEFAULT_MAX_RETRIES = 3;
+export const DEFAULT_MAX_RETRIES = 6; // backoff of about 11 s in all: an API pod restarting is ridden out
 
 export interface ClientOptions {
   /** The service's URL; default `SESSIONS_URL` (in Node), else `http://127.0.0.1:8000`. */
