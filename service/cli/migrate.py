@@ -82,12 +82,13 @@ async def migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({"dry_run": args.dry_run, "tenants": rows})
         return 0
-    verb = "would convert" if args.dry_run else "converted"
     for r in rows:
-        print(
-            f"{r['tenant']}: {r['sessions']} sessions checked, {verb} {r['converted']} "
-            f"({r['items']} history items)"
+        done = (  # a dry run converts nothing, so it cannot count the items
+            f"would convert {r['converted']}"
+            if args.dry_run
+            else f"converted {r['converted']} ({r['items']} history items)"
         )
+        print(f"{r['tenant']}: {r['sessions']} sessions checked, {done}")
     return 0
 
 
