@@ -547,6 +547,31 @@ async def test_a_reader_behind_the_trimmed_window_hands_its_subscribers_a_gap(
         following.close()
 
 
+async def test_a_catch_up_longer_than_a_page_is_no_gap(acme: TenantStore) -> None:
+    """Resuming from a live position with more than a page of other sessions' entries after
+    it reads the whole window in pages: only the first row read can say entries were trimmed."""
+    from service.store.live import entry_event
+
+    await acme.create("watched", model="m")
+    await acme.create("busy", model="m")
+    await acme.append("watched", [user("one")])
+    position = (await acme.live_events("watched"))[-1]["id"]
+    for _ in range(12):  # 1,200 entries of another session, a window of 10,000
+        await acme.append("busy", [NewEvent(type="session.idle") for _ in range(100)])
+    notify = asyncio.Event()
+    following = await acme.follow("watched", position, notify)
+    try:
+        assert not following.resync and following.sub.take() == []
+        await acme.append("watched", [user("two")])
+        async with asyncio.timeout(10):
+            while not (got := following.sub.take()):
+                await notify.wait()
+                notify.clear()
+        assert [entry_event(*e)["data"] for e in got] == [{"content": "two"}]
+    finally:
+        following.close()
+
+
 def test_a_subscription_that_starts_past_the_reader_drops_what_came_before_its_start() -> None:
     """The reader may lag behind a new subscriber's start: what it then hands on up to the
     start came before it, and would be delivered twice (the caller served it already)."""

@@ -315,9 +315,13 @@ class RequestBody:
         await response(scope, receive, send)
 
 
-# What Python's parser takes and JSON does not hold: a lone surrogate escape, NaN and Infinity,
-# a number beyond a double (1e999: infinity). Only a body with such a token is parsed again.
-_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|NaN|Infinity|[eE][+-]?[0-9]{3}")
+# What Python's parser takes and JSON does not hold: a surrogate, escaped or as the bytes that
+# would encode it in UTF-8 (Python decodes them with surrogatepass), NaN and Infinity, a number
+# beyond a double (1e999, or 309 digits and more). Only a body with such a token is parsed again.
+_SUSPECT = re.compile(
+    rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]|NaN|Infinity|[eE][+-]?[0-9]{3}|[0-9]{309}"
+)
+_BOM = b"\xef\xbb\xbf"  # Python's parser skips it; orjson does not
 
 
 def not_json(body: bytes) -> str | None:
@@ -329,15 +333,16 @@ def not_json(body: bytes) -> str | None:
     if _SUSPECT.search(body) is None:
         return None
     try:
-        orjson.loads(body)
+        orjson.loads(body.removeprefix(_BOM))
     except orjson.JSONDecodeError as exc:
         what = str(exc)
         if "surrogate" in what:
-            return f"a lone UTF-16 surrogate at character {exc.pos}: strings must be Unicode text"
+            where = "in UTF-8 bytes" if "UTF-8" in what else f"at character {exc.pos}"
+            return f"a lone UTF-16 surrogate {where}: strings must be Unicode text"
         try:
             json.loads(body)
-        except ValueError:
-            return None  # malformed for both: the route says so
+        except (ValueError, RecursionError):
+            return None  # malformed (or nested too deep) for both: the route says so
         return f"NaN, Infinity or a number beyond a double at character {exc.pos}: JSON has none"
     return None
 

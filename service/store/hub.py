@@ -208,8 +208,8 @@ class LiveHub:
         with store_errors("follow live events"):
             while True:
                 rows = await self._redis.xrange(key, min=start, max=until, count=CATCH_UP_PAGE)
-                if not out and rows and trimmed_past(after, rows[0][1]):
-                    out.append(GAP)
+                if start == "(" + after and rows and trimmed_past(after, rows[0][1]):
+                    out.append(GAP)  # (only the first row read says it: later pages follow on)
                 out += [(str(i), f) for i, f in rows if _matches(sub, f)]
                 if len(rows) < CATCH_UP_PAGE:
                     return out

@@ -154,6 +154,9 @@ async def test_what_python_parses_and_json_has_not_is_422_and_stores_nothing(
         ("PUT", "/v1/sessions/s1/bookmarks/b1", b'{"description": "\\ud800"}'),
         ("POST", "/v1/sessions/items/items", b'{"items": [{"content": "\\ud800"}]}'),
         ("POST", "/v1/sessions/items/items", b'{"items": [{"\\ud800": "x"}]}'),
+        # the UTF-8 bytes of a surrogate, which Python's parser decodes as one
+        ("POST", "/v1/sessions", b'{"session_id": "raw", "labels": {"k": "\xed\xa0\x80"}}'),
+        ("PATCH", "/v1/sessions/s1", b'{"labels": {"k": "\xed\xb0\x80"}}'),
     ):
         r = await client.request(method, url, content=body, headers=h)
         assert_problem(r, 422)
@@ -163,6 +166,7 @@ async def test_what_python_parses_and_json_has_not_is_422_and_stores_nothing(
         b'{"items": [{"a": -Infinity}]}',
         b'{"items": [{"a": 1e999, "b": 12345678901234567890123}]}',
         b'{"items": [{"a": [1, 2, Infinity]}]}',
+        b'{"items": [{"n": 1' + b"0" * 400 + b"}]}",  # beyond a double: Infinity to a client
     ):
         r = await client.post("/v1/sessions/items/items", content=body, headers=h)
         assert_problem(r, 422)
@@ -179,6 +183,13 @@ async def test_what_python_parses_and_json_has_not_is_422_and_stores_nothing(
     assert r.status_code == 201, r.text
     r = await client.get("/v1/sessions/items/items", headers=h)
     assert r.json()["data"] == [{"NaN": "Infinity", "e": 1e300, "big": 12345678901234567890123}]
+    # a byte order mark is no reason to refuse, and too deep a nesting is the parser's 400
+    body = b'\xef\xbb\xbf{"items": [{"t": "NaN"}]}'
+    assert (
+        await client.post("/v1/sessions/items/items", content=body, headers=h)
+    ).status_code == 201
+    deep = b'{"items": [{"t": "NaN", "d": ' + b"[" * 1030 + b"]" * 1030 + b"}]}"
+    assert_problem(await client.post("/v1/sessions/items/items", content=deep, headers=h), 400)
 
 
 async def test_a_byte_order_mark_is_ignored(
