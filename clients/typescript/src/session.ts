@@ -253,10 +253,12 @@ export class Session {
   /** Add a user message and queue its turn; resolves to the message's event id. */
   async send(options: MessageOptions | string, sendOptions: SendOptions = {}): Promise<string> {
     const prompt = promptOf(options);
-    return this.post(prompt, idempotencyKey(knownOptions(sendOptions, SEND_OPTIONS, "send").idempotencyKey));
+    const key = idempotencyKey(knownOptions(sendOptions, SEND_OPTIONS, "send").idempotencyKey);
+    return (await this.post(prompt, key)).messageId;
   }
 
-  private async post(prompt: string, key: string, signal?: AbortSignal): Promise<string> {
+  /** The message's id, and whether an earlier send with the same key stored it already. */
+  private async post(prompt: string, key: string, signal?: AbortSignal): Promise<{ messageId: string; duplicate: boolean }> {
     const body = await this.call(
       {
         method: "POST",
@@ -268,7 +270,7 @@ export class Session {
       },
       signal,
     );
-    return String(body.message_id);
+    return { messageId: String(body.message_id), duplicate: body.duplicate === true };
   }
 
   /** Send a message and wait for the `assistant.message` event answering it (its
@@ -310,7 +312,11 @@ export class Session {
     // that handler to return.
     const listener = this.dispatching === 0 ? this.listener : undefined;
     try {
-      messageId = await this.post(prompt, key, controller.signal);
+      const sent = await this.post(prompt, key, controller.signal);
+      messageId = sent.messageId;
+      // sent before (a wait again with its key): its turn may be over, before any stream began
+      const done = sent.duplicate ? await this.storedOutcome(messageId, controller.signal) : undefined;
+      if (done) return turnOutcome(messageId, done);
       const settled = listener ? await this.settledBy(listener, messageId, controller.signal) : undefined;
       if (settled && "event" in settled) return turnOutcome(messageId, settled.event);
       if (settled) throw settled.error;

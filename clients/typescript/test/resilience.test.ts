@@ -362,6 +362,15 @@ test("a send answered after sendAndWait's timeout: the error names its key, and 
   assert.equal(stored.filter((e) => e.type === "assistant.message").length, 1);
   const posts = proxy.seen.filter((s) => s.method === "POST" && s.url.endsWith("/messages"));
   assert.deepEqual(posts.map((s) => s.headers["idempotency-key"]), [error.idempotencyKey, error.idempotencyKey]);
+
+  // again on a fresh handle with handlers, whose listener starts after the reply: at once
+  const fresh = await client.resumeSession("late-send");
+  fresh.on("assistant.message", () => {});
+  const waited = Date.now();
+  const same = await fresh.sendAndWait("remember me", 8_000, { idempotencyKey: error.idempotencyKey });
+  assert.equal(same.id, reply.id);
+  assert.ok(Date.now() - waited < 3_000, `took ${Date.now() - waited} ms`);
+  await fresh.destroy();
   await client.deleteSession("late-send");
 });
 
