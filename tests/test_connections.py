@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from arq.connections import create_pool
@@ -125,6 +126,18 @@ async def test_a_password_of_its_own_needs_no_url_encoding(tmp_path: Path) -> No
             assert await queue.ping()
         finally:
             await queue.aclose()
+        # percent-encoded in a URL of the queue's own (another database), decoded by both
+        encoded = server.url.replace("//", f"//:{quote(password, safe='')}@").removesuffix("/0")
+        queue = await create_pool(queue_redis_settings(Settings(queue_redis_url=encoded + "/1")))
+        try:
+            assert await queue.ping()
+        finally:
+            await queue.aclose()
+        client = create_data_redis(Settings(redis_url=encoded + "/0"))
+        try:
+            assert await client.ping()
+        finally:
+            await close_redis(client)
         # a password the URL carries wins (no other is sent)
         wrong = Settings(redis_url=server.url.replace("//", "//:nope@"), redis_password=password)
         client = create_data_redis(wrong)

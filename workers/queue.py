@@ -19,6 +19,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -61,6 +62,10 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     if url is None:
         raise ValueError("no queue Redis URL: set SESSIONS_QUEUE_REDIS_URL or SESSIONS_REDIS_URL")
     rs = RedisSettings.from_dsn(url)
+    # arq takes the URL's user and password as written; redis-py (the data client) decodes
+    # them, so a percent-encoded password works for both
+    rs.username = unquote(rs.username) if rs.username else rs.username
+    rs.password = unquote(rs.password) if rs.password else rs.password
     if url == settings.redis_url and rs.password is None and settings.redis_password is not None:
         rs.password = settings.redis_password.get_secret_value()
     rs.conn_timeout = 5
