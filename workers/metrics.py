@@ -45,12 +45,21 @@ FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30
 
 # How a turn ended in this worker (one count per turn answered, per turn that passed its
 # deadline and was handed on, per turn given up).
-TURN_OUTCOMES = ("answered", "provider_error", "aborted", "superseded", "deadline", "timed_out")
+TURN_OUTCOMES = (
+    "answered",
+    "provider_error",
+    "aborted",
+    "superseded",
+    "session_gone",
+    "deadline",
+    "timed_out",
+)
 
 TURNS = Counter(
     "sessions_worker_turns",
     "Turns ended in this worker, by outcome: answered, provider_error, aborted, superseded, "
-    "deadline (passed its deadline, handed to a new job), timed_out (given up).",
+    "session_gone (deleted or expired mid-turn), deadline (passed its deadline, handed to a "
+    "new job), timed_out (given up).",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -243,6 +243,10 @@ async def answer(
         bound.info("turn.aborted")
         metrics.turn_ended("aborted", started)
         return
+    except SessionNotFound:
+        bound.info("turn.session_gone")  # deleted (or expired) while the model answered
+        metrics.turn_ended("session_gone", started)
+        raise
     except ProviderError as exc:
         bound.warning("turn.provider_error", kind=exc.kind, detail=exc.detail)
         metrics.turn_ended("provider_error", started)

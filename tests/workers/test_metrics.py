@@ -19,6 +19,9 @@ SAMPLES = {
     "answered": ("sessions_worker_turns_total", {"outcome": "answered"}),
     "provider_error": ("sessions_worker_turns_total", {"outcome": "provider_error"}),
     "aborted": ("sessions_worker_turns_total", {"outcome": "aborted"}),
+    "gone": ("sessions_worker_turns_total", {"outcome": "session_gone"}),
+    "gone_seconds": ("sessions_worker_turn_duration_seconds_count", {"outcome": "session_gone"}),
+    "jobs_gone": ("sessions_worker_turn_jobs_total", {"result": "session_gone"}),
     "turn_seconds": ("sessions_worker_turn_duration_seconds_count", {"outcome": "answered"}),
     "first_token": ("sessions_worker_time_to_first_token_seconds_count", {}),
     "provider_ok": ("sessions_worker_provider_call_duration_seconds_count", {"outcome": "ok"}),
@@ -97,6 +100,24 @@ async def test_a_streamed_turn_moves_each_counter_by_its_amount(
         "completion_tokens": usage["completion_tokens"],
         "jobs_answered": 1,
     }
+
+
+async def test_a_session_deleted_mid_turn_counts_its_turn_as_gone(
+    runtime: Runtime, queue: TurnQueue, start_worker: WorkerFactory, settings: Settings
+) -> None:
+    store = runtime.store.tenant("acme")
+    await store.create("gone", model="dev-echo", streaming=True)
+    await store.update("gone", summary="titled already")
+    await start_worker(settings.model_copy(update={"dev_stream_delay_ms": 100}))
+    before = snapshot()
+    await send(store, queue, "gone", "a few words, slowly, to be cut off by a delete")
+    for _ in range(200):  # until the model is streaming
+        if any(e["type"] == "assistant.message_delta" for e in await store.live_events("gone")):
+            break
+        await asyncio.sleep(0.02)
+    await store.delete("gone")
+    await until(lambda: moved(before).get("jobs_gone") == 1)
+    assert moved(before) == {"gone": 1, "gone_seconds": 1, "jobs_gone": 1, "first_token": 1}
 
 
 async def test_a_failing_provider_counts_its_retry_error_and_outcome(
