@@ -242,7 +242,23 @@ class RequestBody:
                 close=False,
             )
             return
-        why = not_json(messages[0].get("body", b""))
+        body = messages[0].get("body", b"")
+        encoding = json.detect_encoding(body)
+        if encoding not in ("utf-8", "utf-8-sig"):
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                400,
+                f"request body must be UTF-8 JSON (RFC 8259), not {encoding}",
+                title="Malformed JSON",
+                type_="/problems/malformed-json",
+                error="RequestValidationError",
+                extra={},
+                close=False,
+            )
+            return
+        why = not_json(body)
         if why is not None:
             await self._refuse(
                 scope,

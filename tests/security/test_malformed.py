@@ -183,6 +183,14 @@ async def test_what_python_parses_and_json_has_not_is_422_and_stores_nothing(
     assert r.status_code == 201, r.text
     r = await client.get("/v1/sessions/items/items", headers=h)
     assert r.json()["data"] == [{"NaN": "Infinity", "e": 1e300, "big": 12345678901234567890123}]
+    # UTF-16 and UTF-32 (which Python's parser reads, and which the checks above do not) are
+    # no JSON a service exchanges (RFC 8259): refused before anything reads them
+    for encoding in ("utf-16-le", "utf-16", "utf-32-be"):
+        body = '{"session_id": "wide", "labels": {"k": "\\ud800"}}'.encode(encoding)
+        assert_problem(await client.post("/v1/sessions", content=body, headers=h), 400)
+        body = '{"items": [{"a": NaN}]}'.encode(encoding)
+        assert_problem(await client.post("/v1/sessions/items/items", content=body, headers=h), 400)
+    assert (await client.get("/v1/sessions/wide", headers=h)).status_code == 404
     # a byte order mark is no reason to refuse, and too deep a nesting is the parser's 400
     body = b'\xef\xbb\xbf{"items": [{"t": "NaN"}]}'
     assert (
