@@ -155,6 +155,7 @@ async def _drain(
                     answered += 1
                     current = None
             if next_turn is not None:  # enqueued after the lease is free, so it cannot miss it
+                own_turn(next_turn, message_id, own_request)  # its job: that turn's ids only
                 await queue.enqueue_continuation(store.tenant_id, session_id, next_turn, tries)
                 return f"answered {answered}, continued at {next_turn}"
             if not await store.pending_turns(session_id):

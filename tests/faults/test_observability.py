@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.embedded import free_port
 from tests.faults.conftest import (
@@ -84,17 +85,21 @@ async def test_a_request_id_reaches_the_worker_lines_of_its_turn(
     assert sample(api_metrics, "process_cpu_seconds_total") is not None
 
 
+@pytest.mark.parametrize("job_timeout", ["120", "3"], ids=["drained", "handed-over"])
 async def test_a_turn_answered_by_another_requests_job_never_carries_that_request_id(
-    procs: Processes, redis_servers: RedisServers
+    procs: Processes, redis_servers: RedisServers, job_timeout: str
 ) -> None:
     """A job answers every turn pending in its session: the second prompt of a session whose
-    first is still streaming is answered by the first's job. Its lines name its own message,
-    and never the first request's id; its own job, which found the session busy, logged its
+    first is still streaming is answered by the first's job, or (past a quarter of a short
+    job timeout) by the continuation it hands the rest to. Its lines name its own message, and
+    never the first request's id; its own job, which found the session busy, logged its
     request id beside its message's."""
     redis = redis_servers.start(persistent=False)
     key = await create_tenant(redis.url)
     api = procs.api(redis.url)
-    procs.worker(redis.url, SESSIONS_DEV_STREAM_DELAY_MS="100")
+    procs.worker(
+        redis.url, SESSIONS_DEV_STREAM_DELAY_MS="100", SESSIONS_JOB_TIMEOUT_SECONDS=job_timeout
+    )
     await wait_ready(api, procs)
     async with httpx.AsyncClient(base_url=api.url, headers=auth(key), timeout=10) as http:
         created = await http.post("/v1/sessions", json={"model": "dev-echo", "streaming": True})
