@@ -95,6 +95,19 @@ def _provider_from_env(service_name: str) -> Any:
     return provider
 
 
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Redis commands in this block make no spans: the periodic checks of a long-lived event
+    stream, which would add a span to its request's trace every few seconds for hours."""
+    if _tracer is None:
+        yield
+        return
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with suppress_instrumentation():
+        yield
+
+
 def _instrument_redis(provider: Any) -> None:
     global _redis_instrumentor
     try:

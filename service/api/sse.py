@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from service import tracing
 from service.api.shutdown import stopping
 from service.errors import LimitExceeded, ServiceError, Unauthorized
 from service.events import LIVE_MARK, live_json
@@ -105,7 +106,8 @@ class Follow:
 
     async def _check(self) -> bool:
         try:
-            await self.authorize()
+            with tracing.untraced():  # every second for the stream's life: no span each time
+                await self.authorize()
         except Unauthorized:
             return False
         return True
@@ -203,7 +205,9 @@ async def session_events(
             if got_any:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-                if not await store.exists(session_id):  # expired before the sweeper saw it
+                with tracing.untraced():
+                    gone = not await store.exists(session_id)
+                if gone:  # expired before the sweeper saw it
                     yield frame("session.expired", dumps({"session_id": session_id}))
                     return
                 yield KEEPALIVE

@@ -130,3 +130,16 @@ def test_tracing_is_off_unless_the_environment_asks() -> None:
     with tracing.span("anything") as span:
         assert span is None
     assert tracing.carrier() is None
+
+
+async def test_commands_in_untraced_blocks_make_no_span(
+    exporter: InMemorySpanExporter, runtime: Runtime
+) -> None:
+    """What a long-lived stream checks every second (its key, the session) stays out of its
+    request's trace."""
+    with tracing.span("a stream's request"):
+        await runtime.redis.get("traced")
+        with tracing.untraced():
+            await runtime.redis.exists("untraced")
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert "GET" in names and "EXISTS" not in names, names
