@@ -143,3 +143,40 @@ def test_a_taken_metrics_port_is_a_clear_error(capsys: pytest.CaptureFixture[str
     assert code == 2
     err = capsys.readouterr().err
     assert f"cannot serve metrics on port {port}" in err and "Traceback" not in err
+
+
+DEBUG_PROVIDER = """
+import asyncio, sys
+from service.config import Settings
+from service.logging import configure_logging
+from tests.providers.fake_openai import FakeOpenAI
+from workers.providers.base import ChatMessage, Role
+from workers.providers.openai import OpenAIProvider
+
+async def main():
+    async with FakeOpenAI() as server:
+        provider = OpenAIProvider(base_url=server.base_url, timeout_seconds=5.0)
+        try:
+            await provider.complete([ChatMessage(Role.USER, "a private prompt")], model="m")
+        finally:
+            await provider.aclose()
+
+configure_logging(Settings(log_level="DEBUG", log_format="json", log_content=sys.argv[1] == "1"))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("log_content", [False, True])
+def test_debug_logs_carry_no_message_content_unless_asked(log_content: bool) -> None:
+    """At DEBUG the OpenAI SDK logs each request's options, messages included: the content
+    stays out of the log as everywhere else, unless ``SESSIONS_LOG_CONTENT`` asks for it."""
+    done = subprocess.run(
+        [sys.executable, "-c", DEBUG_PROVIDER, "1" if log_content else "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("a private prompt" in done.stderr) is log_content, done.stderr[-2000:]
