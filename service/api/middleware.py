@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -227,49 +228,18 @@ class RequestBody:
         if messages is None:
             await self._too_large(scope, receive, send)
             return
-        content_type = headers.get("content-type")
-        if messages[0].get("body") and not is_json(content_type):
+        refusal = body_refusal(headers.get("content-type"), messages[0].get("body", b""))
+        if refusal is not None:
             await self._refuse(
                 scope,
                 receive,
                 send,
-                415,
-                f"request body must be application/json (got {content_type or 'no content type'})",
-                title="Unsupported Media Type",
-                type_="/problems/unsupported-media-type",
-                error="HTTPException",
-                extra={},
-                close=False,
-            )
-            return
-        body = messages[0].get("body", b"")
-        encoding = json.detect_encoding(body)
-        if encoding not in ("utf-8", "utf-8-sig"):
-            await self._refuse(
-                scope,
-                receive,
-                send,
-                400,
-                f"request body must be UTF-8 JSON (RFC 8259), not {encoding}",
-                title="Malformed JSON",
-                type_="/problems/malformed-json",
-                error="RequestValidationError",
-                extra={},
-                close=False,
-            )
-            return
-        why = not_json(body)
-        if why is not None:
-            await self._refuse(
-                scope,
-                receive,
-                send,
-                422,
-                f"request body holds {why}",
-                title="Invalid input",
-                type_="/problems/invalid-input",
-                error="RequestValidationError",
-                extra={"errors": [{"loc": ["body"], "msg": why, "type": "value_error"}]},
+                refusal.status,
+                refusal.detail,
+                title=refusal.title,
+                type_=refusal.type_,
+                error=refusal.error,
+                extra=refusal.extra,
                 close=False,
             )
             return
@@ -329,6 +299,51 @@ class RequestBody:
             extra=extra,
         )
         await response(scope, receive, send)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    detail: str
+    title: str
+    type_: str
+    error: str  # the error counter's label
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def body_refusal(content_type: str | None, body: bytes) -> Refusal | None:
+    """Why a body, read whole, is refused before a route parses it: not JSON by its type (415;
+    every body this API accepts is, and an empty one passes: the route says what is missing),
+    not UTF-8 (400), or JSON that Python's parser takes and no other reader can (422)."""
+    if body and not is_json(content_type):
+        return Refusal(
+            415,
+            f"request body must be application/json (got {content_type or 'no content type'})",
+            "Unsupported Media Type",
+            "/problems/unsupported-media-type",
+            "HTTPException",
+        )
+    encoding = json.detect_encoding(body)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        return Refusal(
+            400,
+            f"request body must be UTF-8 JSON (RFC 8259), not {encoding}",
+            "Malformed JSON",
+            "/problems/malformed-json",
+            "RequestValidationError",
+        )
+    why = not_json(body)
+    if why is not None:
+        errors = [{"loc": ["body"], "msg": why, "type": "value_error"}]
+        return Refusal(
+            422,
+            f"request body holds {why}",
+            "Invalid input",
+            "/problems/invalid-input",
+            "RequestValidationError",
+            {"errors": errors},
+        )
+    return None
 
 
 # What Python's parser takes and JSON does not hold: a surrogate, escaped or as the bytes that
