@@ -183,8 +183,8 @@ class RequestBody:
     """Bounds and type of a request body, before anything parses it: 413 for one over
     ``max_bytes`` (at once from ``Content-Length``, else as soon as the chunks pass it), 408 for
     one that has not fully arrived ``timeout_seconds`` after the request began, so a client that
-    sends slowly or stalls cannot hold a request open, and 415 for a body that is not JSON (every
-    body this API accepts is; an empty one passes, and the route says what is missing). A body is
+    sends slowly or stalls cannot hold a request open, and what ``body_refusal`` refuses (a body
+    that is not JSON by its type, not UTF-8, or holds what no JSON reader takes back). A body is
     read here, up to the limit, and replayed; 413 and 408 close the connection, so the unread
     rest of the body is never read."""
 
