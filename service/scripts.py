@@ -87,10 +87,12 @@ local function holds(token)
   return held ~= false and string.sub(held, 1, #token + 1) == token .. '|'
 end
 
+-- ``p``: the entry before it, as live entries carry (see publish()).
 local function lifecycle(kind, sid, now)
   if #KEYS >= 9 then
+    local last = redis.call('XREVRANGE', KEYS[9], '+', '-', 'COUNT', 1)
     redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[1], '*',
-      'type', kind, 'session_id', sid, 'at', tostring(now))
+      'type', kind, 'session_id', sid, 'at', tostring(now), 'p', last[1] and last[1][1] or '')
   end
 end
 

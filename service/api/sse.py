@@ -58,6 +58,15 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+# Told when the stream fell further behind than its window (a paused process): entries were
+# trimmed before it served them. No id: a client resumes after the last entry it had.
+LIFECYCLE_RESYNC = frame(
+    "lifecycle.resync",
+    dumps({"reason": "the stream fell behind its window: re-list sessions (GET /v1/sessions)"}),
+    None,
+)
+
+
 def lifecycle_frame(ev: LifecycleEvent, *, with_id: bool = True) -> bytes:
     return frame(ev.type, ev.model_dump_json(), ev.id if with_id else None)
 
@@ -198,6 +207,9 @@ async def session_events(
                 got_any = True
             if following.lifecycle is not None:
                 for entry_id, fields in following.lifecycle.take():
+                    if is_gap((entry_id, fields)):  # its end may be among what was trimmed
+                        quiet_since = -KEEPALIVE_SECONDS  # so: look for the session now
+                        continue
                     ending = entry_to_event(entry_id, fields)
                     if ending.type in ENDING_TYPES:
                         yield lifecycle_frame(ending, with_id=False)
@@ -240,8 +252,11 @@ async def lifecycle_events(
             if stop.done():  # the server is stopping: the client resumes elsewhere
                 return
             entries = sub.take()
-            for entry_id, fields in entries:
-                yield lifecycle_frame(entry_to_event(entry_id, fields))
+            for entry in entries:
+                if is_gap(entry):
+                    yield LIFECYCLE_RESYNC
+                    continue
+                yield lifecycle_frame(entry_to_event(*entry))
             if entries:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:

@@ -277,9 +277,18 @@ class TenantBase:
         return int(seconds) * 1000 + int(micros) // 1000
 
     async def _lifecycle(self, kind: str, session_id: str, now: int) -> None:
+        key = K.lifecycle_key(self._s.prefix, self.tenant_id)
+        # ``p`` as the scripts write it; read apart from the write, it may name an entry older
+        # than the one before, which makes a reader's check weaker, never wrong
+        last = await self._s.redis.xrevrange(key, count=1)
         await self._s.redis.xadd(
-            K.lifecycle_key(self._s.prefix, self.tenant_id),
-            {"type": kind, "session_id": session_id, "at": str(now)},
+            key,
+            {
+                "type": kind,
+                "session_id": session_id,
+                "at": str(now),
+                "p": last[0][0] if last else "",
+            },
             maxlen=LIFECYCLE_MAXLEN,
             approximate=True,
         )

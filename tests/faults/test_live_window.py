@@ -14,6 +14,7 @@ import httpx
 import pytest
 from redis_sessions_client import SessionClient
 
+from service import keys as K
 from service.config import Settings
 from service.models import NewEvent
 from service.runtime import Runtime
@@ -70,6 +71,8 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
         reader = asyncio.create_task(
             read_frames(http, "/v1/sessions/watched/events/stream", frames)
         )
+        changes: list[dict[str, Any]] = []
+        lifecycle = asyncio.create_task(read_frames(http, "/v1/lifecycle/stream", changes))
         session = await client.resume_session("watched")
         session.on("user.message", lambda event: seen.append(event.data["content"]))
         await store.append("watched", [NewEvent(type="user.message", data={"content": "one"})])
@@ -86,6 +89,13 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
             for i in range(10 * WINDOW):
                 await store.append("busy", [NewEvent(type="session.idle", data={"n": i})])
             assert len(await runtime.redis.xrange(store._live_key("busy"))) < 5 * WINDOW
+            # the tenant's lifecycle stream, trimmed as 10,000 changes would trim it
+            for sid in ("made", "gone", "last"):
+                await store.create(sid, model="m")
+            await store.delete("gone")
+            changes_key = K.lifecycle_key(PREFIX, TENANT)
+            newest = (await runtime.redis.xrevrange(changes_key, count=1))[0][0]
+            await runtime.redis.xtrim(changes_key, minid=newest, approximate=False)
         finally:
             api.proc.send_signal(signal.SIGCONT)
 
@@ -100,5 +110,20 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
         assert seen == ["one", "missed"]  # once each
         await store.append("watched", [NewEvent(type="user.message", data={"content": "on"})])
         await until(lambda: seen[-1:] == ["on"], "the events after it", procs, 15)
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        # the lifecycle stream is told too: its consumer re-lists the sessions
+        await until(
+            lambda: any(c["type"] == "lifecycle.resync" for c in changes),
+            "the lifecycle stream's resync",
+            procs,
+            10,
+        )
+        await store.create("after", model="m")
+        await until(
+            lambda: bool(changes) and changes[-1]["data"].get("session_id") == "after",
+            "the changes after it",
+            procs,
+            10,
+        )
+        for task in (reader, lifecycle):
+            task.cancel()
+        await asyncio.gather(reader, lifecycle, return_exceptions=True)
