@@ -24,7 +24,7 @@ from typing import Any
 
 from service import tracing
 from service.api.shutdown import stopping
-from service.errors import LimitExceeded, ServiceError, Unauthorized
+from service.errors import LimitExceeded, ServiceError, SessionNotFound, Unauthorized
 from service.events import LIVE_MARK, live_json
 from service.ids import id_order
 from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
@@ -189,13 +189,18 @@ async def session_events(
                 yield frame(ev["type"], dumps(ev), ev["id"])
                 replayed = ev["id"]
         done = replayed and id_order(replayed)
+        look = False
         while True:
             if stop.done():  # the server is stopping: the client resumes elsewhere
                 return
             got_any = False
             for entry in following.sub.take():
                 if is_gap(entry):
-                    info = await store.get(session_id)
+                    try:
+                        info = await store.get(session_id)
+                    except SessionNotFound:  # gone meanwhile: said below, as its end
+                        look = True
+                        break
                     yield resync_frame(session_id, info.last_event_id, FELL_BEHIND)
                     got_any = True
                     continue
@@ -208,7 +213,7 @@ async def session_events(
             if following.lifecycle is not None:
                 for entry_id, fields in following.lifecycle.take():
                     if is_gap((entry_id, fields)):  # its end may be among what was trimmed
-                        quiet_since = -KEEPALIVE_SECONDS  # so: look for the session now
+                        look = True  # so: look for the session now
                         continue
                     ending = entry_to_event(entry_id, fields)
                     if ending.type in ENDING_TYPES:
@@ -216,10 +221,11 @@ async def session_events(
                         return
             if got_any:
                 quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+            if look or (not got_any and time.monotonic() - quiet_since >= KEEPALIVE_SECONDS):
+                look = False
                 with tracing.untraced():
                     gone = not await store.exists(session_id)
-                if gone:  # expired before the sweeper saw it
+                if gone:  # expired before the sweeper saw it, or its end was trimmed unread
                     yield frame("session.expired", dumps({"session_id": session_id}))
                     return
                 yield KEEPALIVE

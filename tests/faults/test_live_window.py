@@ -73,6 +73,11 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
         )
         changes: list[dict[str, Any]] = []
         lifecycle = asyncio.create_task(read_frames(http, "/v1/lifecycle/stream", changes))
+        await store.create("doomed", model="m")
+        doomed_frames: list[dict[str, Any]] = []
+        doomed = asyncio.create_task(
+            read_frames(http, "/v1/sessions/doomed/events/stream", doomed_frames)
+        )
         session = await client.resume_session("watched")
         session.on("user.message", lambda event: seen.append(event.data["content"]))
         await store.append("watched", [NewEvent(type="user.message", data={"content": "one"})])
@@ -89,10 +94,13 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
             for i in range(10 * WINDOW):
                 await store.append("busy", [NewEvent(type="session.idle", data={"n": i})])
             assert len(await runtime.redis.xrange(store._live_key("busy"))) < 5 * WINDOW
-            # the tenant's lifecycle stream, trimmed as 10,000 changes would trim it
-            for sid in ("made", "gone", "last"):
+            # the tenant's lifecycle stream, trimmed as 10,000 changes would trim it: with the
+            # end of a session whose stream is open
+            await store.delete("doomed")
+            for sid in ("made", "gone"):
                 await store.create(sid, model="m")
             await store.delete("gone")
+            await store.create("last", model="m")
             changes_key = K.lifecycle_key(PREFIX, TENANT)
             newest = (await runtime.redis.xrevrange(changes_key, count=1))[0][0]
             await runtime.redis.xtrim(changes_key, minid=newest, approximate=False)
@@ -110,6 +118,13 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
         assert seen == ["one", "missed"]  # once each
         await store.append("watched", [NewEvent(type="user.message", data={"content": "on"})])
         await until(lambda: seen[-1:] == ["on"], "the events after it", procs, 15)
+        # the stream of the session whose end was trimmed unread ends at once all the same
+        await until(
+            lambda: any(f["type"] == "session.expired" for f in doomed_frames),
+            "the end of the deleted session's stream",
+            procs,
+            10,
+        )
         # the lifecycle stream is told too: its consumer re-lists the sessions
         await until(
             lambda: any(c["type"] == "lifecycle.resync" for c in changes),
@@ -124,6 +139,6 @@ async def test_a_stream_that_falls_behind_the_window_is_told_and_its_client_catc
             procs,
             10,
         )
-        for task in (reader, lifecycle):
+        for task in (reader, lifecycle, doomed):
             task.cancel()
-        await asyncio.gather(reader, lifecycle, return_exceptions=True)
+        await asyncio.gather(reader, lifecycle, doomed, return_exceptions=True)
