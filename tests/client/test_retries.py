@@ -322,9 +322,12 @@ async def answers_once(status: bytes, problem: bytes) -> AsyncIterator[tuple[str
         if len(served) % 2 == 0:
             held.append(writer)  # the retry: read, never answered
             return
+        # "Connection: close", as a server that closes after answering says: else a client
+        # may send the retry on this connection, closing under it, and meet a reset (a network
+        # failure of its own, after which the 503 is no longer the service's last answer)
         writer.write(
             b"HTTP/1.1 %s\r\nContent-Type: application/problem+json\r\nRetry-After: 0\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status, len(problem), problem)
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (status, len(problem), problem)
         )
         await writer.drain()
         writer.close()
