@@ -87,12 +87,18 @@ local function holds(token)
   return held ~= false and string.sub(held, 1, #token + 1) == token .. '|'
 end
 
--- ``p``: the entry before it, as live entries carry (see publish()).
+-- The id of a stream's newest entry ('' when it has none): the ``p`` of the next entry, which
+-- lets a reader whose position is older than the ``p`` of the first entry it reads know that
+-- the stream was trimmed past entries it never read.
+local function newest(key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  return last[1] and last[1][1] or ''
+end
+
 local function lifecycle(kind, sid, now)
   if #KEYS >= 9 then
-    local last = redis.call('XREVRANGE', KEYS[9], '+', '-', 'COUNT', 1)
     redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[1], '*',
-      'type', kind, 'session_id', sid, 'at', tostring(now), 'p', last[1] and last[1][1] or '')
+      'type', kind, 'session_id', sid, 'at', tostring(now), 'p', newest(KEYS[9]))
   end
 end
 
@@ -111,18 +117,12 @@ local function incarnation()
   end
   return created
 end
--- ``p`` is the id of the entry before it in the stream: a reader whose position is older
--- than the ``p`` of the first entry it reads knows that the window was trimmed past entries
--- it never read.
+-- ``p``: the entry before it (see newest()), kept across the script's entries.
 local previous = nil
 local function publish(sid, hid, body)
   if #KEYS >= 11 then
-    if not previous then
-      local last = redis.call('XREVRANGE', KEYS[11], '+', '-', 'COUNT', 1)
-      previous = last[1] and last[1][1] or ''
-    end
     previous = redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[3], '*',
-      's', sid, 'h', hid, 'e', body, 'c', incarnation(), 'p', previous)
+      's', sid, 'h', hid, 'e', body, 'c', incarnation(), 'p', previous or newest(KEYS[11]))
     return previous
   end
   return ''

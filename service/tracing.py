@@ -138,22 +138,25 @@ class _ChildTracer:
     def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> Any:
         from opentelemetry import trace
 
-        if kwargs.get("context") is None and not _inside_a_span():
+        if _orphan(kwargs):
             return trace.use_span(trace.INVALID_SPAN)
         return self._tracer.start_as_current_span(name, *args, **kwargs)
 
     def start_span(self, name: str, *args: Any, **kwargs: Any) -> Any:
         from opentelemetry import trace
 
-        if kwargs.get("context") is None and not _inside_a_span():
+        if _orphan(kwargs):
             return trace.INVALID_SPAN
         return self._tracer.start_span(name, *args, **kwargs)
 
 
-def _inside_a_span() -> bool:
+def _orphan(kwargs: Mapping[str, Any]) -> bool:
+    """Whether a span started with ``kwargs`` would have no parent: no context given, and none
+    current."""
     from opentelemetry import trace
 
-    return bool(trace.get_current_span().get_span_context().is_valid)
+    inside = trace.get_current_span().get_span_context().is_valid
+    return kwargs.get("context") is None and not inside
 
 
 @contextlib.contextmanager
