@@ -44,7 +44,11 @@ async def readyz(rt: RuntimeDep, queue: QueueDep) -> Health:
             await queue.pool.ping()
         await require_primary(queue.pool, "queue")
 
-    await asyncio.gather(data(), queue_redis())
+    # both checks run to their end: a plain gather returned at the first failure and left the
+    # other running, unowned, to die later with a traceback outside the log format
+    for outcome in await asyncio.gather(data(), queue_redis(), return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
     await rt.eviction.run(rt.redis, process="api")
     rt.eviction.refuse_unless_ready()
     return Health(status="ok")
