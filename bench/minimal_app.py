@@ -96,7 +96,8 @@ def create_app() -> FastAPI:
             ],
             args=[
                 LIFECYCLE_MAXLEN, sid, settings.live_window_events,
-                settings.live_window_seconds * 1000, "", "enqueue", "", "messages=1", "", body,
+                settings.live_window_seconds * 1000, "", "enqueue", "", "messages=1", "",
+                settings.max_pending_turns, body,
             ],
         )  # fmt: skip
         message_id = res[3]

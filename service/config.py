@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     max_sessions_per_tenant: int = Field(
         default=100_000, ge=1, description="Default cap of live sessions per tenant."
     )
+    max_pending_turns: int = Field(
+        default=100,
+        ge=1,
+        description="Turns one session may have waiting for a reply; one more send gets 429.",
+    )
     live_window_seconds: int = Field(
         default=300, ge=1, description="Live events (deltas, turn markers) kept this long."
     )

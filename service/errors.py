@@ -11,7 +11,7 @@
     │   └── StorageOnly                    a prompt (a turn) sent to a storage-only session
     ├── Unauthorized                  401  missing or unknown API key
     ├── Forbidden                     403  a key that may not do this (tenant key on admin routes)
-    ├── LimitExceeded                 429  per-tenant quotas (sessions, request rate)
+    ├── LimitExceeded                 429  quotas (sessions, request rate, turns waiting)
     ├── StoreUnavailable              503  Redis unreachable, timing out, or read-only
     │   └── StoreFull                 507  Redis out of memory (maxmemory with noeviction)
     └── ProviderError                 502  the model provider failed (workers record it as an event)

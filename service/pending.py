@@ -51,6 +51,16 @@ class PendingRegistry:
             )
         return bool(done)
 
+    async def undo(self, entry: Registered, before: int) -> bool:
+        """Take back a registration that queued no turn (the send was refused or a duplicate):
+        the entry's score before it (``before``; 0: it was not registered), unless the session
+        was registered again since. A refused send thus never delays the watchdog's look."""
+        with store_errors("update the pending-turn registry"):
+            done = await self._settle(
+                keys=[self.key], args=[entry.session_id, entry.score, "undo", before]
+            )
+        return bool(done)
+
     async def bump(self, session_id: str, at_ms: int = 0) -> None:
         """Move a still registered entry's time to ``at_ms`` (0: now). Now marks a rescue just
         dispatched, so the next rescue of the same session waits as long as a fresh turn would;

@@ -35,6 +35,7 @@ def build_runtime(settings: Settings, redis: RedisClient | None = None) -> Runti
         default_ttl=settings.default_ttl_seconds,
         max_event_bytes=settings.max_message_bytes,
         max_sessions=settings.max_sessions_per_tenant,
+        max_pending_turns=settings.max_pending_turns,
         live_window_seconds=settings.live_window_seconds,
         live_window_events=settings.live_window_events,
         live_shards=settings.live_shards,

@@ -226,6 +226,7 @@ return {'ok', now, id, deadline, inc}
 
 APPEND_EVENTS = r"""
 -- ARGV: (head), idempotency_key('' = none), turn_op, turn_id, counters, lease_token ('' = none),
+--       most pending turns ('enqueue' past it is refused: {'busy'}; '0' = unchecked),
 --       then one argument per event: 'D' (durable: history and live) or 'L' (live only), then
 --       its code and data.
 -- turn_op: 'none'; 'enqueue' (the first event starts a pending turn); 'guard' (append only while
@@ -235,7 +236,7 @@ APPEND_EVENTS = r"""
 -- counters: 'name=n,name=n' increments of metadata counters (messages, tokens).
 -- Returns {'ok', now, deadline, id1, id2, ... [, incarnation on a Cluster]} | {'missing'} |
 -- {'dup', first_id} | {'stale'} | {'store'} ('enqueue' on a storage-only session: it never runs
--- a turn)
+-- a turn) | {'busy'} ('enqueue' while the most turns are pending)
 -- (an id is the history id of a durable event, else its live id: '' when the caller publishes)
 local sid = ARGV[2]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
@@ -254,13 +255,15 @@ if op == 'complete' or op == 'guard' then
   if ARGV[9] ~= '' and not holds(ARGV[9]) then return {'stale'} end
 end
 if op == 'abort' and redis.call('LLEN', KEYS[5]) == 0 then return {'stale'} end
+local most = tonumber(ARGV[10])
+if op == 'enqueue' and most > 0 and redis.call('LLEN', KEYS[5]) >= most then return {'busy'} end
 local now = now_ms()
 local meta = redis.call('HMGET', KEYS[1], 'last_event_id', 'hbase')
 local ms = math.max(now, tonumber(string.match(meta[1] or '', '^(%d+)') or '0'))
 local n = tonumber(meta[2] or '0') + redis.call('LLEN', KEYS[2])
 local out = {'ok', now, 0}
 local durable, last = 0, nil
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local body, hid = string.sub(ARGV[i], 2), ''
   if string.byte(ARGV[i], 1) == 68 then -- 'D'
     hid = ms .. '-' .. n
@@ -606,26 +609,34 @@ return {1, redis.call('LLEN', KEYS[5]), redis.call('LINDEX', KEYS[5], 0) or '', 
 PENDING_REGISTER = r"""
 -- Cluster mode (the registry lives in another slot than the session). KEYS: registry.
 -- ARGV: sid. Registers the session before its turn is appended, by the server clock.
--- Returns {score set, 1 if the session was registered already else 0}.
+-- Returns {score set, 1 if the session was registered already else 0, its score before (0:
+-- none)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local had = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-if had then return {now, 1} end
-return {now, 0}
+if had then return {now, 1, tonumber(had)} end
+return {now, 0, 0}
 """
 
 PENDING_SETTLE = r"""
--- KEYS: registry.  ARGV: sid, score (seen for 'prune'; to set for 'bump', 0 = now), op
--- ('prune' | 'bump').
+-- KEYS: registry.  ARGV: sid, score (seen for 'prune' and 'undo'; to set for 'bump', 0 = now),
+-- op ('prune' | 'undo' | 'bump'), the score before (for 'undo').
 -- 'prune' removes the entry only if nobody registered the session again since it was read (its
--- score is unchanged); 'bump' moves a still registered entry to the score given (the time it is
--- to be looked at again, less the watchdog's wait) or to now (a rescue was dispatched).
+-- score is unchanged); 'undo' takes back a registration that queued no turn, on the same
+-- condition (the score before it again, or no entry when there was none); 'bump' moves a still
+-- registered entry to the score given (the time it is to be looked at again, less the
+-- watchdog's wait) or to now (a rescue was dispatched).
 -- Returns 1 when changed, else 0.
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 0 end
-if ARGV[3] == 'prune' then
+if ARGV[3] == 'prune' or ARGV[3] == 'undo' then
   if tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+  local before = tonumber(ARGV[4] or '0')
+  if ARGV[3] == 'undo' and before > 0 then
+    redis.call('ZADD', KEYS[1], 'XX', before, ARGV[1])
+    return 1
+  end
   return redis.call('ZREM', KEYS[1], ARGV[1])
 end
 local at = tonumber(ARGV[2])

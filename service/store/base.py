@@ -89,6 +89,7 @@ class Store:
         default_ttl: int = 7 * 24 * 3600,
         max_event_bytes: int = 256 * 1024,
         max_sessions: int = 100_000,
+        max_pending_turns: int = 100,
         live_window_seconds: int = 300,
         live_window_events: int = 10_000,
         live_shards: int = 1,
@@ -103,6 +104,7 @@ class Store:
         self.default_ttl = default_ttl
         self.max_event_bytes = max_event_bytes
         self.max_sessions = max_sessions
+        self.max_pending_turns = max_pending_turns
         self.live_window_ms = live_window_seconds * 1000
         self.live_window_events = live_window_events
         self.live_shards = live_shards

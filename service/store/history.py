@@ -9,6 +9,7 @@ from service import keys as K
 from service.connections import store_errors
 from service.errors import (
     InvalidInput,
+    LimitExceeded,
     StorageOnly,
 )
 from service.events import (
@@ -159,14 +160,23 @@ class HistoryOps(TenantBase):
                 turn_id,
                 ",".join(f"{k}={int(v)}" for k, v in counts.items() if v),
                 lease,
+                self._s.max_pending_turns if turn_op == "enqueue" else 0,
                 *[("D" if d else "L") + b for d, b in zip(durable, bodies, strict=True)],
             ],
             "append events",
         )
-        if res[0] in ("missing", "store"):
-            if registered is not None and not int(registered[1]):  # a send that queued nothing
-                await self._s.pending(self.tenant_id).prune(
-                    Registered(session_id, int(registered[0]))
+        if registered is not None and res[0] in ("missing", "store", "busy", "dup"):
+            # a send that queued nothing: its registration is taken back
+            await self._s.pending(self.tenant_id).undo(
+                Registered(session_id, int(registered[0])), int(registered[2])
+            )
+        if res[0] in ("missing", "store", "busy"):
+            if res[0] == "busy":
+                most = self._s.max_pending_turns
+                raise LimitExceeded(
+                    f"session {session_id!r} already has {most} turns waiting for a reply; "
+                    "send again once one is answered",
+                    limit="pending_turns",
                 )
             if res[0] == "store":
                 raise StorageOnly(

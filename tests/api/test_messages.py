@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from service.config import Settings
 from service.runtime import Runtime
-from tests.api.conftest import PREFIX, TenantKey
+from tests.api.conftest import PREFIX, TenantKey, snapshot
 from workers.queue import QueueNames
 
 
@@ -108,6 +108,38 @@ async def test_prompt_limits(client: httpx.AsyncClient, runtime: Runtime, acme: 
     assert r.json()["limit"] == 100
     r = await client.post(url, json={"prompt": "é" * 50}, headers=acme.headers)
     assert r.status_code == 202
+
+
+async def test_a_session_holds_at_most_max_pending_turns_waiting(
+    client: httpx.AsyncClient, runtime: Runtime, acme: TenantKey, real_redis: Redis
+) -> None:
+    """One more send than the session may have waiting is a 429 that stores and queues nothing;
+    a retry of an accepted send is still its duplicate, and a slot frees once turns end."""
+    runtime.store.max_pending_turns = 3
+    sid = await new_session(client, acme)
+    url = f"/v1/sessions/{sid}/messages"
+    sent = [
+        await client.post(
+            url, json={"prompt": f"p{i}"}, headers={**acme.headers, "Idempotency-Key": f"k{i}"}
+        )
+        for i in range(3)
+    ]
+    assert [r.status_code for r in sent] == [202] * 3
+    data_before, jobs_before = await snapshot(runtime.redis), await queued_jobs(real_redis)
+    r = await client.post(url, json={"prompt": "one too many"}, headers=acme.headers)
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["limit"] == "pending_turns" and "3 turns waiting" in r.json()["detail"]
+    assert int(r.headers["retry-after"]) >= 1
+    assert await snapshot(runtime.redis) == data_before
+    assert await queued_jobs(real_redis) == jobs_before
+    again = await client.post(
+        url, json={"prompt": "p1"}, headers={**acme.headers, "Idempotency-Key": "k1"}
+    )
+    assert again.status_code == 202 and again.json() == {**sent[1].json(), "duplicate": True}
+    await client.post(f"/v1/sessions/{sid}/abort", headers=acme.headers)
+    r = await client.post(url, json={"prompt": "after the abort"}, headers=acme.headers)
+    assert r.status_code == 202, r.text
 
 
 async def test_body_over_the_request_limit_is_413_before_parsing(
