@@ -53,7 +53,7 @@ return out
 """
 
 POP_ITEM = r"""
--- ARGV: (head).  Removes the newest item.
+-- ARGV: (head).  Removes the newest item (a bookmark of it moves to the item before).
 -- Returns {'ok', now, deadline, id, item, incarnation} | {'empty', now, deadline} | {'missing'} |
 -- {'turns'}
 local sid = ARGV[2]
@@ -67,17 +67,30 @@ local n = tonumber(meta[1] or '0') + redis.call('LLEN', KEYS[2])
 local ms = tonumber(string.match(item, '^(%d+)'))
 local id = ms .. '-' .. n
 redis.call('HSET', KEYS[1], 'floor', math.max(ms + 1, tonumber(meta[2] or '0')), 'modified', now)
-local last = redis.call('LINDEX', KEYS[2], -1)
+local last, before = redis.call('LINDEX', KEYS[2], -1), '0-0'
 if last then
-  redis.call('HSET', KEYS[1], 'last_event_id', string.match(last, '^(%d+)') .. '-' .. (n - 1))
+  before = string.match(last, '^(%d+)') .. '-' .. (n - 1)
+  redis.call('HSET', KEYS[1], 'last_event_id', before)
 else
   redis.call('HDEL', KEYS[1], 'last_event_id')
 end
 redis.call('HINCRBY', KEYS[1], 'events', -1)
 local decoded, body = pcall(cjson.decode, string.sub(item, #string.match(item, '^%d+') + 2))
-if decoded and type(body) == 'table' and (body.role == 'user' or body.role == 'assistant')
-    and tonumber(redis.call('HGET', KEYS[1], 'messages') or '0') > 0 then
+local message = decoded and type(body) == 'table'
+  and (body.role == 'user' or body.role == 'assistant')
+if message and tonumber(redis.call('HGET', KEYS[1], 'messages') or '0') > 0 then
   redis.call('HINCRBY', KEYS[1], 'messages', -1)
+end
+-- A bookmark of the popped item now marks the item before it, with the messages before that.
+local marks, at = redis.call('HGETALL', KEYS[3]), '{"event_id":"' .. id .. '","message_count":'
+for i = 2, #marks, 2 do
+  if string.sub(marks[i], 1, #at) == at then
+    local count, rest = string.match(marks[i], '^(%d+)(.*)$', #at + 1)
+    count = tonumber(count)
+    if message and count > 0 then count = count - 1 end
+    redis.call('HSET', KEYS[3], marks[i - 1],
+      '{"event_id":"' .. before .. '","message_count":' .. count .. rest)
+  end
 end
 publish(sid, '', 'item.popped{"id":"' .. id .. '"}')
 trim_live(now)

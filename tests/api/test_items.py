@@ -286,9 +286,20 @@ async def test_message_items_are_counted_and_odd_roles_are_not_messages(
     r = await client.put(f"/v1/sessions/{sid}/bookmarks/b", json={}, headers=acme.headers)
     assert r.json()["message_count"] == 2
     for _ in odd:
-        await client.post(f"/v1/sessions/{sid}/items/pop", headers=acme.headers)
+        popped = await client.post(f"/v1/sessions/{sid}/items/pop", headers=acme.headers)
     assert await counts() == (5, 2)
+    events = (await client.get(f"/v1/sessions/{sid}/events", headers=acme.headers)).json()["data"]
+
+    async def bookmark() -> tuple[str, int]:
+        r = await client.get(f"/v1/sessions/{sid}/bookmarks/b", headers=acme.headers)
+        return r.json()["event_id"], r.json()["message_count"]
+
+    assert await bookmark() == (events[-1]["id"], 2)  # it marked a popped item: now the one before
+    assert popped.json()["id"] != events[-1]["id"]
     await client.post(f"/v1/sessions/{sid}/items/pop", headers=acme.headers)  # the assistant's
     assert await counts() == (4, 1)
+    assert await bookmark() == (events[-2]["id"], 1)
+    r = await client.get(f"/v1/sessions/{sid}/bookmarks/b/messages", headers=acme.headers)
+    assert r.json()["data"] == []
     await client.delete(f"/v1/sessions/{sid}/items", headers=acme.headers)
     assert await counts() == (0, 0)
