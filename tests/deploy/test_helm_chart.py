@@ -255,12 +255,13 @@ def pod_environment(container: dict[str, Any], secret: dict[str, str]) -> dict[s
     return env
 
 
-@pytest.mark.parametrize("username", ["", "app"])
+@pytest.mark.parametrize("username", ["", "app", "app ops+1@corp/x:y%41"])
 def test_external_redis_password_reaches_data_and_queue_clients_as_it_is(
     render: Any, monkeypatch: pytest.MonkeyPatch, username: str
 ) -> None:
     """Managed Redis services issue passwords with / + = and the like: the service must get the
-    password as the Secret holds it, whatever URL parsing would make of it."""
+    password as the Secret holds it, whatever URL parsing would make of it; an ACL user name
+    with such characters reaches both clients as it is too."""
     password = "ab/c+d==#x@y:z%41?"
     objects = render(
         set_values={**VARIANTS["external-redis-parts"], "externalRedis.username": username}

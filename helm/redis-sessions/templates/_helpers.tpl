@@ -125,7 +125,9 @@ it as the Redis server knows it (a managed service's may hold / + = and the like
       name: {{ $secret }}
       key: {{ $keys.redisPassword }}
 {{- end }}
-{{- $auth := ternary (printf "%s@" $r.username) "" (ne $r.username "") }}
+{{- /* The user name goes into the URL percent-encoded (urlquery writes a space as +, which a URL's
+user part does not decode). */}}
+{{- $auth := ternary (printf "%s@" (urlquery $r.username | replace "+" "%20")) "" (ne $r.username "") }}
 - name: SESSIONS_REDIS_URL
   value: {{ printf "%s://%s%s:%d/%d" (ternary "rediss" "redis" $r.tls) $auth $r.host (int $r.port) (int $r.database) | quote }}
 {{- else }}
