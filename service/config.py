@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         "0.1 s at its default hz). Every job the service queues wakes a worker at once; this "
         "bounds the wait only of jobs nobody announced (arq's retries, cron jobs).",
     )
+    worker_drain_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="On SIGTERM a worker takes no new job and gives its running turns this long "
+        "to finish (each job hands its session's next turn to another worker); turns still "
+        "running then are handed over and start again elsewhere. 0: hand over at once.",
+    )
     job_timeout_seconds: float = Field(
         default=120,
         gt=0,

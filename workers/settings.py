@@ -57,14 +57,51 @@ class QueueTolerantWorker(Worker):
     retries and cron jobs; Redis ends an idle wait on its own timer, 0.1 s at its default hz).
     A wake-up that finds no job due (the enqueuing host's clock runs ahead of this one's, or
     another worker took the job) is followed by a few quick polls. A worker with no free slot
-    leaves the wake-ups to the others and polls again as soon as one of its jobs ends."""
+    leaves the wake-ups to the others and polls again as soon as one of its jobs ends.
 
-    def __init__(self, *args: Any, wake_wait_s: float = 0.5, **kwargs: Any) -> None:
+    SIGTERM (an orchestrator stopping the worker) drains: the worker takes no new job, sets
+    ``stopping`` (the turn jobs see it in their ``ctx`` and hand their session's next turn to
+    another worker once the current one is answered) and gives its running jobs ``drain_s`` to
+    end, so a rollout does not pay the provider twice for the turns in flight. Then, or at
+    once on SIGINT, a second SIGTERM or ``drain_s`` 0, arq's stop cancels what still runs, and
+    each cancelled turn is handed over (``workers.turns``)."""
+
+    def __init__(
+        self, *args: Any, wake_wait_s: float = 0.5, drain_s: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, poll_delay=0, **kwargs)
         self.wake_key = queue.wake_key(self.queue_name)
         self.wake_wait_s = wake_wait_s
+        self.drain_s = drain_s
+        self.stopping = asyncio.Event()
+        self.ctx["stopping"] = self.stopping
         self._slot_freed = asyncio.Event()
         self._started = 0  # jobs this worker started (arq's own count drops as tasks are reaped)
+        self._drain: asyncio.Task[None] | None = None
+
+    def _running(self) -> int:
+        return sum(not t.done() for t in self.tasks.values())
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        running = self._running()
+        if signum == signal.SIGTERM and self.drain_s > 0 and running and not self.stopping.is_set():
+            self.stopping.set()
+            self.allow_pick_jobs = False
+            log.info("worker.draining", running=running, drain_s=self.drain_s)
+            self._drain = self.loop.create_task(self._stop_when_drained(signum))
+            return
+        self.stopping.set()
+        super().handle_sig(signum)
+
+    async def _stop_when_drained(self, signum: signal.Signals) -> None:
+        deadline = self.loop.time() + self.drain_s
+        # a job being started as the signal came joins the set on a later pass
+        while (running := [t for t in self.tasks.values() if not t.done()]) and (
+            left := deadline - self.loop.time()
+        ) > 0:
+            await asyncio.wait(running, timeout=left)
+        log.info("worker.drained", handed_over=self._running())
+        Worker.handle_sig(self, signum)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -91,7 +128,7 @@ class QueueTolerantWorker(Worker):
 
     async def _await_work(self) -> bool:
         """Until a job is announced (True) or a slot frees, for at most ``wake_wait_s``."""
-        if self.job_counter < self.max_jobs:
+        if self.job_counter < self.max_jobs and self.allow_pick_jobs:
             # seconds with a fraction; Redis 6.2 takes 0.001 as 0, which blocks for good
             wait = f"{max(self.wake_wait_s, MIN_WAKE_WAIT_S):.3f}"
             try:
@@ -104,8 +141,11 @@ class QueueTolerantWorker(Worker):
                 return False
             return reply is not None
         self._slot_freed.clear()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancel (the worker's
+        # stop) that comes as the slot frees, and the worker would poll on for good
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._slot_freed.wait(), self.wake_wait_s)
+            async with asyncio.timeout(self.wake_wait_s):
+                await self._slot_freed.wait()
         return False
 
     async def close(self, why: signal.Signals = signal.SIGUSR1) -> None:
@@ -114,7 +154,8 @@ class QueueTolerantWorker(Worker):
         stops there, with an uncaught error, and never closes the provider or connections.
         ``why``: the signal its log line names, for a process that handles signals itself."""
         if not self._handle_signals:
-            self.handle_sig(why)
+            self.stopping.set()
+            Worker.handle_sig(self, why)  # no drain: a process that stops it has its own plan
         if not self._pool:
             return
         await asyncio.gather(*self.tasks.values())
@@ -229,6 +270,7 @@ def build_worker(
         "max_jobs": settings.worker_concurrency,
         "job_timeout": turns.job_backstop_seconds(settings.job_timeout_seconds),
         "wake_wait_s": settings.worker_poll_delay_seconds,
+        "drain_s": settings.worker_drain_seconds,
         "keep_result": 60,
         "burst": burst,
         "handle_signals": not burst,

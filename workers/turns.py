@@ -5,6 +5,9 @@ script). The job for any of them takes the session's lease and answers the oldes
 then the next, until none is left; a job that finds the lease taken leaves, because the holder
 will drain the list, and the holder looks again after letting go so nothing is stranded.
 
+A draining worker (SIGTERM, ``workers.settings``) lets its jobs answer the turn at hand, then
+hand the session's next turn to a continuation job, which another worker runs.
+
 Deadlines: one turn may run for ``job_timeout_seconds`` (the turn deadline), enforced here with
 ``asyncio.timeout``, so the job is never cancelled in the middle of its own hand-over: a turn past
 its deadline is handed to a continuation job (counted as a cut-off; past ``MAX_CUT_OFF`` of them
@@ -111,6 +114,7 @@ async def _drain(
     queue: TurnQueue = ctx["queue"]
     deadline_s = ctx["settings"].job_timeout_seconds
     hand_over_at = time.monotonic() + deadline_s * HAND_OVER_SHARE
+    stopping: asyncio.Event = ctx.get("stopping") or asyncio.Event()  # the worker drains
     answered = 0
     current: str | None = None
     own_request = request_id()
@@ -123,7 +127,7 @@ async def _drain(
                         log.info("turn.job_busy")
                     return f"busy (answered {answered})"
                 while pending := await store.pending_turns(session_id):
-                    if answered and time.monotonic() > hand_over_at:
+                    if answered and (time.monotonic() > hand_over_at or stopping.is_set()):
                         next_turn = pending[0]
                         break
                     current = pending[0]

@@ -25,6 +25,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "negative-worker-replicas": ({"worker.replicaCount": -2}, ["worker.replicaCount"]),
     "unknown-key-in-api": ({"api.replicas": 3}, ["api", "replicas"]),
     "unknown-key-in-worker": ({"worker.concurrency": 8}, ["worker", "concurrency"]),
+    "grace-period-within-the-drain": (
+        {"settings.workerDrainSeconds": 55},
+        ["worker.terminationGracePeriodSeconds", "settings.workerDrainSeconds", "10 s"],
+    ),
     "unknown-key-in-cleanup-filters": ({"cleanup.filters.olderthan": "30d"}, ["olderthan"]),
     "unknown-top-level-key": ({"apii": {}}, ["apii"]),
     "bad-duration": ({"cleanup.filters.idleFor": "thirty days"}, ["cleanup.filters.idleFor"]),
@@ -262,8 +266,9 @@ def comment_above(values_text: str, block: str, key: str) -> str:
 
 
 def test_worker_grace_period_is_described_as_it_works(chart_dir: Path, repo_root: Path) -> None:
-    """On SIGTERM a worker cancels its running turns at once and hands them over (see the failure
-    modes in docs/architecture.md): the grace period is no time to finish them."""
+    """On SIGTERM a worker drains: its running turns get ``settings.workerDrainSeconds`` to
+    finish, then those still running are cancelled and handed over (see the failure modes in
+    docs/architecture.md); the grace period covers both."""
     values_text = (chart_dir / "values.yaml").read_text(encoding="utf-8")
     comment = comment_above(values_text, "worker", "terminationGracePeriodSeconds")
     deploy = (repo_root / "docs" / "deploy.md").read_text(encoding="utf-8")
@@ -271,6 +276,7 @@ def test_worker_grace_period_is_described_as_it_works(chart_dir: Path, repo_root
     (item,) = [i for i in items if "`worker.terminationGracePeriodSeconds`" in i]
     paragraph = " ".join(item.split())
     for where, text in (("values.yaml", comment), ("docs/deploy.md", paragraph)):
-        assert "cancel" in text and "3 s" in text, f"{where}: {text!r}"
-        assert "starts it over" in text or "starts each over" in text, f"{where}: {text!r}"
-        assert not re.search(r"to finish|finish running|retried", text), f"{where}: {text!r}"
+        assert "workerDrainSeconds" in text and "drain" in text, f"{where}: {text!r}"
+        assert "3 s" in text and "10 s" in text, f"{where}: {text!r}"
+        assert re.search(r"start(s|) (each |it |)over", text), f"{where}: {text!r}"
+        assert not re.search(r"does not wait|at once and hands|retried", text), f"{where}: {text!r}"

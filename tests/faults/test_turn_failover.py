@@ -1,6 +1,7 @@
 """Turns survive everyday faults, with default settings: a worker SIGKILLed mid-turn, a worker
-SIGTERMed mid-turn during a rolling restart, and Redis stalling past the client timeouts during
-streamed turns. Each prompt ends in exactly one reply or one error, within a stated time."""
+SIGTERMed mid-turn during a rolling restart (drained, or handed over), and Redis stalling past
+the client timeouts during streamed turns. Each prompt ends in exactly one reply or one error,
+within a stated time."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.workers.conftest import wait_idle
 from workers.queue import TurnQueue
 
 FAILOVER_S = 15.0  # a SIGKILLed worker's turn continues elsewhere within this
-HANDOVER_S = 3.0  # a SIGTERMed worker's turn continues elsewhere within this
+HANDOVER_S = 3.0  # a turn cut by a worker's stop continues elsewhere within this
 RECOVERY_S = 30.0  # every turn is answered this soon after Redis answers again
 # 60 words streamed 100 ms apart: a turn of about 6 s, long enough to be killed in the middle
 LONG_PROMPT = " ".join(f"word{i}" for i in range(60))
@@ -70,6 +71,18 @@ async def restarted_at(store: TenantStore, session_id: str, turn: str, timeout: 
     raise AssertionError(f"turn {turn} was not taken over within {timeout} s")
 
 
+async def started(store: TenantStore, session_id: str, turn: str, timeout: float) -> None:
+    """Until ``turn`` has started (its ``assistant.turn_start`` is live)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        events = await store.live_events(session_id)
+        if any(e["type"] == "assistant.turn_start" and e["data"]["turnId"] == turn for e in events):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"turn {turn} did not start within {timeout} s")
+
+
 def one_reply_each(events: list[Event], prompts: list[str]) -> None:
     replies = [e["data"]["reply_to"] for e in events if e["type"] == "assistant.message"]
     assert replies == prompts, Counter(replies)
@@ -100,16 +113,47 @@ async def test_a_sigkilled_workers_turn_continues_elsewhere_within_15_s(
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-async def test_a_sigtermed_workers_turn_is_handed_over_at_once_and_is_no_timeout(
+async def test_a_sigtermed_worker_finishes_its_turn_and_leaves_the_next_to_another(
     procs: Processes, runtime: Runtime, queue: TurnQueue
 ) -> None:
-    """A rolling restart: the replacement runs already, the old worker gets SIGTERM mid-turn."""
+    """A rolling restart with the default drain: the old worker gets SIGTERM mid-turn. It
+    answers that turn itself (the provider is not called for it again), a prompt sent during
+    the drain is answered by the other worker, and the old one exits once its turn is done."""
+    url = runtime.settings.redis_url
+    assert url is not None
+    await create_tenant(url)
+    store = runtime.store.tenant(TENANT)
+    await store.create("drained", model="dev-echo", streaming=True)
+    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
+    first = await send(store, queue, "drained", LONG_PROMPT)
+    victim = await holder_mid_turn(runtime, store, "drained", workers)
+    victim.send_signal(signal.SIGTERM)
+    second = await send(store, queue, "drained", LONG_PROMPT)
+    await started(store, "drained", second, timeout=20)
+    other = await holder_mid_turn(runtime, store, "drained", workers)
+    assert other is not victim
+    assert victim.wait(timeout=5) == 0, procs.output()  # it left as soon as its turn was done
+    events = await wait_idle(store, "drained", timeout=30)
+    one_reply_each(events, [first, second])
+    starts = [e for e in await store.live_events("drained") if e["type"] == "assistant.turn_start"]
+    assert [e["data"]["turnId"] for e in starts] == [first, second]  # none started over
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("drain_s", [0, 1])
+async def test_a_sigtermed_workers_turn_is_handed_over_after_the_drain_and_is_no_timeout(
+    procs: Processes, runtime: Runtime, queue: TurnQueue, drain_s: int
+) -> None:
+    """A rolling restart: the replacement runs already, the old worker gets SIGTERM mid-turn;
+    a turn still running when the drain ends (none with 0) starts over on another worker."""
     url = runtime.settings.redis_url
     assert url is not None
     await create_tenant(url)
     store = runtime.store.tenant(TENANT)
     await store.create("rolled", model="dev-echo", streaming=True)
-    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
+    env = {**SLOW_STREAM, "SESSIONS_WORKER_DRAIN_SECONDS": str(drain_s)}
+    workers = [procs.worker(url, **env) for _ in range(2)]
     turns = [await send(store, queue, "rolled", LONG_PROMPT)]
     loop = asyncio.get_running_loop()
     for _ in range(2):  # two restarts during one long conversation
@@ -117,9 +161,10 @@ async def test_a_sigtermed_workers_turn_is_handed_over_at_once_and_is_no_timeout
         victim.send_signal(signal.SIGTERM)
         stopped_at = loop.time()
         resumed_at = await restarted_at(store, "rolled", turns[-1], timeout=HANDOVER_S + 10)
-        assert resumed_at - stopped_at <= HANDOVER_S, (resumed_at - stopped_at, procs.output())
+        waited = resumed_at - stopped_at
+        assert drain_s <= waited <= drain_s + HANDOVER_S, (waited, procs.output())
         assert victim.wait(timeout=10) is not None
-        workers.append(procs.worker(url, **SLOW_STREAM))  # the next replacement
+        workers.append(procs.worker(url, **env))  # the next replacement
         events = await wait_idle(store, "rolled", timeout=30)
         one_reply_each(events, turns)
         turns.append(await send(store, queue, "rolled", LONG_PROMPT))
