@@ -303,3 +303,28 @@ async def test_message_items_are_counted_and_odd_roles_are_not_messages(
     assert r.json()["data"] == []
     await client.delete(f"/v1/sessions/{sid}/items", headers=acme.headers)
     assert await counts() == (0, 0)
+
+
+async def test_bookmark_messages_page_past_other_items_and_say_where_to_go_on(
+    client: httpx.AsyncClient, acme: TenantKey
+) -> None:
+    """Messages after a bookmark are found past any number of other events, and a page cut by
+    ``limit`` names its ``next_cursor`` (to follow on ``GET .../messages``)."""
+    sid = await store_session(client, acme, "marked")
+    h = acme.headers
+    await client.put(f"/v1/sessions/{sid}/bookmarks/bm", json={}, headers=h)
+    call = {"type": "function_call", "name": "f", "arguments": "{}"}
+    for start in range(0, 1000, 100):
+        batch = [{**call, "call_id": f"c{i}"} for i in range(start, start + 100)]
+        r = await client.post(f"/v1/sessions/{sid}/items", json={"items": batch}, headers=h)
+        assert r.status_code == 201, r.text
+    said = [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
+    await client.post(f"/v1/sessions/{sid}/items", json={"items": said}, headers=h)
+    r = await client.get(f"/v1/sessions/{sid}/bookmarks/bm/messages", headers=h)
+    assert [m["content"] for m in r.json()["data"]] == ["one", "two"]
+    assert r.json()["next_cursor"] is None
+    r = await client.get(f"/v1/sessions/{sid}/bookmarks/bm/messages?limit=1", headers=h)
+    assert [m["content"] for m in r.json()["data"]] == ["one"]
+    cursor = r.json()["next_cursor"]
+    r = await client.get(f"/v1/sessions/{sid}/messages", params={"after": cursor}, headers=h)
+    assert [m["content"] for m in r.json()["data"]] == ["two"]

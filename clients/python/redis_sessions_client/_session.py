@@ -386,9 +386,15 @@ class Session:
         await self._client._request(Call("DELETE", self._bookmark_path(name)))
 
     async def get_messages_since(self, name: str) -> list[Message]:
-        """The messages after bookmark ``name``."""
-        response = await self._client._request(Call("GET", self._bookmark_path(name) + "/messages"))
-        return [Message.from_json(m) for m in body_of(response)["data"]]
+        """Every message after bookmark ``name``, oldest first (page by page)."""
+        call = Call("GET", self._bookmark_path(name) + "/messages")
+        out: list[Message] = []
+        while True:
+            body = body_of(await self._client._request(call))
+            out += [Message.from_json(m) for m in body["data"]]
+            if not body.get("next_cursor"):
+                return out
+            call = calls.messages_page(self._path, body["next_cursor"])
 
     # --- export and metadata -------------------------------------------------------------------
     async def export(self, format: str = "json") -> dict[str, Any]:

@@ -304,10 +304,15 @@ class SyncSession:
         self._client._request(Call("DELETE", calls.bookmark_path(self._path, name)))
 
     def get_messages_since(self, name: str) -> list[Message]:
-        """The messages after bookmark ``name``."""
-        path = calls.bookmark_path(self._path, name) + "/messages"
-        data = body_of(self._client._request(Call("GET", path)))["data"]
-        return [Message.from_json(m) for m in data]
+        """See ``Session.get_messages_since``."""
+        call = Call("GET", calls.bookmark_path(self._path, name) + "/messages")
+        out: list[Message] = []
+        while True:
+            body = body_of(self._client._request(call))
+            out += [Message.from_json(m) for m in body["data"]]
+            if not body.get("next_cursor"):
+                return out
+            call = calls.messages_page(self._path, body["next_cursor"])
 
     # --- export and metadata -------------------------------------------------------------------
     def export(self, format: str = "json") -> dict[str, Any]:

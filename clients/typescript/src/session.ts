@@ -529,14 +529,21 @@ export class Session {
 
   /** The conversation only (user and assistant messages, `{role, content, id, timestamp}`). */
   async getConversation(): Promise<Message[]> {
+    return this.conversationFrom(`${this.path}/messages`);
+  }
+
+  /** Every message of the pages from `first` on, following `next_cursor`. */
+  private async conversationFrom(first: string): Promise<Message[]> {
     const out: Message[] = [];
+    let path = first;
     let after: string | undefined;
     do {
       const query: Array<[string, string | number]> = [["limit", PAGE]];
       if (after) query.push(["after", after]);
-      const body = await this.call({ method: "GET", path: `${this.path}/messages`, query, expect: LIST_SHAPE });
+      const body = await this.call({ method: "GET", path, query, expect: LIST_SHAPE });
       out.push(...(body.data as Json[]).map(message));
       after = typeof body.next_cursor === "string" ? body.next_cursor : undefined;
+      path = `${this.path}/messages`;
     } while (after);
     return out;
   }
@@ -659,8 +666,7 @@ export class Session {
 
   /** The conversation's messages after bookmark `name`. */
   async getMessagesSince(name: string): Promise<Message[]> {
-    const body = await this.call({ method: "GET", path: `${this.bookmarkPath(name)}/messages`, expect: LIST_SHAPE });
-    return (body.data as Json[]).map(message);
+    return this.conversationFrom(`${this.bookmarkPath(name)}/messages`);
   }
 
   // --- metadata ---------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Body, Query, Response
 from service.api.deps import StoreDep
 from service.api.params import BookmarkName, SessionId
 from service.api.routes import V1
+from service.api.routes.messages import message_page
 from service.api.schemas import BookmarkList, BookmarkSet, EventList, MessageList
-from service.models import Bookmark, messages_from_events
+from service.models import Bookmark
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}/bookmarks", tags=["bookmarks"])
 
@@ -47,10 +48,11 @@ async def delete_bookmark(session_id: SessionId, name: BookmarkName, store: Stor
 @router.get("/{name}/messages", response_model=MessageList)
 async def messages_since(
     session_id: SessionId, name: BookmarkName, store: StoreDep, limit: Limit = 1000
-) -> MessageList:
-    """The conversation after the bookmark (among the next ``limit`` events)."""
-    events = await store.events_since_bookmark(session_id, name, limit=limit)
-    return MessageList(data=messages_from_events(events))
+) -> Response:
+    """Up to ``limit`` messages after the bookmark, as ``GET .../messages?after=<its event>``
+    pages them: follow ``next_cursor`` (there, as ``after``) until it is null."""
+    bookmark = await store.get_bookmark(session_id, name)
+    return await message_page(store, session_id, bookmark.event_id, limit)
 
 
 @router.get("/{name}/events", response_model=EventList)

@@ -14,6 +14,7 @@ from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMess
 from service.errors import PayloadTooLarge
 from service.logging import bind_request
 from service.models import EventType, Message, NewEvent
+from service.store import TenantStore
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
 
@@ -76,6 +77,13 @@ async def get_messages(
     """The conversation, oldest first: up to ``limit`` user and assistant messages after the
     event ``after``. Other events (deltas, turn markers) are skipped; one request reads at most
     10,000 events, so a page may be short: follow ``next_cursor`` until it is null."""
+    return await message_page(store, session_id, after, limit)
+
+
+async def message_page(
+    store: TenantStore, session_id: str, after: str | None, limit: int
+) -> Response:
+    """The ``MessageList`` of up to ``limit`` messages after the event ``after``."""
     out: list[Message] = []
     cursor = after
     for _ in range(SCAN_PAGES):
