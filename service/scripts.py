@@ -135,12 +135,20 @@ end
 -- Convert a session written in the earlier layout (one stream of every event, KEYS[6]) into
 -- durable history: its durable events become items (ids <ms>-<n>), the rest is dropped, and every
 -- id the session refers to (pending turns, idempotency keys, bookmarks, compacted_through,
--- last_event_id) moves to the new id of its event, or of the last durable event before it.
+-- last_event_id, and the reply_to and through of the service's own events) moves to the new id
+-- of its event, or of the last durable event before it. The new ids never equal old ones: the
+-- items' ordinals start at the number of old entries (the metadata's 'hbase'), above any old
+-- id's sequence number, and 'converted' keeps the last converted ms, so an id with an ms at most
+-- that and an n below 'hbase' is known as one of the earlier layout (``read_history``).
 -- Returns the number of items written, or -1 when the session has nothing to convert.
 local function upgrade()
   if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
   local rows = redis.call('XRANGE', KEYS[6], '-', '+')
   local base = tonumber(redis.call('HGET', KEYS[1], 'hbase') or '0')
+  if base == 0 and redis.call('LLEN', KEYS[2]) == 0 then
+    base = #rows
+    redis.call('HSET', KEYS[1], 'hbase', base)
+  end
   local n = base + redis.call('LLEN', KEYS[2])
   local map, last, last_ms, count = {}, '0-0', 0, 0
   for _, row in ipairs(rows) do
@@ -150,6 +158,15 @@ local function upgrade()
     local code = typ and (CODES[typ] or (not TRANSIENT[typ] and typ))
     if code then
       local ms = math.max(tonumber(string.match(row[1], '^(%d+)')), last_ms)
+      if code == 'a' or code == 'e' or code == 'c' then
+        -- a quote ends a key only outside a string (inside one it is escaped), so only the
+        -- service's own fields match; the ids they name came earlier in the stream
+        data = string.gsub(data, '"(%a[%a_]*)":"(%d+%-%d+)"', function(field, old)
+          if (field == 'reply_to' or field == 'through') and map[old] then
+            return '"' .. field .. '":"' .. map[old] .. '"'
+          end
+        end)
+      end
       redis.call('RPUSH', KEYS[2], ms .. code .. data)
       last, last_ms, n, count = ms .. '-' .. n, ms, n + 1, count + 1
     end
@@ -174,7 +191,7 @@ local function upgrade()
   if through and map[through] then
     redis.call('HSET', KEYS[1], 'compacted_through', map[through])
   end
-  redis.call('HSET', KEYS[1], 'events', n - base)
+  redis.call('HSET', KEYS[1], 'events', n - base, 'converted', last_ms)
   if last ~= '0-0' then redis.call('HSET', KEYS[1], 'last_event_id', last)
   else redis.call('HDEL', KEYS[1], 'last_event_id') end
   redis.call('DEL', KEYS[6])

@@ -9,12 +9,16 @@ READ_HISTORY = r"""
 -- KEYS: meta, history, events (the earlier layout's stream).
 -- ARGV: after ('' = from the start), before ('' = to the end), limit, reverse (0|1).
 -- after/before are exclusive ids; any id is placed by order, (ms, n) compared as numbers, so an
--- id that names no item (an earlier layout's, a popped item's) still bounds the page.
+-- id that names no item (a popped item's) still bounds the page. An id of the earlier layout
+-- (its ms at most the metadata's 'converted', its n below 'hbase': see upgrade()) counted every
+-- event of its ms, not the items: it is placed by its ms alone, before that ms's items as
+-- 'after' and past them as 'before', so a page may repeat an item of that ms, never skip one.
 -- Returns {'ok', ordinal of the first item, item, ...} (items oldest first) | {'missing'} |
 -- {'legacy'} (convert the session first)
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'legacy'} end
-local base = tonumber(redis.call('HGET', KEYS[1], 'hbase') or '0')
+local meta = redis.call('HMGET', KEYS[1], 'hbase', 'converted')
+local base, converted = tonumber(meta[1] or '0'), tonumber(meta[2] or '-1')
 local len = redis.call('LLEN', KEYS[2])
 local function ms_at(i)
   return tonumber(string.match(redis.call('LINDEX', KEYS[2], i), '^(%d+)'))
@@ -28,6 +32,7 @@ local function bound(id, strict)
     if strict then return i + 1 end
     return i
   end
+  if ms <= converted and n < base then n = strict and -1 or math.huge end
   local lo, hi = 0, len
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)

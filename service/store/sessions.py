@@ -124,9 +124,18 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
         return ttl
 
     async def get(self, session_id: str) -> SessionInfo:
+        """The session's metadata; a session of the earlier layout is converted first, so its
+        ids and counts are those its history (and an export made next) will show."""
         keys = self._session_keys(session_id)
         with store_errors("read a session"):
-            raw = await self._s.redis.hgetall(keys.meta)
+            pipe = self._s.redis.pipeline(transaction=False)
+            pipe.hgetall(keys.meta)
+            pipe.exists(keys.events)
+            raw, legacy = await pipe.execute()
+        if legacy:
+            await self._run("migrate_session", session_id, [], "convert a session")
+            with store_errors("read a session"):
+                raw = await self._s.redis.hgetall(keys.meta)
         if not raw:
             raise _missing(session_id)
         return session_info_from_hash(raw)

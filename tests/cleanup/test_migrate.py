@@ -63,6 +63,7 @@ async def _lazy(url: str) -> None:
     w = LegacyWriter(redis, PREFIX, TENANT)
     old = await _old_session(w, "read-first")
     await _old_session(w, "write-first")
+    await _old_session(w, "meta-first")
     rt = build_runtime(Settings(redis_url=url, key_prefix=PREFIX), redis)
     ts = rt.store.tenant(TENANT)
     try:
@@ -72,9 +73,10 @@ async def _lazy(url: str) -> None:
             ("user.message", "first"), ("assistant.message", "hello"), ("user.message", "second")
         ]  # fmt: skip
         ids = [e["id"] for e in events]
-        assert [int(i.split("-")[1]) for i in ids] == [0, 1, 2]
+        # ordinals start past the stream's 8 entries: no new id equals an old one
+        assert [int(i.split("-")[1]) for i in ids] == [8, 9, 10]
         assert [i.split("-")[0] for i in ids] == [old[k].split("-")[0] for k in ("u1", "a1", "u2")]
-        assert events[1]["data"]["reply_to"] == old["u1"]  # data is kept as written
+        assert events[1]["data"]["reply_to"] == ids[0]  # the reply names its prompt's new id
         keys = K.session_keys(PREFIX, TENANT, "read-first")
         assert not await redis.exists(keys.events)
         info = await ts.get("read-first")
@@ -100,13 +102,88 @@ async def _lazy(url: str) -> None:
         ttl = await redis.pttl(keys.history)
         assert 3_000_000 < ttl <= 3_600_000
 
+        # so does a read of the metadata: an export made next agrees with it
+        info = await ts.get("meta-first")
+        assert not await redis.exists(K.session_keys(PREFIX, TENANT, "meta-first").events)
+        meta_ids = [e["id"] for e in await ts.read_events("meta-first")]
+        assert info.event_count == 3 and info.last_event_id == meta_ids[-1]
+
         # a write converts too, before it appends
         res = await ts.append("write-first", [NewEvent("user.message", {"content": "third"})])
         events = await ts.read_events("write-first")
         assert [e["data"].get("content") for e in events] == ["first", "hello", "second", "third"]
-        assert res.event_ids == [events[-1]["id"]] and events[-1]["id"].endswith("-3")
+        assert res.event_ids == [events[-1]["id"]] and events[-1]["id"].endswith("-11")
     finally:
         await rt.close()
+
+
+async def _same_ms(url: str) -> None:
+    """A conversation the earlier layout wrote in one millisecond: its ids' sequence numbers
+    counted every event, so none of them matches an ordinal; a page after any of them (or
+    before it) leaves out none of the items that came after (or before) it."""
+    redis = Redis.from_url(url, decode_responses=True)
+    await redis.flushall()
+    w = LegacyWriter(redis, PREFIX, TENANT)
+    await w.create("burst")
+    written = [
+        ("user.message", {"content": "q1"}),
+        ("assistant.turn_start", {"turnId": "t"}),
+        ("assistant.message", {"content": "a1"}),
+        ("assistant.turn_end", {"turnId": "t"}),
+        ("session.idle", {}),
+        ("user.message", {"content": "q2"}),
+        ("assistant.message", {"content": "a2"}),
+    ]
+    old = await w.append("burst", written)
+    assert len({i.split("-")[0] for i in old}) == 1  # one script: one millisecond
+    rt = build_runtime(Settings(redis_url=url, key_prefix=PREFIX), redis)
+    ts = rt.store.tenant(TENANT)
+    try:
+        await ts.migrate("burst")
+        durable = [d["content"] for t, d in written if "content" in d]
+        for k, old_id in enumerate(old):
+            later = [d["content"] for t, d in written[k + 1 :] if "content" in d]
+            earlier = [d["content"] for t, d in written[:k] if "content" in d]
+            after = [e["data"]["content"] for e in await ts.read_events("burst", after=old_id)]
+            before = [e["data"]["content"] for e in await ts.read_events("burst", before=old_id)]
+            assert set(later) <= set(after) and set(earlier) <= set(before), (k, after, before)
+            assert after == durable[len(durable) - len(after) :]  # a tail, in order
+        messages, _, _ = await ts.read_messages("burst", after=old[4])  # after the idle event
+        assert [m.content for m in messages][-2:] == ["q2", "a2"]
+    finally:
+        await rt.close()
+
+
+async def _references(url: str) -> None:
+    """The ids the service's own events hold (a reply's and an error's ``reply_to``, a
+    compaction's ``through``) move to the new ids; a message's text that spells such a field
+    stays as written."""
+    redis = Redis.from_url(url, decode_responses=True)
+    await redis.flushall()
+    w = LegacyWriter(redis, PREFIX, TENANT)
+    await w.create("refs")
+    text = 'quoting "reply_to":"1-0" in a prompt'
+    (u1,) = await w.append("refs", [("user.message", {"content": text})])
+    (a1,) = await w.append("refs", [("assistant.message", {"content": "a", "reply_to": u1})])
+    await w.append("refs", [("session.error", {"message": "x", "reply_to": u1})])
+    await w.append("refs", [("session.compaction_complete", {"through": a1, "summary": "s"})])
+    rt = build_runtime(Settings(redis_url=url, key_prefix=PREFIX), redis)
+    try:
+        events = await rt.store.tenant(TENANT).read_events("refs")
+        ids = [e["id"] for e in events]
+        assert events[0]["data"]["content"] == text
+        assert [e["data"].get("reply_to") for e in events[1:3]] == [ids[0], ids[0]]
+        assert events[3]["data"]["through"] == ids[1]
+    finally:
+        await rt.close()
+
+
+def test_ids_in_the_services_own_events_move_to_the_new_ids(redis_server_url: str) -> None:
+    asyncio.run(_references(redis_server_url))
+
+
+def test_a_page_after_an_id_of_the_earlier_layout_skips_nothing(redis_server_url: str) -> None:
+    asyncio.run(_same_ms(redis_server_url))
 
 
 def test_sessions_of_the_earlier_layout_convert_on_first_use(redis_server_url: str) -> None:
