@@ -7,7 +7,9 @@ the expiry-ordered index (``exp``: session id by deadline) from the earliest dea
 its cost grows with the number of sessions that expired since the last sweep, not with the
 number of sessions. For each entry ``TenantStore.sweep_session`` confirms the session is gone,
 removes leftovers and index entries, and emits ``session.expired``, exactly once even when sweeps
-overlap. Listing never shows an expired session even before the sweep has run.
+overlap. Listing never shows an expired session even before the sweep has run. The sweep also
+trims each tenant's live window to its time exactly, so live copies of events (of deleted
+sessions and cleared items too) outlive the window by one sweep interval at most.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SweepReport:
     alive: int = 0  # entries past their deadline whose session still exists (left in place)
     gone: int = 0  # already swept or deleted by someone else
     repaired: int = 0  # Cluster: index entries of sessions gone, removed by the repair slice
+    trimmed: int = 0  # live entries past the live window, dropped
     duration_s: float = 0.0
 
     @property
@@ -46,6 +49,7 @@ class SweepReport:
             "alive": self.alive,
             "gone": self.gone,
             "repaired": self.repaired,
+            "trimmed": self.trimmed,
             "duration_s": self.duration_s,
         }
 
@@ -105,5 +109,6 @@ async def sweep_expired(
     report = SweepReport()
     for tenant in tenants:
         await sweep_tenant(store.tenant(tenant), now, report, batch=batch, concurrency=concurrency)
+        report.trimmed += await store.tenant(tenant).trim_live_window(now)
     report.duration_s = round(time.monotonic() - started, 4)
     return report

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from service import keys as K
 from service.connections import store_errors
 from service.events import LIVE_MARK, live_event
 from service.ids import id_order, validate_stream_id
@@ -39,6 +40,17 @@ class Following:
 
 class LiveOps(TenantBase):
     """Following a session's live events, and reading its live window."""
+
+    async def trim_live_window(self, now_ms: int) -> int:
+        """Drop every live entry older than the window, exactly; returns how many went. Writes
+        trim as they go, by whole stream nodes: a tenant that writes nothing more (or whose
+        sessions were deleted) keeps its last entries until this runs (from the sweep)."""
+        keys = [K.live_key(self._s.prefix, self.tenant_id, s) for s in range(self._s.live_shards)]
+        with store_errors("trim the live window"):
+            pipe = self._s.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.xtrim(key, minid=max(0, now_ms - self._s.live_window_ms), approximate=False)
+            return sum(int(n) for n in await pipe.execute())
 
     async def follow(
         self,

@@ -116,3 +116,28 @@ async def test_no_automatic_job_touches_infinite_sessions(store: Store, real_red
         info = await acme.get(sid)
         assert info.infinite and info.event_count == 2  # session.start is not history
     assert await real_redis.ttl(K.session_keys(PREFIX, "acme", infinite[0]).meta) == -1
+
+
+async def test_the_sweep_trims_an_idle_tenants_live_window_exactly(real_redis: Redis) -> None:
+    """Writes trim the live window by whole stream nodes, and only while the tenant writes: the
+    sweep drops what is past the window's time, so a deleted session's live copies do not stay
+    (in any shard), and keeps what is within it."""
+    store = Store(real_redis, prefix=PREFIX, live_window_seconds=60, live_shards=3)
+    acme = store.tenant("acme")
+    ids = await seed(acme, 6, prefix="gone")
+    for sid in ids:
+        await acme.append(sid, [user("my card number is 4111")])
+        await acme.delete(sid)
+    shards = [K.live_key(PREFIX, "acme", s) for s in range(3)]
+    held = [await real_redis.xlen(key) for key in shards]
+    assert sum(held) > 0  # nothing trims an idle tenant's window by itself
+    stamps = [
+        int(entry_id.split("-")[0])
+        for key in shards
+        for entry_id, _ in await real_redis.xrange(key)
+    ]
+    kept = await sweep_expired(store, ["acme"], now_ms=min(stamps) + 60_000)  # all within
+    assert kept.trimmed == 0 and [await real_redis.xlen(key) for key in shards] == held
+    report = await sweep_expired(store, ["acme"], now_ms=max(stamps) + 60_001)  # all past
+    assert report.trimmed == sum(held) and report.to_json()["trimmed"] == sum(held)
+    assert [await real_redis.xlen(key) for key in shards] == [0, 0, 0]
