@@ -115,9 +115,14 @@ async def compact_session(
         prompt.append(ChatMessage(role=Role.USER, content=transcript))
         completion = await provider.complete(prompt, model=info.model)
         summary = completion.content.strip()
-        await store.update(
-            session_id, extra={"compaction_summary": summary, "compacted_through": through}
-        )
+        try:  # a later point another job compacted to meanwhile stays: never moved back
+            await store.update(
+                session_id,
+                extra={"compaction_summary": summary, "compacted_through": through},
+                only_if={"compacted_through": info.compacted_through or ""},
+            )
+        except Conflict:
+            return "superseded by another compaction"
         await store.append(
             session_id,
             [

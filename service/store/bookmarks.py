@@ -11,7 +11,7 @@ from service.errors import (
     InvalidInput,
     LimitExceeded,
 )
-from service.ids import validate_bookmark_name
+from service.ids import id_order, validate_bookmark_name
 from service.models import (
     Bookmark,
     Event,
@@ -46,7 +46,7 @@ class BookmarkOps(HistoryOps):
             )
         if not exists:
             raise _missing(session_id)
-        return sorted((_bookmark(v) for v in raw.values()), key=lambda b: b.event_id)
+        return sorted((_bookmark(v) for v in raw.values()), key=lambda b: id_order(b.event_id))
 
     async def get_bookmark(self, session_id: str, name: str) -> Bookmark:
         validate_bookmark_name(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,9 @@ from service.models import NewEvent, messages_from_events
 from service.runtime import Runtime
 from tests.providers.fake_openai import FakeOpenAI
 from tests.workers.conftest import WorkerFactory, send, wait_idle
+from workers.background import compact_session
 from workers.context import needs_compaction
+from workers.providers import build_provider
 from workers.queue import TurnQueue
 from workers.turns import turn_context
 
@@ -285,3 +288,37 @@ async def test_streaming_session_compacts_like_a_plain_one(
     first = next(i for i, t in enumerate(tokens["inf-plain"]) if needs_compaction(t, 400, 0.8))
     assert tokens["inf-stream"][: first + 1] == tokens["inf-plain"][: first + 1]
     assert needs_compaction(tokens["inf-stream"][first], 400, 0.8)
+
+
+async def test_a_compaction_that_ends_after_a_later_one_does_not_move_it_back(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """Two compaction jobs of one session overlap: the one folding less ends last. The session
+    keeps the later point and its summary."""
+    store = runtime.store.tenant("acme")
+    await store.create("folded", model="dev-echo", infinite=True)
+    ids = []
+    for i in range(4):
+        for kind in ("user.message", "assistant.message"):
+            res = await store.append("folded", [NewEvent(kind, {"content": f"{kind} {i}"})])
+            ids += res.event_ids
+    dev = build_provider(settings)
+    asked, gate = asyncio.Event(), asyncio.Event()
+
+    class Gated:
+        """The dev model, answering once the test lets it."""
+
+        async def complete(self, messages: Any, **kwargs: Any) -> Any:
+            asked.set()
+            await gate.wait()
+            return await dev.complete(messages, **kwargs)
+
+    early = asyncio.create_task(
+        compact_session({"runtime": runtime, "provider": Gated()}, "acme", "folded", ids[1])
+    )
+    await asked.wait()  # it read the session and asked the model
+    late = await compact_session({"runtime": runtime, "provider": dev}, "acme", "folded", ids[5])
+    assert late == "compacted"
+    gate.set()
+    assert await early == "superseded by another compaction"
+    assert (await store.get("folded")).compacted_through == ids[5]
