@@ -189,6 +189,9 @@ async def session_events(
                 yield frame(ev["type"], dumps(ev), ev["id"])
                 replayed = ev["id"]
         done = replayed and id_order(replayed)
+        # the replay read past the event whose copy the live entries start after: those up to
+        # the copy of the last replayed event (deltas of a reply already served whole) are stale
+        stale = bool(done and following.copy_of is not None and done > id_order(following.copy_of))
         look = False
         while True:
             if stop.done():  # the server is stopping: the client resumes elsewhere
@@ -196,6 +199,7 @@ async def session_events(
             got_any = False
             for entry in following.sub.take():
                 if is_gap(entry):
+                    stale = False
                     try:
                         info = await store.get(session_id)
                     except SessionNotFound:  # gone meanwhile: said below, as its end
@@ -205,6 +209,11 @@ async def session_events(
                     got_any = True
                     continue
                 live_id, history_id, body = entry_parts(entry)
+                if stale:
+                    if history_id and done and id_order(history_id) >= done:
+                        stale = False  # the copy of the last replayed event, or one past it
+                    else:
+                        continue
                 if history_id and done and id_order(history_id) <= done:
                     continue  # served from history already
                 text = live_json(live_id, history_id, body)

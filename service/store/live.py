@@ -31,6 +31,10 @@ class Following:
     replay_after: str | None = None
     resync: bool = False
     lifecycle: Subscription | None = field(default=None)
+    # with ``replay_after``: the durable event whose live copy ``sub`` starts after, when the
+    # window held it. A replay that reads further (events written since) ends on an event whose
+    # copy ``sub`` still holds: the entries before that copy are older than what was replayed.
+    copy_of: str | None = None
 
     def close(self) -> None:
         self.sub.close()
@@ -119,7 +123,9 @@ class LiveOps(TenantBase):
         # Live entries from the copy of the newest durable event on (what came after it,
         # transient events included), else from now; the caller skips copies it replayed.
         after = await self._copy_of(key, session_id, newest) if newest else None
-        return Following(await subscribe(after), replay_after=start)
+        return Following(
+            await subscribe(after), replay_after=start, copy_of=newest if after else None
+        )
 
     async def _start_entry(
         self, key: str, session_id: str, created: str | None, incarnation: frozenset[str]

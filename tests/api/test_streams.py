@@ -15,9 +15,10 @@ from fastapi import FastAPI
 from service import keys as K
 from service.api import sse
 from service.events import timestamp_of
+from service.metrics import Metrics
 from service.models import NewEvent
 from service.runtime import Runtime
-from tests.api.conftest import Serve, TenantKey
+from tests.api.conftest import PREFIX, Serve, TenantKey
 
 
 @pytest.fixture(autouse=True)
@@ -309,3 +310,41 @@ async def test_lifecycle_read_and_stream(
         async with http.stream("GET", url, headers={**acme.headers, "Last-Event-ID": first}) as r:
             again = await take(sse_messages(r), 1)
     assert again == got
+
+
+async def test_a_replay_that_reads_past_its_start_serves_no_stale_deltas(
+    runtime: Runtime,
+) -> None:
+    """A stream resumed from a history id whose copy the window no longer holds replays the
+    history, then follows the live entries after the copy of the newest event it knew of. A
+    turn that streams and ends in between is replayed whole: its deltas, still ahead among the
+    live entries, are not served after its reply."""
+    store = runtime.store.tenant("acme")
+    await store.create("r", model="m")
+    first = (await store.append("r", [user("one")])).event_ids[0]
+    await runtime.redis.xtrim(K.live_key(PREFIX, "acme", 0), maxlen=0, approximate=False)
+    second = (await store.append("r", [user("two")])).event_ids[0]
+    notify = asyncio.Event()
+    following = await store.follow("r", first, notify)
+    assert following.replay_after == first and following.copy_of == second
+    delta = NewEvent(type="assistant.message_delta", data={"deltaContent": "he"})
+    reply = NewEvent(type="assistant.message", data={"content": "hello", "reply_to": second})
+    await store.append("r", [delta])
+    await store.append("r", [reply, NewEvent(type="session.idle")])
+
+    async def allowed() -> None:
+        return None
+
+    async def connected() -> bool:
+        return False
+
+    follow = sse.Follow(allowed, connected, Metrics())
+    stream = sse.session_events(follow, store, following, "r", notify)
+    seen: list[str] = []
+    async with asyncio.timeout(10):
+        async for chunk in stream:
+            seen += [line[7:] for line in chunk.decode().splitlines() if line.startswith("event: ")]
+            if "session.idle" in seen:
+                break
+    await stream.aclose()
+    assert seen == ["user.message", "assistant.message", "session.idle"]
