@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -166,6 +167,22 @@ class AppendResult(BaseModel):
     duplicate: bool = False
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def stored_labels(text: str | None) -> dict[str, str]:
+    """A session's labels as stored (JSON). Labels stored before lone surrogates were refused
+    may hold one (JSON escapes them, and no UTF-8 text holds them): each reads as U+FFFD, so
+    their session can still be listed, shown and exported."""
+    labels: dict[str, str] = json.loads(text or "{}")
+    if text and "\\u" in text:  # only escaped text can hold one
+        labels = {
+            _LONE_SURROGATE.sub("\ufffd", k): _LONE_SURROGATE.sub("\ufffd", v)
+            for k, v in labels.items()
+        }
+    return labels
+
+
 def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
     """Build the public view of a session from its metadata hash."""
     created = int(raw.get("created", 0))
@@ -179,7 +196,7 @@ def session_info_from_hash(raw: dict[str, str]) -> SessionInfo:
         streaming=raw.get("streaming") == "1",
         summary=raw.get("summary", ""),
         name=raw.get("name", ""),
-        labels=json.loads(raw.get("labels") or "{}"),
+        labels=stored_labels(raw.get("labels")),
         infinite=infinite,
         ttl_seconds=ttl,
         created_at=ms_to_datetime(created),

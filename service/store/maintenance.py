@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 
 from service import keys as K
 from service.connections import store_errors
+from service.models import stored_labels
 from service.retention import SessionFacts
 from service.store.listing import ListingOps
 
@@ -87,7 +87,7 @@ class MaintenanceOps(ListingOps):
                     created_ms=int(created),
                     modified_ms=int(modified or created),
                     infinite=infinite == "1",
-                    labels=json.loads(labels or "{}"),
+                    labels=stored_labels(labels),
                     events=int(events or 0),
                 )
             )

@@ -13,9 +13,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from service import keys as K
 from tests.security.conftest import (
     BODY_TIMEOUT_SECONDS,
     MAX_MESSAGE_BYTES,
+    PREFIX,
     LiveServer,
     TenantKey,
     assert_problem,
@@ -198,6 +200,24 @@ async def test_what_python_parses_and_json_has_not_is_422_and_stores_nothing(
     ).status_code == 201
     deep = b'{"items": [{"t": "NaN", "d": ' + b"[" * 1030 + b"]" * 1030 + b"}]}"
     assert_problem(await client.post("/v1/sessions/items/items", content=deep, headers=h), 400)
+
+
+async def test_a_session_stored_with_a_lone_surrogate_before_the_refusal_still_reads(
+    client: httpx.AsyncClient, auth: dict[str, dict[str, str]], real_redis: Redis
+) -> None:
+    """Labels stored before lone surrogates were refused (JSON escapes them) read as U+FFFD:
+    the tenant's listing, the session and its export still answer."""
+    h = auth["tenant"]
+    meta = K.session_keys(PREFIX, "alpha", "s1").meta
+    await real_redis.hset(meta, "labels", '{"k\\udfff": "v\\ud800", "ok": "\\ud83d\\ude00"}')
+    want = {"k\ufffd": "v\ufffd", "ok": "\U0001f600"}
+    r = await client.get("/v1/sessions", headers=h)
+    assert r.status_code == 200, r.text
+    assert [s["labels"] for s in r.json()["data"]] == [want]
+    r = await client.get("/v1/sessions/s1", headers=h)
+    assert r.status_code == 200 and r.json()["labels"] == want
+    r = await client.get("/v1/sessions/s1/export", headers=h)
+    assert r.status_code == 200 and r.json()["session"]["labels"] == want
 
 
 async def test_a_byte_order_mark_is_ignored(
