@@ -289,6 +289,13 @@ class Settings(BaseSettings):
     def cluster_startup_nodes(self) -> list[tuple[str, int]]:
         return _host_ports(self.redis_cluster_nodes)
 
+    def password_for(self, url: str | None) -> str | None:
+        """``redis_password`` for a connection to ``url``: the data Redis's (its URL, or the
+        Sentinels' master when ``url`` is None); another Redis's URL carries its own."""
+        if self.redis_password is None or (url is not None and url != self.redis_url):
+            return None
+        return self.redis_password.get_secret_value()
+
     def sentinel_nodes(self) -> list[tuple[str, int]]:
         return _host_ports(self.redis_sentinels)
 

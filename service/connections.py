@@ -31,7 +31,6 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
     (``redis_sentinels``, when no URL is given) or a Cluster (``redis_cluster``)."""
     url = url or settings.redis_url
     if settings.redis_sentinels and url is None:
-        password = settings.redis_password
         sentinel = Sentinel(settings.sentinel_nodes(), socket_timeout=5.0)  # type: ignore[no-untyped-call]
         return cast(
             Redis,
@@ -40,7 +39,7 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
                 decode_responses=True,
                 socket_timeout=5.0,
                 socket_connect_timeout=5.0,
-                password=password.get_secret_value() if password else None,
+                password=settings.password_for(None),
             ),
         )
     if url is None:
@@ -63,9 +62,9 @@ def create_data_redis(settings: Settings, url: str | None = None) -> RedisClient
         "lib_name": None,
         "lib_version": None,
     }
-    if settings.redis_password is not None and url == settings.redis_url:
+    if (password := settings.password_for(url)) is not None:
         # a password of its own, so that it needs no encoding: one the URL carries wins
-        common["password"] = settings.redis_password.get_secret_value()
+        common["password"] = password
     if settings.redis_cluster:
         nodes = [ClusterNode(host, port) for host, port in settings.cluster_startup_nodes()]
         if nodes:

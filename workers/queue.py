@@ -49,12 +49,11 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     data Redis (which must then not be a Cluster)."""
     url = settings.queue_redis_url
     if url is None and settings.redis_sentinels:
-        password = settings.redis_password
         return RedisSettings(
             host=settings.sentinel_nodes(),
             sentinel=True,
             sentinel_master=settings.redis_sentinel_master,
-            password=password.get_secret_value() if password else None,
+            password=settings.password_for(None),
             conn_timeout=5,
             conn_retries=5,
         )
@@ -66,8 +65,8 @@ def queue_redis_settings(settings: Settings) -> RedisSettings:
     # them, so a percent-encoded password works for both
     rs.username = unquote(rs.username) if rs.username else rs.username
     rs.password = unquote(rs.password) if rs.password else rs.password
-    if url == settings.redis_url and rs.password is None and settings.redis_password is not None:
-        rs.password = settings.redis_password.get_secret_value()
+    if rs.password is None:  # one the URL carries wins
+        rs.password = settings.password_for(url)
     rs.conn_timeout = 5
     rs.conn_retries = 5
     return rs
