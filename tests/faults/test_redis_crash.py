@@ -80,7 +80,8 @@ async def test_redis_killed_mid_traffic_loses_no_acknowledged_message(
 ) -> None:
     redis = redis_servers.start(fsync="always")
     key = await create_tenant(redis.url)
-    api = procs.api(redis.url)
+    # no worker answers here, so every send stays waiting in the one session
+    api = procs.api(redis.url, SESSIONS_MAX_PENDING_TURNS="100000")
     await wait_ready(api, procs)
     ledger = Ledger()
     stop = asyncio.Event()
