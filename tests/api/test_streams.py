@@ -312,25 +312,11 @@ async def test_lifecycle_read_and_stream(
     assert again == got
 
 
-async def test_a_replay_that_reads_past_its_start_serves_no_stale_deltas(
-    runtime: Runtime,
-) -> None:
-    """A stream resumed from a history id whose copy the window no longer holds replays the
-    history, then follows the live entries after the copy of the newest event it knew of. A
-    turn that streams and ends in between is replayed whole: its deltas, still ahead among the
-    live entries, are not served after its reply."""
-    store = runtime.store.tenant("acme")
-    await store.create("r", model="m")
-    first = (await store.append("r", [user("one")])).event_ids[0]
-    await runtime.redis.xtrim(K.live_key(PREFIX, "acme", 0), maxlen=0, approximate=False)
-    second = (await store.append("r", [user("two")])).event_ids[0]
-    notify = asyncio.Event()
-    following = await store.follow("r", first, notify)
-    assert following.replay_after == first and following.copy_of == second
-    delta = NewEvent(type="assistant.message_delta", data={"deltaContent": "he"})
-    reply = NewEvent(type="assistant.message", data={"content": "hello", "reply_to": second})
-    await store.append("r", [delta])
-    await store.append("r", [reply, NewEvent(type="session.idle")])
+async def events_until_idle(
+    store: Any, following: Any, session_id: str, notify: asyncio.Event, then: Any = None
+) -> list[str]:
+    """The event types a stream of ``following`` serves until ``session.idle``; ``then`` (a
+    coroutine function) runs once the replay has been served."""
 
     async def allowed() -> None:
         return None
@@ -339,12 +325,75 @@ async def test_a_replay_that_reads_past_its_start_serves_no_stale_deltas(
         return False
 
     follow = sse.Follow(allowed, connected, Metrics())
-    stream = sse.session_events(follow, store, following, "r", notify)
+    stream = sse.session_events(follow, store, following, session_id, notify)
     seen: list[str] = []
     async with asyncio.timeout(10):
         async for chunk in stream:
             seen += [line[7:] for line in chunk.decode().splitlines() if line.startswith("event: ")]
+            if then is not None and len(seen) >= 2:
+                await then()
+                then = None
             if "session.idle" in seen:
                 break
     await stream.aclose()
+    return seen
+
+
+def delta(text: str, turn: str) -> NewEvent:
+    return NewEvent(type="assistant.message_delta", data={"deltaContent": text, "reply_to": turn})
+
+
+async def resumed_past_the_window(runtime: Runtime, sid: str) -> tuple[Any, str, Any, Any]:
+    """A session whose first prompt's copy the live window lost, and a second prompt: a stream
+    resumed from the first replays the history, then follows the live entries after the copy
+    of the second. Returns the store, the second prompt's id, the following and its notify."""
+    store = runtime.store.tenant("acme")
+    await store.create(sid, model="m")
+    first = (await store.append(sid, [user("zero")])).event_ids[0]
+    await runtime.redis.xtrim(K.live_key(PREFIX, "acme", 0), maxlen=0, approximate=False)
+    turn = (await store.append(sid, [user("one")])).event_ids[0]
+    notify = asyncio.Event()
+    following = await store.follow(sid, first, notify)
+    assert following.replay_after == first and following.copy_of == turn
+    return store, turn, following, notify
+
+
+async def test_a_replay_that_reads_past_its_start_serves_no_stale_deltas(
+    runtime: Runtime,
+) -> None:
+    """A stream resumed from a history id whose copy the window no longer holds replays the
+    history, then follows the live entries after the copy of the newest event it knew of. A
+    turn that streams and ends in between is replayed whole: its deltas, still ahead among the
+    live entries, are not served after its reply."""
+    store, second, following, notify = await resumed_past_the_window(runtime, "r")
+    reply = NewEvent(type="assistant.message", data={"content": "hello", "reply_to": second})
+    await store.append("r", [delta("he", second)])
+    await store.append("r", [reply, NewEvent(type="session.idle")])
+    seen = await events_until_idle(store, following, "r", notify)
     assert seen == ["user.message", "assistant.message", "session.idle"]
+
+
+async def test_a_replay_past_a_prompt_sent_mid_turn_keeps_the_turns_deltas(
+    runtime: Runtime,
+) -> None:
+    """The same replay, when what came in between is a prompt sent while a turn streams: the
+    turn's deltas so far are not in the history, so the live entries serve them, then the rest
+    of the turn."""
+    store, turn, following, notify = await resumed_past_the_window(runtime, "m")
+    await store.append("m", [delta("he", turn)])
+    await store.append("m", [delta("ll", turn)])
+    await store.append("m", [user("two")])
+
+    async def rest_of_the_turn() -> None:
+        reply = NewEvent(type="assistant.message", data={"content": "hello", "reply_to": turn})
+        await store.append("m", [delta("o", turn)])
+        await store.append("m", [reply, NewEvent(type="session.idle")])
+
+    seen = await events_until_idle(store, following, "m", notify, rest_of_the_turn)
+    assert seen == [
+        "user.message",
+        "user.message",
+        *["assistant.message_delta"] * 3,
+        "assistant.message",
+        "session.idle",
+    ]
