@@ -166,10 +166,15 @@ class HistoryOps(TenantBase):
             "append events",
         )
         if registered is not None and res[0] in ("missing", "store", "busy", "dup"):
-            # a send that queued nothing: its registration is taken back
-            await self._s.pending(self.tenant_id).undo(
-                Registered(session_id, int(registered[0])), int(registered[2])
-            )
+            # A send that queued nothing takes its registration back: the earlier score again.
+            # A first registration is removed only where no send can have queued a turn in the
+            # same ms (the score would not tell): a session missing, or storage-only. Otherwise
+            # it stays, and the watchdog prunes it once it finds no pending turn.
+            had, before = int(registered[1]), int(registered[2])
+            if had or res[0] in ("missing", "store"):
+                await self._s.pending(self.tenant_id).undo(
+                    Registered(session_id, int(registered[0])), before
+                )
         if res[0] in ("missing", "store", "busy"):
             if res[0] == "busy":
                 most = self._s.max_pending_turns
