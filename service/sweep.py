@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.cleanup import server_time_ms
+from service.errors import StoreUnavailable
+from service.logging import get_logger
 from service.store import Store, TenantStore
 
+log = get_logger("service.sweep")
 SWEEP_BATCH = 500
 SWEEP_CONCURRENCY = 16
 REPAIR_SLICE = 2_000  # index entries the repair pass checks per tenant and sweep (Cluster)
@@ -109,6 +112,9 @@ async def sweep_expired(
     report = SweepReport()
     for tenant in tenants:
         await sweep_tenant(store.tenant(tenant), now, report, batch=batch, concurrency=concurrency)
-        report.trimmed += await store.tenant(tenant).trim_live_window(now)
+        try:
+            report.trimmed += await store.tenant(tenant).trim_live_window(now)
+        except StoreUnavailable as exc:  # the next sweep trims it; the others still get theirs
+            log.warning("sweep.trim_failed", tenant=tenant, error=exc.detail)
     report.duration_s = round(time.monotonic() - started, 4)
     return report

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from service import keys as K
 from service.cleanup import apply_retention
 from service.store import Store
+from service.store.hub import trimmed_past
 from service.sweep import sweep_expired
 from service.tenants import Retention, Tenant
 from tests.cleanup.conftest import PREFIX, lifecycle, seed, tenant_keys, user
@@ -139,5 +140,15 @@ async def test_the_sweep_trims_an_idle_tenants_live_window_exactly(real_redis: R
     kept = await sweep_expired(store, ["acme"], now_ms=min(stamps) + 60_000)  # all within
     assert kept.trimmed == 0 and [await real_redis.xlen(key) for key in shards] == held
     report = await sweep_expired(store, ["acme"], now_ms=max(stamps) + 60_001)  # all past
-    assert report.trimmed == sum(held) and report.to_json()["trimmed"] == sum(held)
-    assert [await real_redis.xlen(key) for key in shards] == [0, 0, 0]
+    # but each stream's newest: the next entry's p names it, so a reader behind sees its gap
+    kept_newest = [min(n, 1) for n in held]
+    assert report.trimmed == sum(held) - sum(kept_newest)
+    assert report.to_json()["trimmed"] == report.trimmed
+    assert [await real_redis.xlen(key) for key in shards] == kept_newest
+    later = next(f"later{i}" for i in range(100) if kept_newest[K.live_shard(f"later{i}", 3)])
+    shard = shards[K.live_shard(later, 3)]
+    ((kept_id, _),) = await real_redis.xrange(shard)
+    await acme.create(later, model="m")
+    (_, fields), *_ = await real_redis.xrevrange(shard, count=1)
+    assert fields["p"] == kept_id  # the next entry names the kept one
+    assert trimmed_past(f"{int(min(stamps)) - 1}-0", fields)  # a reader from before sees the gap
