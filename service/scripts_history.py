@@ -68,6 +68,26 @@ if item and string.match(item, '^(%d+)') == ms then return 1 end
 return 0
 """
 
+TRIM_LIVE = r"""
+-- KEYS: a live shard.  ARGV: the window's start (ms).  Drops the entries older than it, exactly.
+-- The newest entry stays even then (the next entry's p names it, so a reader behind the window
+-- still sees what it missed), but not its content: an entry of a session past the window gives
+-- way to a marker with no session (s '') whose p names it. Returns the entries dropped.
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not last then return 0 end
+local keep = ARGV[1] .. '-0'
+if tonumber(string.match(last[1], '^(%d+)')) < tonumber(ARGV[1]) then
+  keep = last[1]
+  local f = last[2]
+  for i = 1, #f, 2 do
+    if f[i] == 's' and f[i + 1] ~= '' then
+      keep = redis.call('XADD', KEYS[1], '*', 's', '', 'p', last[1])
+    end
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', keep)
+"""
+
 PUBLISH_LIVE = r"""
 -- Cluster mode only (the live shard lives in another slot than the session).
 -- KEYS: live shard.  ARGV: live_maxlen, live_window_ms, sid, the session's incarnation (its
@@ -91,4 +111,5 @@ ALL = (
     ScriptSource("read_history", READ_HISTORY, session=False),
     ScriptSource("history_at", HISTORY_AT, session=False),
     ScriptSource("publish_live", PUBLISH_LIVE, session=False),
+    ScriptSource("trim_live", TRIM_LIVE, session=False),
 )

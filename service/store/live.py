@@ -47,24 +47,18 @@ class LiveOps(TenantBase):
     """Following a session's live events, and reading its live window."""
 
     async def trim_live_window(self, now_ms: int) -> int:
-        """Drop every live entry older than the window, exactly, but a stream's newest (the
-        next entry's ``p`` names it, so a reader behind can still tell what it missed); returns
-        how many went. Writes trim as they go, by whole stream nodes: a tenant that writes
-        nothing more (or whose sessions were deleted) keeps its last entries until this runs
-        (from the sweep)."""
-        keys = [K.live_key(self._s.prefix, self.tenant_id, s) for s in range(self._s.live_shards)]
-        cutoff = (max(0, now_ms - self._s.live_window_ms), 0)
+        """Drop every live entry older than the window, exactly (see the ``trim_live`` script:
+        a content-free marker may stand in for the newest); returns how many went. Writes trim
+        as they go, by whole stream nodes: a tenant that writes nothing more (or whose sessions
+        were deleted) keeps its last entries until this runs (from the sweep)."""
+        start = max(0, now_ms - self._s.live_window_ms)
+        trim = self._s.scripts["trim_live"]
+        dropped = 0
         with store_errors("trim the live window"):
-            pipe = self._s.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.xrevrange(key, count=1)
-            newest = await pipe.execute()
-            pipe = self._s.redis.pipeline(transaction=False)
-            for key, rows in zip(keys, newest, strict=True):
-                if rows:
-                    keep = min(cutoff, id_order(rows[0][0]))
-                    pipe.xtrim(key, minid=f"{keep[0]}-{keep[1]}", approximate=False)
-            return sum(int(n) for n in await pipe.execute())
+            for shard in range(self._s.live_shards):
+                key = K.live_key(self._s.prefix, self.tenant_id, shard)
+                dropped += int(await trim(keys=[key], args=[start]))
+        return dropped
 
     async def follow(
         self,
