@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from service.connections import store_errors
@@ -39,11 +38,19 @@ class BookmarkOps(HistoryOps):
         return _bookmark(res[1])
 
     async def list_bookmarks(self, session_id: str) -> list[Bookmark]:
+        """The session's bookmarks in history order; a session of the earlier layout is
+        converted first, so they name the ids its history has."""
         keys = self._session_keys(session_id)
         with store_errors("read bookmarks"):
-            exists, raw = await asyncio.gather(
-                self._s.redis.exists(keys.meta), self._s.redis.hgetall(keys.bookmarks)
-            )
+            pipe = self._s.redis.pipeline(transaction=False)
+            pipe.exists(keys.meta)
+            pipe.hgetall(keys.bookmarks)
+            pipe.exists(keys.events)
+            exists, raw, legacy = await pipe.execute()
+        if legacy:
+            await self.migrate(session_id)
+            with store_errors("read bookmarks"):
+                raw = await self._s.redis.hgetall(keys.bookmarks)
         if not exists:
             raise _missing(session_id)
         return sorted((_bookmark(v) for v in raw.values()), key=lambda b: id_order(b.event_id))

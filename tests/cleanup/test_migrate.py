@@ -102,6 +102,13 @@ async def _lazy(url: str) -> None:
         ttl = await redis.pttl(keys.history)
         assert 3_000_000 < ttl <= 3_600_000
 
+        # so does a read of the bookmarks: the messages after one are those after its event
+        await _old_session(w, "marks-first")
+        mark = await ts.get_bookmark("marks-first", "after-first")
+        assert not await redis.exists(K.session_keys(PREFIX, TENANT, "marks-first").events)
+        after_mark, _, _ = await ts.read_messages("marks-first", after=mark.event_id)
+        assert [m.content for m in after_mark] == ["second"]
+
         # so does a read of the metadata: an export made next agrees with it
         info = await ts.get("meta-first")
         assert not await redis.exists(K.session_keys(PREFIX, TENANT, "meta-first").events)
