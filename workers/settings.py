@@ -91,6 +91,10 @@ class QueueTolerantWorker(Worker):
             self._drain = self.loop.create_task(self._stop_when_drained(signum))
             return
         self.stopping.set()
+        if self._drain is not None:  # a second signal cuts the drain short
+            if self._drain.done():
+                return  # the drain ended and stopped the worker already
+            self._drain.cancel()
         super().handle_sig(signum)
 
     async def _stop_when_drained(self, signum: signal.Signals) -> None:
@@ -170,6 +174,8 @@ class QueueTolerantWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
+            if not self.allow_pick_jobs:  # draining: the rest of the batch is another's
+                break
             key = job_id.decode()
             running = key in self.tasks  # the queue lists jobs until they end
             try:

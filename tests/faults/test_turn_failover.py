@@ -141,6 +141,35 @@ async def test_a_sigtermed_worker_finishes_its_turn_and_leaves_the_next_to_anoth
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+async def test_a_second_sigterm_cuts_the_drain_short(
+    procs: Processes, runtime: Runtime, queue: TurnQueue
+) -> None:
+    """An operator who will not wait: a second SIGTERM during the drain hands the turn over at
+    once, and the worker stops once."""
+    url = runtime.settings.redis_url
+    assert url is not None
+    await create_tenant(url)
+    store = runtime.store.tenant(TENANT)
+    await store.create("impatient", model="dev-echo", streaming=True)
+    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
+    turn = await send(store, queue, "impatient", LONG_PROMPT)
+    victim = await holder_mid_turn(runtime, store, "impatient", workers)
+    victim.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)  # draining
+    victim.send_signal(signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    stopped_at = loop.time()
+    resumed_at = await restarted_at(store, "impatient", turn, timeout=HANDOVER_S + 10)
+    assert resumed_at - stopped_at <= HANDOVER_S, (resumed_at - stopped_at, procs.output())
+    assert victim.wait(timeout=10) is not None
+    one_reply_each(await wait_idle(store, "impatient", timeout=30), [turn])
+    (name,) = [n for n, p in procs.procs if p is victim]
+    log = (procs.logs / f"{name}.log").read_text()
+    assert log.count("worker.draining") == 1 and log.count("shutdown on SIGTERM") == 1, log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("drain_s", [0, 1])
 async def test_a_sigtermed_workers_turn_is_handed_over_after_the_drain_and_is_no_timeout(
     procs: Processes, runtime: Runtime, queue: TurnQueue, drain_s: int
