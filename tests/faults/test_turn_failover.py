@@ -9,6 +9,7 @@ import asyncio
 import signal
 import subprocess
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 
@@ -58,6 +59,31 @@ async def holder_mid_turn(
     raise AssertionError("no worker streamed the turn")
 
 
+@dataclass
+class MidTurn:
+    """Two workers, one of them (``victim``) streaming the long turn ``turn`` of a session."""
+
+    store: TenantStore
+    url: str
+    workers: list[subprocess.Popen[bytes]]
+    turn: str
+    victim: subprocess.Popen[bytes]
+
+
+async def mid_turn(
+    procs: Processes, runtime: Runtime, queue: TurnQueue, session_id: str
+) -> MidTurn:
+    url = runtime.settings.redis_url
+    assert url is not None
+    await create_tenant(url)
+    store = runtime.store.tenant(TENANT)
+    await store.create(session_id, model="dev-echo", streaming=True)
+    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
+    turn = await send(store, queue, session_id, LONG_PROMPT)
+    victim = await holder_mid_turn(runtime, store, session_id, workers)
+    return MidTurn(store, url, workers, turn, victim)
+
+
 async def restarted_at(store: TenantStore, session_id: str, turn: str, timeout: float) -> float:
     """Loop time at which a second ``assistant.turn_start`` of ``turn`` appears."""
     loop = asyncio.get_running_loop()
@@ -94,14 +120,8 @@ def one_reply_each(events: list[Event], prompts: list[str]) -> None:
 async def test_a_sigkilled_workers_turn_continues_elsewhere_within_15_s(
     procs: Processes, runtime: Runtime, queue: TurnQueue
 ) -> None:
-    url = runtime.settings.redis_url
-    assert url is not None
-    await create_tenant(url)
-    store = runtime.store.tenant(TENANT)
-    await store.create("killed", model="dev-echo", streaming=True)
-    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
-    turn = await send(store, queue, "killed", LONG_PROMPT)
-    victim = await holder_mid_turn(runtime, store, "killed", workers)
+    at = await mid_turn(procs, runtime, queue, "killed")
+    store, turn, victim = at.store, at.turn, at.victim
     loop = asyncio.get_running_loop()
     procs.kill(victim)
     killed_at = loop.time()
@@ -119,14 +139,8 @@ async def test_a_sigtermed_worker_finishes_its_turn_and_leaves_the_next_to_anoth
     """A rolling restart with the default drain: the old worker gets SIGTERM mid-turn. It
     answers that turn itself (the provider is not called for it again), a prompt sent during
     the drain is answered by the other worker, and the old one exits once its turn is done."""
-    url = runtime.settings.redis_url
-    assert url is not None
-    await create_tenant(url)
-    store = runtime.store.tenant(TENANT)
-    await store.create("drained", model="dev-echo", streaming=True)
-    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
-    first = await send(store, queue, "drained", LONG_PROMPT)
-    victim = await holder_mid_turn(runtime, store, "drained", workers)
+    at = await mid_turn(procs, runtime, queue, "drained")
+    store, workers, first, victim = at.store, at.workers, at.turn, at.victim
     victim.send_signal(signal.SIGTERM)
     second = await send(store, queue, "drained", LONG_PROMPT)
     await started(store, "drained", second, timeout=20)
@@ -146,14 +160,8 @@ async def test_a_second_sigterm_cuts_the_drain_short(
 ) -> None:
     """An operator who will not wait: a second SIGTERM during the drain hands the turn over at
     once, and the worker stops once."""
-    url = runtime.settings.redis_url
-    assert url is not None
-    await create_tenant(url)
-    store = runtime.store.tenant(TENANT)
-    await store.create("impatient", model="dev-echo", streaming=True)
-    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
-    turn = await send(store, queue, "impatient", LONG_PROMPT)
-    victim = await holder_mid_turn(runtime, store, "impatient", workers)
+    at = await mid_turn(procs, runtime, queue, "impatient")
+    store, turn, victim = at.store, at.turn, at.victim
     victim.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.5)  # draining
     victim.send_signal(signal.SIGTERM)

@@ -11,12 +11,10 @@ import pytest
 
 from service.config import Settings
 from service.runtime import Runtime
-from tests.faults.conftest import PREFIX, TENANT, Processes, RedisServers, create_tenant
+from tests.faults.conftest import PREFIX, Processes, RedisServers
 from tests.faults.test_turn_failover import (
     FAILOVER_S,
-    LONG_PROMPT,
-    SLOW_STREAM,
-    holder_mid_turn,
+    mid_turn,
     one_reply_each,
     restarted_at,
     send,
@@ -35,14 +33,8 @@ def settings(redis_servers: RedisServers) -> Settings:
 async def test_a_worker_paused_past_its_lease_writes_nothing_after_the_takeover(
     procs: Processes, runtime: Runtime, queue: TurnQueue
 ) -> None:
-    url = runtime.settings.redis_url
-    assert url is not None
-    await create_tenant(url)
-    store = runtime.store.tenant(TENANT)
-    await store.create("paused", model="dev-echo", streaming=True)
-    workers = [procs.worker(url, **SLOW_STREAM) for _ in range(2)]
-    turn = await send(store, queue, "paused", LONG_PROMPT)
-    victim = await holder_mid_turn(runtime, store, "paused", workers)
+    at = await mid_turn(procs, runtime, queue, "paused")
+    store, turn, victim = at.store, at.turn, at.victim
     victim.send_signal(signal.SIGSTOP)
     try:
         await restarted_at(store, "paused", turn, timeout=FAILOVER_S + 5)
