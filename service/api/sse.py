@@ -30,7 +30,6 @@ from service.ids import id_order
 from service.lifecycle import ENDING_TYPES, LifecycleEvent, entry_to_event
 from service.logging import get_logger
 from service.metrics import Metrics
-from service.models import EventType
 from service.store import TenantStore
 from service.store.hub import Subscription, is_gap
 from service.store.live import START, Following, entry_parts
@@ -181,21 +180,20 @@ async def session_events(
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         replayed = ""
-        answered: set[str] = set()  # turns whose outcome the replay served
         if following.resync:
             info = await store.get(session_id)
             yield resync_frame(session_id, info.last_event_id)
         elif following.replay_after is not None:
             cursor = None if following.replay_after == START else following.replay_after
+            # up to the event whose copy the live entries start after, when known: what came
+            # since, transient events included, comes from them, in order
+            through = following.copy_of and id_order(following.copy_of)
             async for ev in store.iter_events(session_id, after=cursor):
+                if through and id_order(ev["id"]) > through:
+                    break
                 yield frame(ev["type"], dumps(ev), ev["id"])
                 replayed = ev["id"]
-                if ev["type"] in OUTCOME_TYPES and (turn := ev["data"].get("reply_to")):
-                    answered.add(str(turn))
         done = replayed and id_order(replayed)
-        # the replay read past the event whose copy the live entries start after: up to the copy
-        # of the last replayed event, the live entries of turns it served whole are stale
-        stale = bool(done and following.copy_of is not None and done > id_order(following.copy_of))
         look = False
         while True:
             if stop.done():  # the server is stopping: the client resumes elsewhere
@@ -203,7 +201,6 @@ async def session_events(
             got_any = False
             for entry in following.sub.take():
                 if is_gap(entry):
-                    stale = False
                     try:
                         info = await store.get(session_id)
                     except SessionNotFound:  # gone meanwhile: said below, as its end
@@ -213,11 +210,6 @@ async def session_events(
                     got_any = True
                     continue
                 live_id, history_id, body = entry_parts(entry)
-                if stale:
-                    if history_id and done and id_order(history_id) >= done:
-                        stale = False  # the copy of the last replayed event, or one past it
-                    elif not history_id and _superseded(body, answered):
-                        continue
                 if history_id and done and id_order(history_id) <= done:
                     continue  # served from history already
                 text = live_json(live_id, history_id, body)
@@ -315,30 +307,6 @@ def _task(coro: Awaitable[Any]) -> asyncio.Task[Any]:
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-OUTCOME_TYPES = frozenset({EventType.ASSISTANT_MESSAGE.value, EventType.SESSION_ERROR.value})
-TURN_MARKERS = frozenset(
-    {
-        EventType.ASSISTANT_MESSAGE_DELTA.value,
-        EventType.ASSISTANT_TURN_START.value,
-        EventType.ASSISTANT_TURN_END.value,
-    }
-)
-
-
-def _superseded(body: str, answered: set[str]) -> bool:
-    """Whether a transient live entry older than the last replayed event tells nothing the
-    replay did not: a delta or turn marker of a turn whose outcome it served, or a
-    ``session.idle`` (a durable event came after it)."""
-    brace = body.find("{")
-    kind = body[:brace]
-    if kind == EventType.SESSION_IDLE.value:
-        return True
-    if kind not in TURN_MARKERS:
-        return False
-    data = json.loads(body[brace:])
-    return str(data.get("reply_to") or data.get("turnId")) in answered
 
 
 def _type_of(envelope: str) -> str:
