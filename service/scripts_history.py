@@ -72,7 +72,9 @@ TRIM_LIVE = r"""
 -- KEYS: a live shard.  ARGV: the window's start (ms).  Drops the entries older than it, exactly.
 -- The newest entry stays even then (the next entry's p names it, so a reader behind the window
 -- still sees what it missed), but not its content: an entry of a session past the window gives
--- way to a marker with no session (s '') whose p names it. Returns the entries dropped.
+-- way to a marker with no session (s '') whose p names it; a Redis out of memory refuses the
+-- marker, and the trim keeps the entry itself (the rest of the memory comes back all the same).
+-- Returns the entries dropped.
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if not last then return 0 end
 local keep = ARGV[1] .. '-0'
@@ -81,7 +83,8 @@ if tonumber(string.match(last[1], '^(%d+)')) < tonumber(ARGV[1]) then
   local f = last[2]
   for i = 1, #f, 2 do
     if f[i] == 's' and f[i + 1] ~= '' then
-      keep = redis.call('XADD', KEYS[1], '*', 's', '', 'p', last[1])
+      local marker = redis.pcall('XADD', KEYS[1], '*', 's', '', 'p', last[1])
+      if type(marker) == 'string' then keep = marker end
     end
   end
 end

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from service import keys as K
 from service.connections import store_errors
+from service.errors import StoreUnavailable
 from service.events import LIVE_MARK, live_event
 from service.ids import id_order, validate_stream_id
 from service.models import Event, EventType
@@ -55,11 +56,16 @@ class LiveOps(TenantBase):
         were deleted) keeps its last entries until this runs (from the sweep)."""
         start = max(0, now_ms - self._s.live_window_ms)
         trim = self._s.scripts["trim_live"]
-        dropped = 0
-        with store_errors("trim the live window"):
-            for shard in range(self._s.live_shards):
-                key = K.live_key(self._s.prefix, self.tenant_id, shard)
-                dropped += int(await trim(keys=[key], args=[start]))
+        dropped, failed = 0, None
+        for shard in range(self._s.live_shards):
+            key = K.live_key(self._s.prefix, self.tenant_id, shard)
+            try:
+                with store_errors("trim the live window"):
+                    dropped += int(await trim(keys=[key], args=[start]))
+            except StoreUnavailable as exc:  # the other shards are trimmed all the same
+                failed = exc
+        if failed is not None:
+            raise failed
         return dropped
 
     async def follow(

@@ -19,6 +19,9 @@ from service import keys as K
 from service.config import Settings
 from service.embedded import RedisProcess
 from service.errors import StoreFull
+from service.models import NewEvent
+from service.store import Store
+from service.sweep import sweep_expired
 from tests.faults.conftest import (
     PREFIX,
     TENANT,
@@ -253,3 +256,28 @@ async def test_a_frozen_redis_gets_503_long_before_it_thaws(
         assert resp.status_code == 200, resp.text
         resp = await http.post("/v1/sessions/slow/messages", json={"prompt": "after"})
         assert resp.status_code == 202, resp.text
+
+
+async def test_a_full_redis_still_gets_its_live_window_trimmed(
+    redis_servers: RedisServers,
+) -> None:
+    """When Redis is out of memory no writer trims the live window, and the sweep's marker
+    (an XADD) is refused: the sweep still drops every entry past the window but the newest,
+    which stays instead of the marker."""
+    redis = redis_servers.start(
+        persistent=False,
+        extra=["--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction"],
+    )
+    async with redis_client(redis.url) as r:
+        store = Store(r, prefix=PREFIX, live_window_seconds=1)
+        acme = store.tenant(TENANT)
+        await acme.create("chatty", model="m")
+        for i in range(50):
+            await acme.append("chatty", [NewEvent("user.message", {"content": f"{i} " * 500})])
+        live = K.live_key(PREFIX, TENANT, 0)
+        held = await r.xlen(live)
+        (newest, _), *_ = await r.xrevrange(live, count=1)
+        await fill(r)
+        report = await sweep_expired(store, [TENANT], now_ms=int(newest.split("-")[0]) + 60_000)
+        assert report.trimmed == held - 1
+        assert [entry_id for entry_id, _ in await r.xrange(live)] == [newest]
