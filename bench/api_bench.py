@@ -2,8 +2,9 @@
 
 Ours: ``sessionctl serve`` (``python -m service.cli.main serve``) as a subprocess, with default
 settings except ``SESSIONS_RATE_LIMIT_PER_SECOND=0`` (so a load of thousands of requests per
-second is not refused); it authenticates every request's API key, validates it, records metrics
-and logs one JSON line per request (stderr goes to a temporary file).
+second is not refused) and ``SESSIONS_MAX_PENDING_TURNS`` raised (no worker answers the sends);
+it authenticates every request's API key, validates it, records metrics and logs one JSON line
+per request (stderr goes to a temporary file).
 Baseline: ``bench/minimal_app.py`` under uvicorn with the same options (one process, the same
 event loop and HTTP implementation): raw redis-py sending Redis the same commands on the same
 keys, and nothing else (no key check, validation, limits, metrics or logging). Each measured load
@@ -69,6 +70,8 @@ def api_env(redis_url: str, **extra: str) -> dict[str, str]:
         "SESSIONS_REDIS_URL": redis_url,
         "SESSIONS_KEY_PREFIX": PREFIX,
         "SESSIONS_RATE_LIMIT_PER_SECOND": "0",
+        # no worker answers here, so every send stays waiting in its session (both apps check it)
+        "SESSIONS_MAX_PENDING_TURNS": "1000000000",
         "BENCH_REDIS_URL": redis_url,
         **extra,
     }
