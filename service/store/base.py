@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -210,6 +210,25 @@ class TenantBase:
             return await self._s.scripts[name](
                 keys=[*self._script_keys(session_id), *extra_keys], args=[*head, *args]
             )
+
+    async def _read_converted(
+        self, session_id: str, action: str, reads: Callable[[Any], object]
+    ) -> list[Any]:
+        """The replies of the commands ``reads`` puts in a pipeline, read in one round trip; a
+        session of the earlier layout is converted first (then they are read again), so what
+        they read names the ids its history has."""
+        events = self._session_keys(session_id).events
+        replies: list[Any] = []
+        for converted in (False, True):
+            with store_errors(action):
+                pipe = self._s.redis.pipeline(transaction=False)
+                reads(pipe)
+                pipe.exists(events)
+                *replies, legacy = list(await pipe.execute())
+            if not legacy or converted:
+                break
+            await self._run("migrate_session", session_id, [], "convert a session")
+        return replies
 
     async def _publish(
         self, session_id: str, entries: Sequence[tuple[str, str]], incarnation: str

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from service.connections import store_errors
 from service.errors import (
     BookmarkNotFound,
     InvalidInput,
@@ -41,16 +40,11 @@ class BookmarkOps(HistoryOps):
         """The session's bookmarks in history order; a session of the earlier layout is
         converted first, so they name the ids its history has."""
         keys = self._session_keys(session_id)
-        with store_errors("read bookmarks"):
-            pipe = self._s.redis.pipeline(transaction=False)
-            pipe.exists(keys.meta)
-            pipe.hgetall(keys.bookmarks)
-            pipe.exists(keys.events)
-            exists, raw, legacy = await pipe.execute()
-        if legacy:
-            await self.migrate(session_id)
-            with store_errors("read bookmarks"):
-                raw = await self._s.redis.hgetall(keys.bookmarks)
+        exists, raw = await self._read_converted(
+            session_id,
+            "read bookmarks",
+            lambda pipe: (pipe.exists(keys.meta), pipe.hgetall(keys.bookmarks)),
+        )
         if not exists:
             raise _missing(session_id)
         return sorted((_bookmark(v) for v in raw.values()), key=lambda b: id_order(b.event_id))

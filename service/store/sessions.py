@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from service import keys as K
-from service.connections import store_errors
 from service.errors import (
     Conflict,
     InvalidInput,
@@ -126,16 +125,10 @@ class SessionOps(RepairOps, ListingOps, TenantBase):
     async def get(self, session_id: str) -> SessionInfo:
         """The session's metadata; a session of the earlier layout is converted first, so its
         ids and counts are those its history (and an export made next) will show."""
-        keys = self._session_keys(session_id)
-        with store_errors("read a session"):
-            pipe = self._s.redis.pipeline(transaction=False)
-            pipe.hgetall(keys.meta)
-            pipe.exists(keys.events)
-            raw, legacy = await pipe.execute()
-        if legacy:
-            await self._run("migrate_session", session_id, [], "convert a session")
-            with store_errors("read a session"):
-                raw = await self._s.redis.hgetall(keys.meta)
+        meta = self._session_keys(session_id).meta
+        (raw,) = await self._read_converted(
+            session_id, "read a session", lambda pipe: pipe.hgetall(meta)
+        )
         if not raw:
             raise _missing(session_id)
         return session_info_from_hash(raw)
