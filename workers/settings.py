@@ -79,11 +79,11 @@ class QueueTolerantWorker(Worker):
         self._started = 0  # jobs this worker started (arq's own count drops as tasks are reaped)
         self._drain: asyncio.Task[None] | None = None
 
-    def _running(self) -> int:
-        return sum(not t.done() for t in self.tasks.values())
+    def _running(self) -> list[asyncio.Task[Any]]:
+        return [t for t in self.tasks.values() if not t.done()]
 
     def handle_sig(self, signum: signal.Signals) -> None:
-        running = self._running()
+        running = len(self._running())
         if signum == signal.SIGTERM and self.drain_s > 0 and running and not self.stopping.is_set():
             self.stopping.set()
             self.allow_pick_jobs = False
@@ -100,11 +100,9 @@ class QueueTolerantWorker(Worker):
     async def _stop_when_drained(self, signum: signal.Signals) -> None:
         deadline = self.loop.time() + self.drain_s
         # a job being started as the signal came joins the set on a later pass
-        while (running := [t for t in self.tasks.values() if not t.done()]) and (
-            left := deadline - self.loop.time()
-        ) > 0:
+        while (running := self._running()) and (left := deadline - self.loop.time()) > 0:
             await asyncio.wait(running, timeout=left)
-        log.info("worker.drained", handed_over=self._running())
+        log.info("worker.drained", handed_over=len(self._running()))
         Worker.handle_sig(self, signum)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
