@@ -316,7 +316,8 @@ async def events_until_idle(
     store: Any, following: Any, session_id: str, notify: asyncio.Event, then: Any = None
 ) -> list[str]:
     """The event types a stream of ``following`` serves until ``session.idle``; ``then`` (a
-    coroutine function) runs once the replay has been served."""
+    coroutine function) runs once two events have been served (past the one-event replay of
+    the tests that pass it)."""
 
     async def allowed() -> None:
         return None
