@@ -18,7 +18,8 @@ from service.store.hub import Entry, Subscription, incarnation_of, of_incarnatio
 START = "0-0"
 LIVE_CATCH_UP_MS = 5_000  # how far back a stream from a history position follows the live window
 START_SLACK_MS = 50  # how much later than its session's created ms a session.start is looked for
-COPY_SLACK_MS = 1_000  # Cluster: how much later than its event a durable event's copy is looked for
+COPY_SLACK_MS = 1_000  # how much later than its event a durable event's copy is looked for
+COPY_PAGE, COPY_PAGES = 200, 10  # ... reading at most this many entries of the shard
 
 
 @dataclass
@@ -162,17 +163,21 @@ class LiveOps(TenantBase):
 
     async def _copy_of(self, key: str, session_id: str, newest: str) -> str | None:
         """The live id of the copy of the session's newest durable event, while the live window
-        holds it (on a single Redis the copy was written in the same script, in the same ms or
-        just before; on a Cluster by the call after it, a little later)."""
+        holds it. On a single Redis the copy is written in the same script: in the same ms, or
+        later when the script ran past a millisecond before writing it (Redis < 7.2 gives
+        ``XADD *`` the clock of the moment, not the script's); on a Cluster by the call after it.
+        Looked for page by page, up to ``COPY_SLACK_MS`` after the event."""
         ms = id_order(newest)[0]
-        last = ms + (COPY_SLACK_MS if self._s.cluster else 0)
-        with store_errors("follow live events"):
-            rows = await self._s.redis.xrange(
-                key, min=f"{max(ms - 1, 0)}-0", max=f"{last}-18446744073709551615", count=1000
-            )
-        for entry_id, fields in rows:
-            if fields.get("h") == newest and fields.get("s") == session_id:
-                return str(entry_id)
+        low, high = f"{max(ms - 1, 0)}-0", f"{ms + COPY_SLACK_MS}-18446744073709551615"
+        for _ in range(COPY_PAGES):
+            with store_errors("follow live events"):
+                rows = await self._s.redis.xrange(key, min=low, max=high, count=COPY_PAGE)
+            for entry_id, fields in rows:
+                if fields.get("h") == newest and fields.get("s") == session_id:
+                    return str(entry_id)
+            if len(rows) < COPY_PAGE:
+                return None
+            low = f"({rows[-1][0]}"
         return None
 
     async def _live_entry_of(

@@ -360,6 +360,29 @@ async def resumed_past_the_window(runtime: Runtime, sid: str) -> tuple[Any, str,
     return store, turn, following, notify
 
 
+async def test_a_copy_written_a_few_ms_after_its_event_is_found(runtime: Runtime) -> None:
+    """A script that runs past a millisecond before it writes the live copy gives the copy a
+    later ms than its event's (Redis < 7.2 gives ``XADD *`` the clock of the moment): the
+    copy is still found, behind other sessions' entries, and the stream resumes after it."""
+    store = runtime.store.tenant("acme")
+    await store.create("late", model="m")
+    first = (await store.append("late", [user("zero")])).event_ids[0]
+    live = K.live_key(PREFIX, "acme", 0)
+    await runtime.redis.xtrim(live, maxlen=0, approximate=False)
+    turn = (await store.append("late", [user("one")])).event_ids[0]
+    (_, fields), *_ = await runtime.redis.xrevrange(live, count=1)
+    await runtime.redis.delete(live)
+    ms = int(turn.split("-")[0])
+    for n in range(450):  # other sessions' entries first, then the copy 7 ms late
+        await runtime.redis.xadd(live, {"s": "other", "e": "x{}"}, id=f"{ms}-{n + 1}")
+    await runtime.redis.xadd(live, fields, id=f"{ms + 7}-0")
+    following = await store.follow("late", first, asyncio.Event())
+    try:
+        assert following.copy_of == (None if runtime.store.cluster else turn)
+    finally:
+        following.close()
+
+
 def durable_in_order(seen: list[str], expected: list[str]) -> bool:
     """On a Cluster (copies published apart from their events) a replay reads to the end:
     durable events come once and in order, transient ones may come after a later durable one."""
