@@ -231,15 +231,17 @@ def test_event_and_message_models() -> None:
 
 
 def test_from_json_builds_what_the_dataclass_itself_would() -> None:
-    """``from_json`` fills a message's slots without its ``__init__`` (for speed): the result
-    must be the message ``__init__`` builds, as equal, hashable and frozen."""
+    """``list_from_json`` (a page) and ``from_json`` fill a message's slots without its
+    ``__init__`` (for speed): the result must be the message ``__init__`` builds, as equal,
+    hashable and frozen; a subclass's are built by its own ``__init__``."""
     raws = [
         {"role": "user", "content": "hi", "id": "1-0", "timestamp": "2024-11-22T03:28:09.5Z"},
         {"role": "assistant", "id": "1-1", "timestamp": "2024-11-22T03:28:09"},  # naive
         {"role": "user", "content": 7, "id": "1-2", "timestamp": "2024-11-22T04:28:09+01:00"},
         {"role": "user", "content": "", "id": "1-3", "timestamp": datetime(2024, 1, 1)},
     ]
-    page = [Message.from_json(raw) for raw in raws]
+    page = Message.list_from_json(raws)
+    assert [Message.from_json(raw) for raw in raws] == page
     built = [
         Message(
             role=raw["role"],
@@ -253,6 +255,14 @@ def test_from_json_builds_what_the_dataclass_itself_would() -> None:
     assert all(m.timestamp.tzinfo is not None for m in page) and page[2].content == "7"
     with pytest.raises(dataclasses.FrozenInstanceError):
         page[0].content = "changed"  # type: ignore[misc]
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Tagged(Message):
+        tag: str = "t"
+
+    tagged = Tagged.list_from_json(raws)
+    assert [type(m) for m in tagged] == [Tagged] * 4 and [m.tag for m in tagged] == ["t"] * 4
+    assert [m.to_dict() for m in tagged] == [m.to_dict() for m in page]
 
 
 def test_options_accept_dicts_keywords_and_camel_case() -> None:

@@ -335,7 +335,7 @@ class Session:
         while True:
             response = await self._client._request(calls.messages_page(self._path, after))
             body = body_of(response)
-            out += [Message.from_json(m) for m in body["data"]]
+            out += Message.list_from_json(body["data"])
             after = body.get("next_cursor")
             if not after:
                 return out
@@ -391,7 +391,7 @@ class Session:
         out: list[Message] = []
         while True:
             body = body_of(await self._client._request(call))
-            out += [Message.from_json(m) for m in body["data"]]
+            out += Message.list_from_json(body["data"])
             if not body.get("next_cursor"):
                 return out
             call = calls.messages_page(self._path, body["next_cursor"])

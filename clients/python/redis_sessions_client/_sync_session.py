@@ -259,7 +259,7 @@ class SyncSession:
         after: str | None = None
         while True:
             body = body_of(self._client._request(calls.messages_page(self._path, after)))
-            out += [Message.from_json(m) for m in body["data"]]
+            out += Message.list_from_json(body["data"])
             after = body.get("next_cursor")
             if not after:
                 return out
@@ -309,7 +309,7 @@ class SyncSession:
         out: list[Message] = []
         while True:
             body = body_of(self._client._request(call))
-            out += [Message.from_json(m) for m in body["data"]]
+            out += Message.list_from_json(body["data"])
             if not body.get("next_cursor"):
                 return out
             call = calls.messages_page(self._path, body["next_cursor"])
