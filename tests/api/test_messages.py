@@ -320,9 +320,10 @@ async def test_message_pages_count_messages_and_skip_other_events(
     sid = await new_session(client, acme)
     store = runtime.store.tenant("acme")
     await store.append(sid, [NewEvent(type="user.message", data={"content": "first"})])
-    for _ in range(3):  # 1,500 streamed deltas between two messages
+    for _ in range(3):  # 1,500 stored events between two messages, and deltas (not stored)
+        await store.append(sid, [NewEvent(type="session.error", data={"message": "x"})] * 500)
         await store.append(
-            sid, [NewEvent(type="assistant.message_delta", data={"deltaContent": "x"})] * 500
+            sid, [NewEvent(type="assistant.message_delta", data={"deltaContent": "x"})] * 50
         )
     for text in ("second", "third", "fourth"):
         await store.append(sid, [NewEvent(type="user.message", data={"content": text})])

@@ -14,7 +14,7 @@ from service.api.schemas import AbortResult, MessageList, SendAccepted, SendMess
 from service.errors import PayloadTooLarge
 from service.logging import bind_request
 from service.models import EventType, Message, NewEvent
-from service.store import TenantStore
+from service.store import MAX_PAGE, TenantStore
 
 router = APIRouter(prefix=V1 + "/sessions/{session_id}", tags=["messages"])
 
@@ -65,6 +65,7 @@ async def send_message(
 
 
 SCAN_PAGES = 10  # event pages one request reads at most while looking for messages
+MIN_SCAN = 100  # events a page reads at least, however few messages are still wanted
 
 
 @router.get("/messages", response_model=MessageList)
@@ -86,8 +87,10 @@ async def message_page(
     """The ``MessageList`` of up to ``limit`` messages after the event ``after``."""
     out: list[Message] = []
     cursor = after
+    size = min(MAX_PAGE, max(limit, MIN_SCAN))  # a short page costs a short read ...
     for _ in range(SCAN_PAGES):
-        messages, last, more = await store.read_messages(session_id, after=cursor)
+        messages, last, more = await store.read_messages(session_id, after=cursor, limit=size)
+        size = MAX_PAGE  # ... until messages turn out sparse: then whole pages
         if len(out) + len(messages) >= limit:
             taken = limit - len(out)
             out += messages[:taken]
