@@ -78,7 +78,8 @@ FIRST_TOKEN_SECONDS = Histogram(
 )
 PROVIDER_SECONDS = Histogram(
     "sessions_worker_provider_call_duration_seconds",
-    "Provider calls (retries included) by outcome: ok, or the provider error kind.",
+    "Provider calls (retries included) by outcome: ok, the provider error kind, or cancelled "
+    "(cut off by an abort, a delete, the turn's deadline or a shutdown).",
     ["outcome"],
     buckets=TURN_BUCKETS,
     registry=REGISTRY,
@@ -216,6 +217,11 @@ class MeteredProvider:
             except ProviderError as exc:
                 PROVIDER_SECONDS.labels(exc.kind).observe(time.perf_counter() - started)
                 tracing.set_attributes(span, **{"error.type": exc.kind})
+                raise
+            except BaseException:  # cut off: an abort or a delete (from ``on_delta``), the
+                # turn's deadline or a shutdown (a cancel); a provider raises ProviderError only
+                PROVIDER_SECONDS.labels("cancelled").observe(time.perf_counter() - started)
+                tracing.set_attributes(span, **{"error.type": "cancelled"})
                 raise
             PROVIDER_SECONDS.labels("ok").observe(time.perf_counter() - started)
             if completion.usage is not None:

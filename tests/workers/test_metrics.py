@@ -25,6 +25,10 @@ SAMPLES = {
     "turn_seconds": ("sessions_worker_turn_duration_seconds_count", {"outcome": "answered"}),
     "first_token": ("sessions_worker_time_to_first_token_seconds_count", {}),
     "provider_ok": ("sessions_worker_provider_call_duration_seconds_count", {"outcome": "ok"}),
+    "provider_cancelled": (
+        "sessions_worker_provider_call_duration_seconds_count",
+        {"outcome": "cancelled"},
+    ),
     "provider_500": (
         "sessions_worker_provider_call_duration_seconds_count",
         {"outcome": "server_error"},
@@ -117,7 +121,13 @@ async def test_a_session_deleted_mid_turn_counts_its_turn_as_gone(
         await asyncio.sleep(0.02)
     await store.delete("gone")
     await until(lambda: moved(before).get("jobs_gone") == 1)
-    assert moved(before) == {"gone": 1, "gone_seconds": 1, "jobs_gone": 1, "first_token": 1}
+    assert moved(before) == {
+        "gone": 1,
+        "gone_seconds": 1,
+        "jobs_gone": 1,
+        "first_token": 1,
+        "provider_cancelled": 1,  # the call cut off
+    }
 
 
 async def test_a_failing_provider_counts_its_retry_error_and_outcome(
