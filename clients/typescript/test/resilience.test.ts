@@ -201,8 +201,19 @@ test("a listener started again past the live window catches up once: nothing twi
   await other.destroy();
   stale = true;
   failRead = true;
-  await listen(undefined); // resync; its catch-up read fails and the listener stops
+  const warned: unknown[][] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => void warned.push(args);
+  try {
+    await listen(undefined); // resync; its catch-up read fails and the listener stops
+  } finally {
+    console.warn = warn;
+  }
   assert.equal(failRead, false);
+  // the stop is told, with its cause
+  const [message, cause] = warned.length === 1 ? (warned[0] ?? []) : [];
+  assert.match(String(message), /listener of session relisten-stale stopped/);
+  assert.equal((cause as Error | undefined)?.name, "AuthenticationError");
   await listen("three"); // resync again: the catch-up brings "two", not "one" again
   const said = seen.filter((e) => e.type === "user.message").map((e) => e.data.content);
   assert.deepEqual(said, ["one", "two", "three"]);
