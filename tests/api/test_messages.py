@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator
 
 import httpx
@@ -310,6 +311,49 @@ async def test_export_json_and_jsonl(client: httpx.AsyncClient, acme: TenantKey)
     assert r.status_code == 422
     r = await client.get("/v1/sessions/nope/export", headers=h)
     assert r.status_code == 404
+
+
+async def test_pages_of_any_size_give_every_message_once(
+    client: httpx.AsyncClient, runtime: Runtime, acme: TenantKey
+) -> None:
+    """Messages in runs of every density among other stored events: followed page by page, at
+    any ``limit``, the pages give each message once, in order."""
+    from service.models import NewEvent
+
+    rng = random.Random(7)
+    sid = await new_session(client, acme)
+    store = runtime.store.tenant("acme")
+    expected: list[str] = []
+    stored = 0
+    while stored < 3_000:
+        if rng.random() < 0.3:  # a run of other events
+            run = rng.choice([1, 5, 50, 400, 1_200])
+            await store.append(sid, [NewEvent(type="session.error", data={"message": "x"})] * run)
+        else:
+            run = rng.choice([1, 3, 80, 300])
+            texts = [f"m{len(expected) + i}" for i in range(run)]
+            roles = [rng.choice(["user.message", "assistant.message"]) for _ in texts]
+            await store.append(
+                sid,
+                [NewEvent(type=r, data={"content": t}) for r, t in zip(roles, texts, strict=True)],
+            )
+            expected += texts
+        stored += run
+    for limit in (1, 7, 100, 333, 1_000):
+        got: list[str] = []
+        params: dict[str, object] = {"limit": limit}
+        while True:
+            r = await client.get(
+                f"/v1/sessions/{sid}/messages", params=params, headers=acme.headers
+            )
+            assert r.status_code == 200, r.text
+            page = r.json()
+            assert len(page["data"]) <= limit
+            got += [m["content"] for m in page["data"]]
+            if not page["next_cursor"]:
+                break
+            params["after"] = page["next_cursor"]
+        assert got == expected, limit
 
 
 async def test_message_pages_count_messages_and_skip_other_events(

@@ -87,10 +87,12 @@ async def message_page(
     """The ``MessageList`` of up to ``limit`` messages after the event ``after``."""
     out: list[Message] = []
     cursor = after
-    size = min(MAX_PAGE, max(limit, MIN_SCAN))  # a short page costs a short read ...
+    # A short page costs a short read: about as many events as messages are still wanted, with
+    # room for a few others, and twice as many each time messages turn out sparse.
+    size = min(MAX_PAGE, max(MIN_SCAN, limit + limit // 4))
     for _ in range(SCAN_PAGES):
         messages, last, more = await store.read_messages(session_id, after=cursor, limit=size)
-        size = MAX_PAGE  # ... until messages turn out sparse: then whole pages
+        size = min(MAX_PAGE, max(2 * size, 2 * (limit - len(out) - len(messages))))
         if len(out) + len(messages) >= limit:
             taken = limit - len(out)
             out += messages[:taken]
