@@ -19,7 +19,8 @@ START = "0-0"
 LIVE_CATCH_UP_MS = 5_000  # how far back a stream from a history position follows the live window
 START_SLACK_MS = 50  # how much later than its session's created ms a session.start is looked for
 COPY_SLACK_MS = 1_000  # how much later than its event a durable event's copy is looked for
-COPY_PAGE, COPY_PAGES = 200, 10  # ... reading at most this many entries of the shard
+MAX_SEQ = 2**64 - 1  # the highest sequence number of a stream id
+COPY_FIRST, COPY_PAGE, COPY_PAGES = 1_000, 100, 10  # ... read in pages of these many entries
 
 
 @dataclass
@@ -121,7 +122,7 @@ class LiveOps(TenantBase):
             if start == START:
                 at = await self._start_entry(key, session_id, created, incarnation)
             else:
-                at = await self._copy_of(key, session_id, start)
+                at = await self._copy_of(key, session_id, start, incarnation)
             # only a short catch-up: it reads every session's entries of the shard since
             if (
                 at is not None
@@ -135,7 +136,7 @@ class LiveOps(TenantBase):
                 sub.close()
         # Live entries from the copy of the newest durable event on (what came after it,
         # transient events included), else from now; the caller skips copies it replayed.
-        after = await self._copy_of(key, session_id, newest) if newest else None
+        after = await self._copy_of(key, session_id, newest, incarnation) if newest else None
         return Following(
             await subscribe(after),
             replay_after=start,
@@ -161,23 +162,36 @@ class LiveOps(TenantBase):
                 return None  # its start is gone from the window
         return None
 
-    async def _copy_of(self, key: str, session_id: str, newest: str) -> str | None:
+    async def _copy_of(
+        self, key: str, session_id: str, newest: str, incarnation: frozenset[str]
+    ) -> str | None:
         """The live id of the copy of the session's newest durable event, while the live window
         holds it. On a single Redis the copy is written in the same script: in the same ms, or
         later when the script ran past a millisecond before writing it (Redis < 7.2 gives
         ``XADD *`` the clock of the moment, not the script's); on a Cluster by the call after it.
-        Looked for page by page, up to ``COPY_SLACK_MS`` after the event."""
-        ms = id_order(newest)[0]
-        low, high = f"{max(ms - 1, 0)}-0", f"{ms + COPY_SLACK_MS}-18446744073709551615"
+        The event's own ms is read first; then, page by page, up to ``COPY_SLACK_MS`` after it.
+        On a single Redis copies come in history order, so a later event's copy ends the look."""
+        ms, ordinal = id_order(newest)
+        low, high = f"{max(ms - 1, 0)}-0", f"{ms}-{MAX_SEQ}"
+        count, slack = COPY_FIRST, False
         for _ in range(COPY_PAGES):
             with store_errors("follow live events"):
-                rows = await self._s.redis.xrange(key, min=low, max=high, count=COPY_PAGE)
+                rows = await self._s.redis.xrange(key, min=low, max=high, count=count)
             for entry_id, fields in rows:
-                if fields.get("h") == newest and fields.get("s") == session_id:
+                if fields.get("s") != session_id or not of_incarnation(fields, incarnation):
+                    continue
+                copied = fields.get("h")
+                if copied == newest:
                     return str(entry_id)
-            if len(rows) < COPY_PAGE:
+                if copied and not self._s.cluster and id_order(copied)[1] > ordinal:
+                    return None  # a later event's copy (its ordinal is higher): this one's is gone
+            if len(rows) == count:
+                low = f"({rows[-1][0]}"
+            elif slack:
                 return None
-            low = f"({rows[-1][0]}"
+            else:  # its own ms read: on to the slack after it
+                low, high = f"({ms}-{MAX_SEQ}", f"{ms + COPY_SLACK_MS}-{MAX_SEQ}"
+                count, slack = COPY_PAGE, True
         return None
 
     async def _live_entry_of(
