@@ -13,6 +13,7 @@ run several workers in one process read differences).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -78,8 +79,9 @@ FIRST_TOKEN_SECONDS = Histogram(
 )
 PROVIDER_SECONDS = Histogram(
     "sessions_worker_provider_call_duration_seconds",
-    "Provider calls (retries included) by outcome: ok, the provider error kind, or cancelled "
-    "(cut off by an abort, a delete, the turn's deadline or a shutdown).",
+    "Provider calls (retries included) by outcome: ok, the provider error kind, cancelled "
+    "(stopped by the worker: an abort, a delete, a lost lease, a failed write of a delta, the "
+    "turn's deadline or a shutdown) or error (anything else).",
     ["outcome"],
     buckets=TURN_BUCKETS,
     registry=REGISTRY,
@@ -199,6 +201,7 @@ class MeteredProvider:
     ) -> Completion:
         started = time.perf_counter()
         relay = on_delta
+        stopped: list[BaseException] = []  # what the delta callback raised, stopping the call
         if on_delta is not None:
             first = True
             forward = on_delta
@@ -208,7 +211,11 @@ class MeteredProvider:
                 if first:
                     first = False
                     FIRST_TOKEN_SECONDS.observe(time.perf_counter() - started)
-                await forward(chunk)
+                try:
+                    await forward(chunk)
+                except BaseException as exc:
+                    stopped.append(exc)
+                    raise
 
         attributes = {"gen_ai.system": self.name, "gen_ai.request.model": model}
         with tracing.span("provider " + self.name, kind="client", attributes=attributes) as span:
@@ -218,10 +225,14 @@ class MeteredProvider:
                 PROVIDER_SECONDS.labels(exc.kind).observe(time.perf_counter() - started)
                 tracing.set_attributes(span, **{"error.type": exc.kind})
                 raise
-            except BaseException:  # cut off: an abort or a delete (from ``on_delta``), the
-                # turn's deadline or a shutdown (a cancel); a provider raises ProviderError only
-                PROVIDER_SECONDS.labels("cancelled").observe(time.perf_counter() - started)
-                tracing.set_attributes(span, **{"error.type": "cancelled"})
+            except BaseException as exc:
+                # cancelled: stopped by the worker, from the delta callback (an abort, a delete,
+                # a lost lease or a failed write) or by a cancel (the turn's deadline, a
+                # shutdown); error: anything else, a defect (a provider raises ProviderError)
+                cut = isinstance(exc, asyncio.CancelledError) or any(exc is e for e in stopped)
+                outcome = "cancelled" if cut else "error"
+                PROVIDER_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+                tracing.set_attributes(span, **{"error.type": outcome})
                 raise
             PROVIDER_SECONDS.labels("ok").observe(time.perf_counter() - started)
             if completion.usage is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from service.config import Settings
+from service.errors import ProviderError, StoreUnavailable
 from service.runtime import Runtime
 from tests.providers.fake_openai import FakeOpenAI
 from tests.workers.conftest import WorkerFactory, send, wait_idle
@@ -211,3 +213,62 @@ def test_no_created_series_and_process_collectors_are_there() -> None:
     assert "_created" not in text
     assert "process_cpu_seconds_total" in text and "python_gc_collections_total" in text
     assert "tenant" not in text and "session_id" not in text
+
+
+class Scripted:
+    """A provider that streams one delta, then does what ``then`` says."""
+
+    name = "scripted"
+
+    def __init__(self, then: str) -> None:
+        self.then = then
+
+    async def complete(self, messages: Any, *, model: str, on_delta: Any = None) -> Any:
+        if on_delta is not None:
+            await on_delta("a")
+        if self.then == "raise":
+            raise KeyError("a defect")
+        if self.then == "provider_error":
+            raise ProviderError("down", kind="server_error")
+        await asyncio.sleep(10)  # "hang": until cancelled
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("then", "callback_raises", "outcome"),
+    [
+        ("hang", True, "cancelled"),  # an abort, a delete, a failed write of a delta
+        ("hang", False, "cancelled"),  # the turn's deadline, a shutdown
+        ("raise", False, "error"),  # anything else
+        ("provider_error", False, "server_error"),
+    ],
+)
+async def test_each_provider_call_counts_once_under_its_outcome(
+    then: str, callback_raises: bool, outcome: str
+) -> None:
+    def count(label: str) -> float:
+        sample = metrics.REGISTRY.get_sample_value(
+            "sessions_worker_provider_call_duration_seconds_count", {"outcome": label}
+        )
+        return sample or 0.0
+
+    labels = ("ok", "cancelled", "error", "server_error")
+    before = {label: count(label) for label in labels}
+
+    async def on_delta(chunk: str) -> None:
+        if callback_raises:
+            raise StoreUnavailable("the delta could not be written")
+
+    call = asyncio.ensure_future(
+        metrics.MeteredProvider(Scripted(then)).complete([], model="m", on_delta=on_delta)  # type: ignore[arg-type]
+    )
+    if then == "hang" and not callback_raises:
+        await asyncio.sleep(0.05)
+        call.cancel()
+    with pytest.raises((BaseException,)):
+        await call
+    assert {label: count(label) - before[label] for label in labels} == {
+        label: float(label == outcome) for label in labels
+    }
