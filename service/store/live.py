@@ -20,7 +20,7 @@ LIVE_CATCH_UP_MS = 5_000  # how far back a stream from a history position follow
 START_SLACK_MS = 50  # how much later than its session's created ms a session.start is looked for
 COPY_SLACK_MS = 1_000  # how much later than its event a durable event's copy is looked for
 MAX_SEQ = 2**64 - 1  # the highest sequence number of a stream id
-COPY_FIRST, COPY_PAGE, COPY_PAGES = 1_000, 100, 10  # ... read in pages of these many entries
+COPY_FIRST, COPY_PAGE, COPY_PAGES = 1_000, 100, 6  # ... in pages (up to 1,000 + 2,500 entries)
 
 
 @dataclass
@@ -169,9 +169,11 @@ class LiveOps(TenantBase):
         holds it. On a single Redis the copy is written in the same script: in the same ms, or
         later when the script ran past a millisecond before writing it (Redis < 7.2 gives
         ``XADD *`` the clock of the moment, not the script's); on a Cluster by the call after it.
-        The event's own ms is read first; then, page by page, up to ``COPY_SLACK_MS`` after it.
-        On a single Redis copies come in history order, so a later event's copy ends the look."""
-        ms, ordinal = id_order(newest)
+        The event's own ms is read first; then up to ``COPY_SLACK_MS`` after it, in pages that
+        double from ``COPY_PAGE``. On a single Redis copies come in the order of their events'
+        ids, so a later event's copy ends the look."""
+        order = id_order(newest)  # history ids grow with each write (a pop's reuse an ordinal)
+        ms = order[0]
         low, high = f"{max(ms - 1, 0)}-0", f"{ms}-{MAX_SEQ}"
         count, slack = COPY_FIRST, False
         for _ in range(COPY_PAGES):
@@ -183,10 +185,12 @@ class LiveOps(TenantBase):
                 copied = fields.get("h")
                 if copied == newest:
                     return str(entry_id)
-                if copied and not self._s.cluster and id_order(copied)[1] > ordinal:
-                    return None  # a later event's copy (its ordinal is higher): this one's is gone
+                if copied and not self._s.cluster and id_order(copied) > order:
+                    return None  # a later event's copy: this one's is gone
             if len(rows) == count:
                 low = f"({rows[-1][0]}"
+                if slack:
+                    count = min(2 * count, COPY_FIRST)
             elif slack:
                 return None
             else:  # its own ms read: on to the slack after it
