@@ -179,13 +179,12 @@ async def session_events(
     quiet_since = time.monotonic()
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
-        served = ""  # the newest durable event the client has
+        replayed = ""
         if following.resync:
             info = await store.get(session_id)
             yield resync_frame(session_id, info.last_event_id)
         elif following.replay_after is not None:
             cursor = None if following.replay_after == START else following.replay_after
-            served = cursor or ""
             # up to the event whose copy the live entries start after, when known: what came
             # since, transient events included, comes from them, in order
             through = following.copy_of and id_order(following.copy_of)
@@ -193,7 +192,8 @@ async def session_events(
                 if through and id_order(ev["id"]) > through:
                     break
                 yield frame(ev["type"], dumps(ev), ev["id"])
-                served = ev["id"]
+                replayed = ev["id"]
+        done = replayed and id_order(replayed)
         look = False
         while True:
             if stop.done():  # the server is stopping: the client resumes elsewhere
@@ -210,14 +210,8 @@ async def session_events(
                     got_any = True
                     continue
                 live_id, history_id, body = entry_parts(entry)
-                if history_id:
-                    if served and id_order(history_id) <= id_order(served):
-                        continue  # served already
-                    if served and skipped(served, history_id):
-                        gap = store.iter_events(session_id, after=served, before=history_id)
-                        async for ev in gap:
-                            yield frame(ev["type"], dumps(ev), ev["id"])
-                    served = history_id
+                if history_id and done and id_order(history_id) <= done:
+                    continue  # served from history already
                 text = live_json(live_id, history_id, body)
                 yield frame(_type_of(text), text, LIVE_MARK + live_id)
                 got_any = True
@@ -254,13 +248,6 @@ async def session_events(
         stop.cancel()
         following.close()
         follow.metrics.streams_open.dec()
-
-
-def skipped(served: str, history_id: str) -> bool:
-    """Whether durable events lie between the ``served`` one and ``history_id`` (ordinals go up
-    by one per durable event; a pop's or a clear's reuse lower ones): their copies came late, out
-    of order, or never (a Cluster's second call, which a dying process may not make)."""
-    return id_order(history_id)[1] > id_order(served)[1] + 1
 
 
 async def lifecycle_events(

@@ -364,18 +364,12 @@ class HistoryOps(TenantBase):
         return events
 
     async def iter_events(
-        self,
-        session_id: str,
-        *,
-        after: str | None = None,
-        before: str | None = None,
-        page: int = EXPORT_PAGE,
+        self, session_id: str, *, after: str | None = None, page: int = EXPORT_PAGE
     ) -> AsyncIterator[Event]:
-        """Every event from the start (or after ``after``; up to ``before``, exclusive), page by
-        page: the export stream."""
+        """Every event from the start (or after ``after``), page by page: the export stream."""
         cursor = after
         while True:
-            batch = await self.read_events(session_id, after=cursor, before=before, limit=page)
+            batch = await self.read_events(session_id, after=cursor, limit=page)
             for ev in batch:
                 yield ev
             if len(batch) < page:

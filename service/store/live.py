@@ -35,12 +35,11 @@ class Following:
     replay_after: str | None = None
     resync: bool = False
     lifecycle: Subscription | None = field(default=None)
-    # with ``replay_after``: the durable event whose live copy ``sub`` starts after, when the
-    # window held it. The replay ends there; every event since, durable or not, is among the
-    # live entries, in order (on a single Redis the copy is written in the same script as its
-    # event; on a Cluster by a second call, so a copy may come late, out of order or never: the
-    # caller serves a durable event whose copy is missing from the history, before the next
-    # copy). None: the replay reads to the end, and the live entries follow from now on.
+    # with ``replay_after``, on a single Redis: the durable event whose live copy ``sub`` starts
+    # after, when the window held it. The replay ends there; every event since, durable or not,
+    # is among the live entries, in order (the copy is written in the same script as its event).
+    # On a Cluster copies are published apart from their events, so the replay reads on to the
+    # end and the live entries' copies of what it served are passed over.
     copy_of: str | None = None
 
     def close(self) -> None:
@@ -139,7 +138,9 @@ class LiveOps(TenantBase):
         # transient events included), else from now; the caller skips copies it replayed.
         after = await self._copy_of(key, session_id, newest, incarnation) if newest else None
         return Following(
-            await subscribe(after), replay_after=start, copy_of=newest if after else None
+            await subscribe(after),
+            replay_after=start,
+            copy_of=newest if after and not self._s.cluster else None,
         )
 
     async def _start_entry(
