@@ -87,12 +87,12 @@ async def message_page(
     """The ``MessageList`` of up to ``limit`` messages after the event ``after``."""
     out: list[Message] = []
     cursor = after
-    # A short page costs a short read: about as many events as messages are still wanted, with
-    # room for a few others, and twice as many each time messages turn out sparse.
+    # A short page costs a short read: about as many events as messages are wanted, with room
+    # for a few others, and twice as many each time messages turn out sparse.
     size = min(MAX_PAGE, max(MIN_SCAN, limit + limit // 4))
     for _ in range(SCAN_PAGES):
         messages, last, more = await store.read_messages(session_id, after=cursor, limit=size)
-        size = min(MAX_PAGE, max(2 * size, 2 * (limit - len(out) - len(messages))))
+        size = min(MAX_PAGE, 2 * size)  # (the first was at least all the messages wanted)
         if len(out) + len(messages) >= limit:
             taken = limit - len(out)
             out += messages[:taken]
